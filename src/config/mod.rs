@@ -1,0 +1,163 @@
+//! The validated configuration: what the balancer runs with.
+//!
+//! The YAML file is parsed into a serde mirror ([`file::FileConfig`], never used at
+//! runtime), merged with the command-line [`Overrides`], and turned into a
+//! [`Config`] by [`validate`]. A `Config` cannot hold a bad value: every backend
+//! is parsed and resolved, every duration is positive, every limit is sane.
+//! Errors are [`ConfigError`]s that name the file, line, key, problem and a hint.
+
+mod duration;
+mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::backend::{BackendSet, BackendSpec};
+use crate::balance::StrategyKind;
+
+pub use duration::parse_duration;
+
+/// Process (master + forked workers) or thread (one process, N runtimes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Process,
+    Thread,
+}
+
+/// `health:` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    pub passive_5xx: bool,
+}
+
+/// `timeouts:` section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub client_header: Duration,
+    pub backend_response: Duration,
+    pub client_idle: Duration,
+    pub drain: Duration,
+}
+
+/// `limits:` section: what a request head may hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Longest request line (method, target, version) in bytes; beyond it, 414.
+    pub request_line: usize,
+    /// Largest header section in bytes (names + values); beyond it, 431.
+    pub header_section: usize,
+    /// Most header lines; beyond it, 431.
+    pub headers: usize,
+}
+
+/// `pool:` section: idle keep-alive connections to backends, per worker and backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolConfig {
+    pub max_idle_per_backend: usize,
+    pub idle_timeout: Duration,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub workers: usize,
+    pub mode: Mode,
+    pub strategy: StrategyKind,
+    pub backends: BackendSet,
+    pub health: HealthConfig,
+    pub timeouts: Timeouts,
+    pub retries: u32,
+    pub access_log: bool,
+    pub limits: Limits,
+    /// Name of the sticky-session cookie (`sticky.cookie`).
+    pub sticky_cookie: String,
+    pub pool: PoolConfig,
+    /// Skip TLS verification for every backend (`-k`); TLS itself arrives later.
+    pub insecure: bool,
+}
+
+/// Values given on the command line; each one that is set wins over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub workers: Option<usize>,
+    pub mode: Option<Mode>,
+    pub strategy: Option<StrategyKind>,
+    /// Non-empty: replaces the file's backends.
+    pub backends: Vec<BackendSpec>,
+    pub access_log: bool,
+    pub insecure: bool,
+}
+
+/// A configuration problem: `FILE:LINE: KEY: problem (hint)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `backends[1].weight`; empty for file-level problems.
+    pub key: String,
+    pub problem: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}:", file.display())?;
+            if let Some(line) = self.line {
+                write!(f, "{line}:")?;
+            }
+            f.write_str(" ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.problem)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Builds a config from the command line alone (no file).
+    pub fn from_overrides(overrides: &Overrides) -> Result<Config, ConfigError> {
+        validate::build(None, file::FileConfig::default(), overrides)
+    }
+
+    /// Reads, parses and validates `path`, then applies `overrides`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_path_buf()),
+            line: None,
+            key: String::new(),
+            problem: format!("cannot read the file: {e}"),
+            hint: Some("check the path given to -c/--config".into()),
+        })?;
+        Config::parse(path, &text, overrides)
+    }
+
+    /// Parses and validates config text that came from `path`.
+    pub fn parse(path: &Path, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let parsed = file::FileConfig::parse(text).map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })?;
+        validate::build(Some((path, text)), parsed, overrides)
+    }
+}
