@@ -1,6 +1,123 @@
 //! switchyard: a fast HTTP/1.1 load balancer and reverse proxy.
+//!
+//! # Layout
+//! - [`cli`]: the command line; flags become config [`config::Overrides`].
+//! - [`config`]: YAML file -> serde mirror -> validated [`config::Config`].
+//! - [`backend`]: backends as values; stable ids from a fixed-seed hash of the address.
+//! - [`server`]: SO_REUSEPORT listeners and workers (one current-thread runtime each).
+//! - [`proxy`]: the request path, header rules, bodies and error responses.
+//! - [`upstream`]: dialing backends and the per-worker LIFO keep-alive pool.
+//! - [`balance`]: one strategy per file behind one small trait.
+//! - [`health`]: the lock-free up/down and in-flight table all workers share.
+//! - [`demo`]: the built-in echo backend and the one-command demo.
+//!
+//! # Life of a request
+//! 1. A worker accepts on its own listener (`server::worker`), sets TCP_NODELAY, and
+//!    serves the connection with hyper under the client idle/header clocks.
+//! 2. `proxy::guard` checks the head; bad input is answered 4xx/5xx and goes no further.
+//! 3. `proxy::body` reads up to 64 KiB of the body (held whole if it ends there).
+//! 4. `proxy::headers` drops hop-by-hop headers and adds X-Forwarded-For/-Proto and Via.
+//! 5. `balance` picks an eligible backend from the `health` table.
+//! 6. `upstream` sends on a pooled connection (LIFO) or dials a new one.
+//! 7. The response head is rewritten and its body streams back to the client.
+//! 8. When the body ends, the backend connection returns to the pool.
 
 pub mod backend;
 pub mod balance;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod health;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use config::{Config, Mode};
+
+/// What can stop the program; `main` prints it and exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Runs the command the user gave.
+pub fn run(cli: cli::Cli) -> Result<(), Error> {
+    match cli.command {
+        Some(cli::Command::Demo { listen, log_level }) => {
+            init_logging(log_level);
+            demo::run(listen)
+        }
+        Some(cli::Command::Backend {
+            listen,
+            name,
+            log_level,
+        }) => {
+            init_logging(log_level);
+            let l = server::listener::bind(listen, 1)?.into_iter().next();
+            let l = l.ok_or_else(|| Error::Usage("no listener".into()))?;
+            let b = demo::EchoBackend::start(l, &name)?;
+            eprintln!(
+                "switchyard backend '{name}' listening on http://{}/",
+                b.addr()
+            );
+            b.wait();
+            Ok(())
+        }
+        Some(cli::Command::Check { config }) => {
+            let c = Config::load(&config, &config::Overrides::default())?;
+            println!(
+                "{}: ok ({} backends, strategy {})",
+                config.display(),
+                c.backends.len(),
+                c.strategy.name()
+            );
+            Ok(())
+        }
+        None => {
+            init_logging(cli.run.log_level);
+            let overrides = cli.run.overrides();
+            let config = match &cli.run.config {
+                Some(path) => Config::load(path, &overrides)?,
+                None => Config::from_overrides(&overrides)?,
+            };
+            serve(config)
+        }
+    }
+}
+
+/// Runs the balancer in the foreground until it is stopped.
+pub fn serve(config: Config) -> Result<(), Error> {
+    if config.mode == Mode::Process {
+        tracing::info!(
+            "process mode is not built yet: running {} worker threads",
+            config.workers
+        );
+    }
+    let config = Arc::new(config);
+    let listeners = server::listener::bind(config.listen, config.workers)?;
+    let running = server::start(Arc::clone(&config), listeners)?;
+    tracing::info!(
+        listen = %running.local_addr(),
+        workers = config.workers,
+        strategy = config.strategy.name(),
+        backends = config.backends.len(),
+        "switchyard serving"
+    );
+    running.wait();
+    Ok(())
+}
+
+fn init_logging(level: tracing::Level) {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

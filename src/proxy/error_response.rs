@@ -1,0 +1,102 @@
+//! The one place where failures become responses.
+//!
+//! Every answer the balancer writes itself (as opposed to relaying a backend's) comes
+//! from [`respond`]: a status, a short `text/plain` body saying what went wrong, and
+//! `Connection: close` when the client connection cannot safely carry another request
+//! (malformed framing, a body we did not read to its end).
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use super::headers::VIA_VALUE;
+use crate::server::conn_io::ConnClock;
+
+/// Everything that can end a request before (or instead of) a backend's response.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// Malformed or ambiguous request: 400, connection closed.
+    BadRequest(&'static str),
+    /// Request line over `limits.request_line`: 414.
+    UriTooLong,
+    /// Header section over `limits.header_section` or `limits.headers`: 431.
+    HeadersTooLarge,
+    /// A transfer coding we do not implement: 501, connection closed.
+    UnsupportedTransferCoding,
+    /// A method we do not proxy (CONNECT): 405... reported as 501 Not Implemented.
+    MethodNotSupported(&'static str),
+    /// `Expect` with something other than `100-continue`: 417.
+    ExpectationFailed,
+    /// The client's body was malformed (bad chunk size, cut short): 400, closed.
+    BadBody,
+    /// The client stopped sending its body: 408, closed.
+    ClientBodyTimeout,
+    /// No backend is eligible: 503.
+    NoHealthyBackend,
+    /// The backend refused or could not be reached: 502.
+    ConnectFailed,
+    /// The backend failed mid-exchange or answered garbage: 502.
+    BadGateway,
+    /// Dialing or the backend's first response byte took too long: 504.
+    Timeout,
+}
+
+impl ProxyError {
+    fn parts(&self) -> (StatusCode, &'static str, bool) {
+        use ProxyError::*;
+        match self {
+            BadRequest(why) => (StatusCode::BAD_REQUEST, why, true),
+            UriTooLong => (StatusCode::URI_TOO_LONG, "request target too long", true),
+            HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request header section too large",
+                true,
+            ),
+            UnsupportedTransferCoding => (
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding not supported (only chunked is)",
+                true,
+            ),
+            MethodNotSupported(why) => (StatusCode::NOT_IMPLEMENTED, why, false),
+            ExpectationFailed => (
+                StatusCode::EXPECTATION_FAILED,
+                "only 'Expect: 100-continue' is supported",
+                false,
+            ),
+            BadBody => (StatusCode::BAD_REQUEST, "malformed request body", true),
+            ClientBodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+                true,
+            ),
+            NoHealthyBackend => (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend", false),
+            ConnectFailed => (StatusCode::BAD_GATEWAY, "backend unreachable", false),
+            BadGateway => (StatusCode::BAD_GATEWAY, "backend failed to answer", false),
+            Timeout => (StatusCode::GATEWAY_TIMEOUT, "backend timed out", false),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+}
+
+/// Builds the response for `err`.
+pub fn respond(err: &ProxyError, clock: Option<std::rc::Rc<ConnClock>>) -> Response<ProxyBody> {
+    let (status, why, close) = err.parts();
+    let reason = status.canonical_reason().unwrap_or("");
+    let text = format!("{} {reason}: {why}\n", status.as_u16());
+    let mut resp = Response::new(ProxyBody::local(Bytes::from(text), clock));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::VIA, HeaderValue::from_static(VIA_VALUE));
+    if close {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}

@@ -1,0 +1,204 @@
+//! The client connection's socket, with the `client_idle` and `client_header` timeouts.
+//!
+//! hyper's own `header_read_timeout` starts when it begins waiting for a head, so it
+//! would also cut idle keep-alive connections. The contract wants two clocks:
+//! `client_idle` while nothing has arrived (after accept or between requests), and
+//! `client_header` from the first byte of a head until the head is complete. The
+//! [`ConnClock`] holds the phase (idle, reading a head, busy with a request): the read
+//! path moves idle -> head on the first byte, the proxy marks busy when hyper hands
+//! it a request, and the response body marks idle again when it is done.
+//!
+//! The timer is lazy: one `Sleep` per connection, armed only when a read would block,
+//! and re-armed only when it fires early or a nearer deadline appears, so a busy
+//! keep-alive connection costs two `Cell` writes per request and no timer work.
+//! An expired deadline makes the read fail with `TimedOut`; hyper then closes.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of a request head.
+    Idle,
+    /// Some bytes of a head have arrived; the rest must come before the deadline.
+    Head,
+    /// A request is being served; no client timeout from this clock.
+    Busy,
+}
+
+/// Phase and deadline of one client connection, shared by its socket and its requests.
+#[derive(Debug)]
+pub struct ConnClock {
+    phase: Cell<Phase>,
+    deadline: Cell<Instant>,
+    idle: Duration,
+    header: Duration,
+}
+
+impl ConnClock {
+    pub fn new(idle: Duration, header: Duration) -> ConnClock {
+        ConnClock {
+            phase: Cell::new(Phase::Idle),
+            deadline: Cell::new(Instant::now() + idle),
+            idle,
+            header,
+        }
+    }
+
+    /// A request head is complete and being served.
+    #[inline]
+    pub fn busy(&self) {
+        self.phase.set(Phase::Busy);
+    }
+
+    /// The response is done; the connection waits for its next request.
+    #[inline]
+    pub fn idle(&self) {
+        if self.phase.get() == Phase::Busy {
+            self.phase.set(Phase::Idle);
+            self.deadline.set(Instant::now() + self.idle);
+        }
+    }
+
+    #[inline]
+    fn on_bytes(&self) {
+        if self.phase.get() == Phase::Idle {
+            self.phase.set(Phase::Head);
+            self.deadline.set(Instant::now() + self.header);
+        }
+    }
+}
+
+/// A TCP stream whose reads fail with `TimedOut` once the clock's deadline passes.
+pub struct TimedIo {
+    io: TcpStream,
+    clock: std::rc::Rc<ConnClock>,
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl TimedIo {
+    pub fn new(io: TcpStream, clock: std::rc::Rc<ConnClock>) -> TimedIo {
+        let deadline = clock.deadline.get();
+        TimedIo {
+            io,
+            clock,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            armed: false,
+        }
+    }
+
+    /// Polls the deadline; `Ready` means the connection has timed out.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let want = self.clock.deadline.get();
+            if !self.armed || want < self.sleep.deadline() {
+                self.sleep.as_mut().reset(want);
+                self.armed = true;
+            }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Fired: really expired, or the deadline moved later since we armed it?
+            if self.clock.deadline.get() <= Instant::now() {
+                return Poll::Ready(());
+            }
+            self.armed = false;
+        }
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.clock.on_bytes();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.clock.phase.get() != Phase::Busy && this.poll_deadline(cx).is_ready() {
+                    let what = match this.clock.phase.get() {
+                        Phase::Head => "client did not send a complete request head in time",
+                        _ => "client connection idle for too long",
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_move_the_deadline() {
+        let c = ConnClock::new(Duration::from_secs(60), Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(c.deadline.get(), t0 + Duration::from_secs(60));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        c.on_bytes();
+        assert_eq!(c.phase.get(), Phase::Head);
+        assert_eq!(c.deadline.get(), t0 + Duration::from_secs(15));
+        // More bytes of the same head do not extend it.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c.on_bytes();
+        assert_eq!(c.deadline.get(), t0 + Duration::from_secs(15));
+        c.busy();
+        c.idle();
+        assert_eq!(c.phase.get(), Phase::Idle);
+        assert_eq!(c.deadline.get(), t0 + Duration::from_secs(66));
+        // idle() outside a request changes nothing.
+        c.idle();
+        assert_eq!(c.deadline.get(), t0 + Duration::from_secs(66));
+    }
+}

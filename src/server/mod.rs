@@ -1,0 +1,89 @@
+//! Listeners and workers.
+//!
+//! [`listener::bind`] makes one SO_REUSEPORT socket per worker; [`start`] runs one
+//! [`worker`] per socket on its own thread (thread mode) and returns a [`Running`]
+//! handle to stop them. Servers take bound listeners, so tests bind port 0 and callers
+//! report bind errors before anything starts. What all workers share (the backend
+//! health table) is atomics only.
+
+pub mod conn_io;
+pub mod listener;
+pub mod worker;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::health::HealthTable;
+
+/// Workers running in this process.
+pub struct Running {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The address the listeners are bound to (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and waits for the workers to exit.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    /// Blocks until every worker has exited.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn stop_inner(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Starts one worker thread per listener.
+pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Running> {
+    let local_addr = match listeners.first() {
+        Some(l) => l.local_addr()?,
+        None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listener")),
+    };
+    let health = Arc::new(HealthTable::new(config.backends.len()));
+    let (tx, rx) = watch::channel(false);
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let config = Arc::clone(&config);
+        let health = Arc::clone(&health);
+        let rx = rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || {
+                if let Err(e) = worker::run(id, config, health, listener, rx) {
+                    tracing::error!(worker = id, "worker failed: {e}");
+                }
+            })?;
+        threads.push(t);
+    }
+    Ok(Running {
+        local_addr,
+        shutdown: tx,
+        threads,
+    })
+}

@@ -1,0 +1,158 @@
+//! Talking to backends: dialing ([`connect`]) and keeping connections ([`pool`]).
+//!
+//! Each worker owns one [`Upstreams`]: a [`pool::Pool`] per backend of the current
+//! snapshot plus the dialer settings. [`Upstreams::send`] takes a pooled connection
+//! (LIFO) or dials a new one, and sends one request. A pooled connection found closed
+//! before the request was written is dropped and the request goes out on the next
+//! one, so a stale keep-alive connection never costs a client an error. Nothing here
+//! is shared between workers.
+
+pub mod connect;
+pub mod pool;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use crate::backend::Backend;
+use crate::proxy::body::ReqBody;
+
+pub use pool::Pool;
+
+/// A connection to a backend, ready for one request.
+pub type Sender = SendRequest<ReqBody>;
+
+/// Why a request to a backend failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No connection could be made: nothing was sent.
+    Connect(std::io::Error),
+    /// Dialing took longer than `timeouts.connect`: nothing was sent.
+    ConnectTimeout,
+    /// The connection failed after the request was (maybe partly) written.
+    Send(hyper::Error),
+}
+
+/// The outcome of one successful exchange: the response head and the connection it
+/// came on, to be returned to the pool when the response body is done.
+pub struct Exchange {
+    pub response: Response<Incoming>,
+    pub sender: Sender,
+    /// True when the connection came from the pool rather than a fresh dial.
+    pub reused: bool,
+}
+
+/// A failed exchange; `request` is handed back when it was never written.
+pub struct Failed {
+    pub error: UpstreamError,
+    pub request: Option<Request<ReqBody>>,
+    pub reused: bool,
+}
+
+/// Per-worker backend connections.
+pub struct Upstreams {
+    connect_timeout: Duration,
+    builder: hyper::client::conn::http1::Builder,
+}
+
+impl Upstreams {
+    pub fn new(connect_timeout: Duration) -> Upstreams {
+        let mut builder = hyper::client::conn::http1::Builder::new();
+        builder.max_buf_size(256 * 1024);
+        Upstreams {
+            connect_timeout,
+            builder,
+        }
+    }
+
+    /// Sends `req` to `backend`, on a pooled connection if one is alive.
+    pub async fn send(
+        &self,
+        backend: &Backend,
+        pool: &Rc<Pool>,
+        mut req: Request<ReqBody>,
+    ) -> Result<Exchange, Failed> {
+        while let Some(mut sender) = pool.checkout() {
+            if sender.ready().await.is_err() {
+                continue; // closed while idle: never hand it out
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    return Ok(Exchange {
+                        response,
+                        sender,
+                        reused: true,
+                    });
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: the connection died while idle. Try the next one.
+                    Some(r) => req = r,
+                    None => {
+                        return Err(Failed {
+                            error: UpstreamError::Send(e.into_error()),
+                            request: None,
+                            reused: true,
+                        });
+                    }
+                },
+            }
+        }
+        self.send_fresh(backend, req).await
+    }
+
+    /// Sends `req` on a newly dialed connection.
+    pub async fn send_fresh(
+        &self,
+        backend: &Backend,
+        req: Request<ReqBody>,
+    ) -> Result<Exchange, Failed> {
+        let mut sender = match self.dial(backend).await {
+            Ok(s) => s,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    request: Some(req),
+                    reused: false,
+                });
+            }
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(Exchange {
+                response,
+                sender,
+                reused: false,
+            }),
+            Err(mut e) => {
+                let request = e.take_message();
+                Err(Failed {
+                    error: UpstreamError::Send(e.into_error()),
+                    request,
+                    reused: false,
+                })
+            }
+        }
+    }
+
+    async fn dial(&self, backend: &Backend) -> Result<Sender, UpstreamError> {
+        let stream = match tokio::time::timeout(self.connect_timeout, connect::tcp(backend)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+        };
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (sender, conn) = self
+            .builder
+            .handshake::<_, ReqBody>(io)
+            .await
+            .map_err(UpstreamError::Send)?;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("backend connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+}
