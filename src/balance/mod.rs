@@ -164,3 +164,125 @@ impl AnyStrategy {
         matches!(self, AnyStrategy::Sticky(_))
     }
 }
+
+/// Shared by the strategy tests: backend sets from addresses, and a picking loop.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Strategy, Tried, View};
+    use crate::backend::{Backend, BackendId, BackendSet, Scheme};
+    use crate::health::HealthTable;
+
+    /// A set of `host:port` addresses with the given weights, in the given order.
+    pub(crate) fn weighted_set(backends: &[(&str, u32)]) -> BackendSet {
+        BackendSet::new(
+            backends
+                .iter()
+                .map(|&(address, weight)| {
+                    let (host, port) = address.rsplit_once(':').expect("host:port");
+                    Backend {
+                        id: BackendId::of(address),
+                        address: address.to_string(),
+                        host: host.to_string(),
+                        port: port.parse().expect("port"),
+                        scheme: Scheme::Http,
+                        addrs: vec![],
+                        weight,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// A set of `host:port` addresses, all of weight 1.
+    pub(crate) fn set(addresses: &[&str]) -> BackendSet {
+        let with_weights: Vec<(&str, u32)> = addresses.iter().map(|&a| (a, 1)).collect();
+        weighted_set(&with_weights)
+    }
+
+    /// `n` backends `10.0.0.1:80`, `10.0.0.2:80`, ... (then `10.0.1.0:80`), weight 1.
+    pub(crate) fn n_backends(n: usize) -> BackendSet {
+        let addresses: Vec<String> = (1..=n)
+            .map(|i| format!("10.0.{}.{}:80", i / 256, i % 256))
+            .collect();
+        let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        set(&refs)
+    }
+
+    /// `count` picks with no sticky cookie; `None` picks are kept as `None`.
+    pub(crate) fn picks(
+        s: &impl Strategy,
+        health: &HealthTable,
+        tried: &Tried,
+        count: usize,
+    ) -> Vec<Option<usize>> {
+        let view = View {
+            health,
+            tried,
+            sticky: None,
+        };
+        (0..count).map(|_| s.pick(&view)).collect()
+    }
+
+    /// `count` picks that must all succeed.
+    pub(crate) fn indices(
+        s: &impl Strategy,
+        health: &HealthTable,
+        tried: &Tried,
+        count: usize,
+    ) -> Vec<usize> {
+        picks(s, health, tried, count)
+            .into_iter()
+            .map(|p| p.expect("a backend is eligible"))
+            .collect()
+    }
+
+    /// How often each of `n` indices occurs in `picked`.
+    pub(crate) fn counts(picked: &[usize], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for &i in picked {
+            c[i] += 1;
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::n_backends;
+    use super::*;
+
+    #[test]
+    fn any_strategy_sets_the_cookie_only_for_sticky_fallbacks() {
+        let set = n_backends(3);
+        let health = HealthTable::new(3);
+        let tried = Tried::default();
+        let view = |sticky| View {
+            health: &health,
+            tried: &tried,
+            sticky,
+        };
+        for kind in [
+            StrategyKind::RoundRobin,
+            StrategyKind::WeightedRoundRobin,
+            StrategyKind::Random,
+            StrategyKind::LeastConnections,
+        ] {
+            let s = AnyStrategy::new(kind, &set);
+            assert!(!s.is_sticky());
+            let p = s.pick(&view(Some(set.get(2).id))).unwrap();
+            assert!(!p.set_cookie, "{kind:?}");
+        }
+        let s = AnyStrategy::new(StrategyKind::Sticky, &set);
+        assert!(s.is_sticky());
+        let hit = Pick {
+            index: 2,
+            set_cookie: false,
+        };
+        assert_eq!(s.pick(&view(Some(set.get(2).id))), Some(hit));
+        let miss = Pick {
+            index: 0,
+            set_cookie: true,
+        };
+        assert_eq!(s.pick(&view(None)), Some(miss));
+    }
+}
