@@ -1,0 +1,10 @@
+//! End-to-end tests: real TCP, real backends started by the test, the balancer
+//! running in-process (or as the built binary for CLI tests), raw HTTP/1.1 clients.
+
+mod support;
+
+mod errors;
+mod framing;
+mod pool;
+mod proxying;
+mod strategies;

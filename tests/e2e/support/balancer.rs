@@ -1,0 +1,100 @@
+//! Runs switchyard in-process on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::backend::parse_spec;
+use switchyard::balance::StrategyKind;
+use switchyard::config::{Config, Mode, Overrides};
+use switchyard::server::{self, Running};
+
+pub struct Balancer {
+    backends: Vec<String>,
+    strategy: StrategyKind,
+    workers: usize,
+    tweak: Vec<Box<dyn FnOnce(&mut Config)>>,
+}
+
+pub struct Started {
+    pub addr: SocketAddr,
+    pub config: Arc<Config>,
+    running: Option<Running>,
+}
+
+impl Started {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
+    }
+}
+
+impl Balancer {
+    pub fn new() -> Balancer {
+        Balancer { backends: vec![], strategy: StrategyKind::RoundRobin, workers: 1, tweak: vec![] }
+    }
+
+    pub fn backend(mut self, addr: SocketAddr) -> Balancer {
+        self.backends.push(addr.to_string());
+        self
+    }
+
+    pub fn weighted(mut self, addr: SocketAddr, weight: u32) -> Balancer {
+        self.backends.push(format!("{addr},weight={weight}"));
+        self
+    }
+
+    pub fn strategy(mut self, s: StrategyKind) -> Balancer {
+        self.strategy = s;
+        self
+    }
+
+    pub fn workers(mut self, n: usize) -> Balancer {
+        self.workers = n;
+        self
+    }
+
+    /// Changes the validated config before start (timeouts, limits, pool...).
+    pub fn with(mut self, f: impl FnOnce(&mut Config) + 'static) -> Balancer {
+        self.tweak.push(Box::new(f));
+        self
+    }
+
+    pub fn client_header(self, d: Duration) -> Balancer {
+        self.with(move |c| c.timeouts.client_header = d)
+    }
+
+    pub fn client_idle(self, d: Duration) -> Balancer {
+        self.with(move |c| c.timeouts.client_idle = d)
+    }
+
+    pub fn backend_response(self, d: Duration) -> Balancer {
+        self.with(move |c| c.timeouts.backend_response = d)
+    }
+
+    pub fn start(self) -> Started {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+            workers: Some(self.workers),
+            mode: Some(Mode::Thread),
+            strategy: Some(self.strategy),
+            backends: self.backends.iter().map(|b| parse_spec(b).expect("spec")).collect(),
+            ..Overrides::default()
+        };
+        let mut config = Config::from_overrides(&overrides).expect("config");
+        for f in self.tweak {
+            f(&mut config);
+        }
+        let config = Arc::new(config);
+        let listeners = server::listener::bind(config.listen, config.workers).expect("bind");
+        let running = server::start(Arc::clone(&config), listeners).expect("start");
+        Started { addr: running.local_addr(), config, running: Some(running) }
+    }
+}
