@@ -1,70 +1,437 @@
-//! FileConfig + Overrides -> Config (stub).
+//! `FileConfig` + command-line `Overrides` -> a validated [`Config`].
+//!
+//! Every value that is set on the command line wins over the file (`-b` replaces the
+//! file's backends, which are then not looked at); the file's other values are still
+//! checked when a flag overrides them, so a file `check` rejects never runs. Everything
+//! else comes from the file or the defaults of the contract. Each check fails with a [`ConfigError`] naming the key (dotted, with list
+//! indexes, or the flag for command-line values), its line in the file, the problem
+//! and a hint saying what to write instead. Backends are resolved here, once.
 
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
-use std::time::Duration;
 
-use super::file::FileConfig;
+use super::file::{FileConfig, example, line_of};
 use super::*;
-use crate::backend::{Backend, BackendId};
+
+mod backends;
+mod sections;
+
+/// Where an error points: the file (if any) and its text, for line numbers.
+struct Ctx<'a> {
+    src: Option<(&'a Path, &'a str)>,
+}
+
+impl Ctx<'_> {
+    /// An error about `key`; keys starting with `--` are command-line flags.
+    fn err(&self, key: &str, problem: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+        let src = self.src.filter(|_| !key.starts_with("--"));
+        ConfigError {
+            file: src.map(|(p, _)| p.to_path_buf()),
+            line: src.and_then(|(_, text)| line_of(text, key)),
+            key: key.to_owned(),
+            problem: problem.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    /// A number in `range`, or `default` when absent.
+    fn number(
+        &self,
+        key: &str,
+        v: Option<u64>,
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let v = v.unwrap_or(default);
+        if range.contains(&v) {
+            return Ok(v);
+        }
+        let (lo, hi) = (range.start(), range.end());
+        let problem = if v < *lo {
+            format!("{v} is too small: the least allowed is {lo}")
+        } else {
+            format!("{v} is too large: the most allowed is {hi}")
+        };
+        let hint = match example(key) {
+            Some(x) => format!("write a number from {lo} to {hi}, e.g. `{x}`"),
+            None => format!("write a number from {lo} to {hi}"),
+        };
+        Err(self.err(key, problem, hint))
+    }
+
+    /// A positive duration, or `default` when absent.
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<&String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(text) = v else {
+            return Ok(default);
+        };
+        let hint = format!("write e.g. `{}`", example(key).unwrap_or("interval: 5s"));
+        match parse_duration(text) {
+            Ok(d) if d.is_zero() => Err(self.err(key, "must be greater than zero", hint)),
+            Ok(d) => Ok(d),
+            Err(e) => Err(self.err(key, e, hint)),
+        }
+    }
+
+    /// An `ADDR:PORT` socket address.
+    fn socket(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.trim().parse().map_err(|_| {
+            let problem = format!("'{text}' is not an ADDR:PORT address");
+            let x = example(key).unwrap_or("listen: 0.0.0.0:8080");
+            self.err(
+                key,
+                problem,
+                format!("write an IP address and a port, e.g. `{x}` or [::1]:8080"),
+            )
+        })
+    }
+}
 
 pub fn build(
-    _src: Option<(&Path, &str)>,
-    _file: FileConfig,
+    src: Option<(&Path, &str)>,
+    file: FileConfig,
     o: &Overrides,
 ) -> Result<Config, ConfigError> {
-    use std::net::ToSocketAddrs;
-    let backends = o
-        .backends
-        .iter()
-        .map(|s| Backend {
-            id: BackendId::of(&s.normalised()),
-            address: s.normalised(),
-            host: s.host.clone(),
-            port: s.port,
-            scheme: s.scheme,
-            addrs: (s.host.as_str(), s.port)
-                .to_socket_addrs()
-                .map(|a| a.collect())
-                .unwrap_or_default(),
-            weight: s.weight,
-        })
-        .collect();
+    let cx = Ctx { src };
+
+    // Listener and admin: the file's values are checked even when a flag overrides them.
+    let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080));
+    if let Some(l) = &file.listen {
+        if l.tls.is_some() {
+            let hint = "remove `tls:` from `listen:`; TLS termination arrives in a later release";
+            return Err(cx.err("listen.tls", "TLS termination is not supported yet", hint));
+        }
+        let Some(addr) = &l.address else {
+            let hint = "write `listen: 0.0.0.0:8080` or `listen: {address: 0.0.0.0:8080}`";
+            return Err(cx.err("listen.address", "the listen address is missing", hint));
+        };
+        let key = if l.short { "listen" } else { "listen.address" };
+        listen = cx.socket(key, addr)?;
+    }
+    let mut admin = match &file.admin {
+        Some(a) => Some(cx.socket("admin", a)?),
+        None => None,
+    };
+    let listen_from_cli = o.listen.is_some();
+    listen = o.listen.unwrap_or(listen);
+    let admin_from_cli = o.admin.is_some();
+    admin = o.admin.or(admin);
+    if let Some(a) = admin.filter(|a| same_port(*a, listen)) {
+        let key = if admin_from_cli { "--admin" } else { "admin" };
+        let other = if listen_from_cli {
+            "--listen"
+        } else {
+            "listen"
+        };
+        let problem = format!("{a} clashes with the {other} address {listen}");
+        return Err(cx.err(
+            key,
+            problem,
+            "give the admin listener its own port, e.g. `admin: 127.0.0.1:9090`",
+        ));
+    }
+
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(1024);
+    let mut workers = cx.number("workers", file.workers, cpus as u64, 1..=1024)? as usize;
+    if let Some(w) = o.workers {
+        workers = cx.number("--workers", Some(w as u64), 1, 1..=1024)? as usize;
+    }
+
+    let mut mode = if cfg!(target_os = "linux") {
+        Mode::Process
+    } else {
+        Mode::Thread
+    };
+    if let Some(m) = &file.mode {
+        mode = match m.trim() {
+            "process" => Mode::Process,
+            "thread" => Mode::Thread,
+            _ => {
+                return Err(cx.err(
+                    "mode",
+                    format!("unknown mode '{m}'"),
+                    "use `mode: process` or `mode: thread`",
+                ));
+            }
+        };
+    }
+    let mode = o.mode.unwrap_or(mode);
+
+    let mut strategy = StrategyKind::RoundRobin;
+    if let Some(s) = &file.strategy {
+        strategy = StrategyKind::parse(s.trim()).ok_or_else(|| {
+            let hint = format!("use one of: {}", StrategyKind::NAMES);
+            cx.err("strategy", format!("unknown strategy '{s}'"), hint)
+        })?;
+    }
+    let strategy = o.strategy.unwrap_or(strategy);
+
+    let backends = if o.backends.is_empty() {
+        let items = file.backends.unwrap_or_default();
+        backends::from_file(&cx, items.into_iter().map(|i| i.0).collect())?
+    } else {
+        backends::from_cli(&cx, &o.backends)?
+    };
+    if backends.is_empty() {
+        let hint = "add backends: - address: HOST:PORT, or pass -b HOST:PORT";
+        return Err(cx.err("backends", "no backends are configured", hint));
+    }
+
+    let health = sections::health(&cx, file.health)?;
+    let timeouts = sections::timeouts(&cx, file.timeouts)?;
+    let retries = sections::retries(&cx, file.retries)?;
+    let limits = sections::limits(&cx, file.limits)?;
+    let sticky_cookie = sections::sticky_cookie(&cx, file.sticky)?;
+    let pool = sections::pool(&cx, file.pool)?;
+
     Ok(Config {
-        listen: o
-            .listen
-            .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("literal")),
-        admin: o.admin,
-        workers: o.workers.unwrap_or(1),
-        mode: o.mode.unwrap_or(Mode::Thread),
-        strategy: o.strategy.unwrap_or(StrategyKind::RoundRobin),
+        listen,
+        admin,
+        workers,
+        mode,
+        strategy,
         backends: BackendSet::new(backends),
-        health: HealthConfig {
-            path: "/".into(),
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-            unhealthy_threshold: 3,
-            healthy_threshold: 2,
-            passive_5xx: false,
-        },
-        timeouts: Timeouts {
-            connect: Duration::from_secs(2),
-            client_header: Duration::from_secs(10),
-            backend_response: Duration::from_secs(30),
-            client_idle: Duration::from_secs(60),
-            drain: Duration::from_secs(30),
-        },
-        retries: 2,
-        access_log: o.access_log,
-        limits: Limits {
-            request_line: 8192,
-            header_section: 65536,
-            headers: 100,
-        },
-        sticky_cookie: "SWITCHYARD_BACKEND".into(),
-        pool: PoolConfig {
-            max_idle_per_backend: 64,
-            idle_timeout: Duration::from_secs(60),
-        },
+        health,
+        timeouts,
+        retries,
+        access_log: o.access_log || file.access_log.unwrap_or(false),
+        limits,
+        sticky_cookie,
+        pool,
         insecure: o.insecure,
     })
+}
+
+/// Two listeners that cannot both bind: same port on the same or a wildcard address.
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::parse_spec;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// One valid backend, to prefix snippets that test something else.
+    pub(super) const B: &str = "backends: [127.0.0.1:9001]\n";
+
+    pub(super) fn load_with(text: &str, o: &Overrides) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("sy.yaml"), text, o)
+    }
+
+    pub(super) fn load(text: &str) -> Result<Config, ConfigError> {
+        load_with(text, &Overrides::default())
+    }
+
+    /// Asserts `sy.yaml:LINE: KEY: ...fragment... (hint)`.
+    pub(super) fn assert_err(text: &str, key: &str, line: Option<usize>, fragment: &str) {
+        let e = load(text).expect_err(text);
+        let shown = e.to_string();
+        assert_eq!((e.key.as_str(), e.line), (key, line), "{shown}");
+        let head = match line {
+            Some(n) => format!("sy.yaml:{n}: {key}: "),
+            None => format!("sy.yaml: {key}: "),
+        };
+        assert!(shown.starts_with(&head), "{shown}");
+        assert!(shown.contains(fragment), "{shown}");
+        assert!(e.hint.is_some() && shown.ends_with(')'), "{shown}");
+    }
+
+    /// [`assert_err`] for a one-key snippet after [`B`] (so the key is on line 2 or 3).
+    pub(super) fn assert_errs(cases: &[(&str, &str, &str)]) {
+        for (text, key, fragment) in cases {
+            let line = if text.contains('\n') { 3 } else { 2 };
+            assert_err(&format!("{B}{text}\n"), key, Some(line), fragment);
+        }
+    }
+
+    fn cli_backends(specs: &[&str]) -> Overrides {
+        let backends = specs.iter().map(|s| parse_spec(s).unwrap()).collect();
+        Overrides {
+            backends,
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_overrides(&cli_backends(&["127.0.0.1:9001"])).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!((c.admin, c.strategy), (None, StrategyKind::RoundRobin));
+        assert!(c.workers >= 1);
+        let mode = if cfg!(target_os = "linux") {
+            Mode::Process
+        } else {
+            Mode::Thread
+        };
+        assert_eq!(c.mode, mode);
+        let h = &c.health;
+        assert_eq!(
+            (h.path.as_str(), h.interval, h.timeout),
+            ("/", secs(5), secs(2))
+        );
+        assert_eq!(
+            (h.unhealthy_threshold, h.healthy_threshold, h.passive_5xx),
+            (3, 2, false)
+        );
+        let t = &c.timeouts;
+        assert_eq!(
+            (t.connect, t.client_header, t.backend_response),
+            (secs(2), secs(10), secs(30))
+        );
+        assert_eq!((t.client_idle, t.drain), (secs(60), secs(30)));
+        assert_eq!((c.retries, c.access_log, c.insecure), (2, false, false));
+        let l = &c.limits;
+        assert_eq!(
+            (l.request_line, l.header_section, l.headers),
+            (8192, 65536, 100)
+        );
+        assert_eq!(c.sticky_cookie, "SWITCHYARD_BACKEND");
+        assert_eq!(
+            (c.pool.max_idle_per_backend, c.pool.idle_timeout),
+            (64, secs(60))
+        );
+    }
+
+    #[test]
+    fn contract_example_is_rejected_only_for_its_https_backend() {
+        let text = crate::config::file::tests::CONTRACT;
+        let tls = "TLS to backends is not supported yet";
+        assert_err(text, "backends[1].address", Some(9), tls);
+        let c = load(&text.replace("  - address: https://api.example.com\n", "")).unwrap();
+        assert_eq!((c.workers, c.mode, c.backends.len()), (1, Mode::Thread, 1));
+        assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.backends.get(0).weight, 2);
+    }
+
+    #[test]
+    fn the_example_file_builds() {
+        let c = load(include_str!("../../examples/switchyard.yaml")).unwrap();
+        assert_eq!(c.strategy, StrategyKind::WeightedRoundRobin);
+        let weights: Vec<u32> = c.backends.iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [2, 1]);
+        assert_eq!(c.backends.get(1).address, "127.0.0.1:9002");
+    }
+
+    #[test]
+    fn json_builds() {
+        let text =
+            r#"{"backends": ["127.0.0.1:9001"], "retries": 0, "health": {"interval": "1.5s"}}"#;
+        let c = load(text).unwrap();
+        assert_eq!(
+            (c.retries, c.health.interval),
+            (0, Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn names_and_counts() {
+        assert_errs(&[
+            ("strategy: fastest", "strategy", StrategyKind::NAMES),
+            (
+                "mode: fork",
+                "mode",
+                "use `mode: process` or `mode: thread`",
+            ),
+            ("workers: 0", "workers", "from 1 to 1024"),
+            ("workers: 1025", "workers", "too large"),
+            ("retries: 8", "retries", "at most 7 retries"),
+        ]);
+        assert_eq!(load(&format!("{B}retries: 7\n")).unwrap().retries, 7);
+    }
+
+    #[test]
+    fn listen_and_admin_addresses() {
+        assert_errs(&[
+            ("listen: 8080", "listen", "e.g. `listen: 0.0.0.0:8080`"),
+            (
+                "listen: localhost:8080",
+                "listen",
+                "not an ADDR:PORT address",
+            ),
+            ("listen:\n  address: x", "listen.address", "ADDR:PORT"),
+            ("admin: 127.0.0.1", "admin", "e.g. `admin: 127.0.0.1:9090`"),
+            (
+                "listen:\n  tls: {certificates: []}",
+                "listen.tls",
+                "TLS termination is not supported yet",
+            ),
+        ]);
+        let t = format!("{B}listen: 0.0.0.0:8080\nadmin: 127.0.0.1:8080\n");
+        assert_err(&t, "admin", Some(3), "clashes with the listen address");
+        let t = format!("{B}listen: {{address: 127.0.0.1:81}}\nadmin: 127.0.0.1:82\n");
+        let c = load(&t).unwrap();
+        assert_eq!((c.listen.port(), c.admin.map(|a| a.port())), (81, Some(82)));
+    }
+
+    #[test]
+    fn overrides_win() {
+        let text = "listen: 127.0.0.1:1\nstrategy: random\nworkers: 3\nmode: process\n\
+                    access_log: false\nbackends: [no-such-host.invalid:80]\n";
+        let o = Overrides {
+            listen: Some("127.0.0.1:2".parse().unwrap()),
+            strategy: Some(StrategyKind::Sticky),
+            workers: Some(5),
+            mode: Some(Mode::Thread),
+            access_log: true,
+            insecure: true,
+            ..cli_backends(&["127.0.0.1:9001", "127.0.0.1:9002,weight=4"])
+        };
+        let c = load_with(text, &o).unwrap();
+        assert_eq!((c.listen.port(), c.strategy), (2, StrategyKind::Sticky));
+        assert_eq!((c.workers, c.mode), (5, Mode::Thread));
+        let addrs: Vec<&str> = c.backends.iter().map(|b| b.address.as_str()).collect();
+        assert_eq!(addrs, ["127.0.0.1:9001", "127.0.0.1:9002"]);
+        assert_eq!(c.backends.get(1).weight, 4);
+        assert!(c.access_log && c.insecure);
+    }
+
+    #[test]
+    fn command_line_errors_name_the_flag_not_the_file() {
+        let o = Overrides {
+            workers: Some(0),
+            ..cli_backends(&["127.0.0.1:9001"])
+        };
+        assert!(
+            load_with("", &o)
+                .unwrap_err()
+                .to_string()
+                .starts_with("--workers: 0 is too small")
+        );
+        let o = Overrides {
+            admin: Some("127.0.0.1:8080".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let e = load_with(&format!("{B}listen: 127.0.0.1:8080\n"), &o).unwrap_err();
+        assert!(
+            e.to_string().starts_with("--admin: 127.0.0.1:8080 clashes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn truncated_files_never_panic() {
+        let full = include_str!("../../examples/switchyard.yaml");
+        let tls = crate::config::file::tests::CONTRACT;
+        for text in [full, tls] {
+            for (i, _) in text.char_indices() {
+                let cut = &text[..i];
+                let _ = load(cut);
+                let _ = line_of(cut, "backends[1].weight");
+            }
+        }
+    }
 }

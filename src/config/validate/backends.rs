@@ -1,0 +1,260 @@
+//! Backends from the file (`backends:`) or the command line (`-b`): parsed, checked
+//! for what is not supported yet (TLS, protocol choice) and for duplicates, then
+//! resolved once with the system resolver. Each error names the list item.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use super::Ctx;
+use crate::backend::{self, Backend, BackendId, BackendSpec, Scheme};
+use crate::config::ConfigError;
+use crate::config::file::BackendFile;
+
+/// Splits a `backend::parse_*` message into problem and its trailing `(hint)`.
+fn split_hint(msg: String) -> (String, String) {
+    if let Some(stripped) = msg.strip_suffix(')') {
+        if let Some((problem, hint)) = stripped.rsplit_once(" (") {
+            return (problem.to_owned(), hint.to_owned());
+        }
+    }
+    (
+        msg,
+        "write HOST:PORT or http://HOST:PORT, e.g. 127.0.0.1:9001".to_owned(),
+    )
+}
+
+pub(super) fn from_file(
+    cx: &Ctx<'_>,
+    items: Vec<BackendFile>,
+) -> Result<Vec<Backend>, ConfigError> {
+    let mut out: Vec<Backend> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let base = format!("backends[{i}]");
+        // The short form `- HOST:PORT` has no `address:` line of its own.
+        let addr_key = if item.short {
+            base.clone()
+        } else {
+            format!("{base}.address")
+        };
+        let Some(addr) = item.address else {
+            return Err(cx.err(
+                &addr_key,
+                "the backend address is missing",
+                "add `address: HOST:PORT`",
+            ));
+        };
+        if item.tls.is_some() {
+            let hint = "remove `tls:`; TLS to backends arrives in a later release";
+            return Err(cx.err(
+                &format!("{base}.tls"),
+                "TLS to backends is not supported yet",
+                hint,
+            ));
+        }
+        if let Some(p) = &item.protocol {
+            let problem = format!("choosing the backend protocol ('{p}') is not supported yet");
+            let hint = "remove `protocol:`; backends are spoken to over HTTP/1.1 for now";
+            return Err(cx.err(&format!("{base}.protocol"), problem, hint));
+        }
+        let spec = if item.short {
+            backend::parse_spec(&addr)
+        } else if addr.contains(',') {
+            let hint = "write the address alone and the weight as `weight: N` below it";
+            return Err(cx.err(&addr_key, format!("'{addr}' holds options"), hint));
+        } else {
+            let key = format!("{base}.weight");
+            let w = cx.number(&key, item.weight, 1, 1..=u64::from(u32::MAX))?;
+            backend::parse_address(&addr, u32::try_from(w).unwrap_or(u32::MAX))
+        };
+        let spec = spec.map_err(|e| {
+            let (problem, hint) = split_hint(e);
+            cx.err(&addr_key, problem, hint)
+        })?;
+        out.push(make_backend(cx, &addr_key, &spec, &out)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn from_cli(cx: &Ctx<'_>, specs: &[BackendSpec]) -> Result<Vec<Backend>, ConfigError> {
+    let mut out: Vec<Backend> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        if spec.weight == 0 {
+            let problem = format!("weight 0 for {} would never be picked", spec.normalised());
+            return Err(cx.err(
+                "--backend",
+                problem,
+                "use a weight from 1 up, or leave the backend out",
+            ));
+        }
+        out.push(make_backend(cx, "--backend", spec, &out)?);
+    }
+    Ok(out)
+}
+
+/// Rejects TLS and duplicates, resolves the host, and builds the [`Backend`].
+fn make_backend(
+    cx: &Ctx<'_>,
+    key: &str,
+    spec: &BackendSpec,
+    earlier: &[Backend],
+) -> Result<Backend, ConfigError> {
+    let address = spec.normalised();
+    if spec.scheme == Scheme::Https {
+        let problem = format!("{address}: TLS to backends is not supported yet");
+        let hint =
+            "TLS arrives in a later release; use a plain http:// backend on a port other than 443";
+        return Err(cx.err(key, problem, hint));
+    }
+    let id = BackendId::of(&address);
+    if let Some(j) = earlier.iter().position(|b| b.address == address) {
+        let first = if key.starts_with("--") {
+            "an earlier --backend".to_owned()
+        } else {
+            format!("backends[{j}]")
+        };
+        let problem = format!("{address} is already listed as {first}");
+        return Err(cx.err(
+            key,
+            problem,
+            "list each backend once; use `weight:` to give it more traffic",
+        ));
+    }
+    let host = spec.host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match (host, spec.port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            let hint = "check the host name, or use an IP address";
+            return Err(cx.err(key, format!("cannot resolve '{}': {e}", spec.host), hint));
+        }
+    };
+    if addrs.is_empty() {
+        let hint = "check the host name, or use an IP address";
+        return Err(cx.err(key, format!("'{}' resolves to no address", spec.host), hint));
+    }
+    Ok(Backend {
+        id,
+        address,
+        host: spec.host.clone(),
+        port: spec.port,
+        scheme: spec.scheme,
+        addrs,
+        weight: spec.weight,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{BackendId, Scheme, parse_spec};
+    use crate::config::Overrides;
+    use crate::config::validate::tests::{assert_err, load, load_with};
+
+    #[test]
+    fn backend_is_built_with_id_and_addresses() {
+        let c = load("backends:\n  - address: http://LOCALHOST:9001\n    weight: 3\n").unwrap();
+        let b = c.backends.get(0);
+        assert_eq!(
+            (b.address.as_str(), b.host.as_str(), b.port),
+            ("localhost:9001", "localhost", 9001)
+        );
+        assert_eq!(
+            (b.id, b.weight, b.scheme),
+            (BackendId::of("localhost:9001"), 3, Scheme::Http)
+        );
+        assert!(!b.addrs.is_empty() && b.addrs.iter().all(|a| a.port() == 9001));
+        let c = load("backends: ['[::1]:9002']\n").unwrap();
+        assert_eq!(c.backends.get(0).addrs, ["[::1]:9002".parse().unwrap()]);
+    }
+
+    #[test]
+    fn no_backends() {
+        let hint = "(add backends: - address: HOST:PORT, or pass -b HOST:PORT)";
+        assert_err("workers: 1\n", "backends", None, hint);
+        assert_err(
+            "workers: 1\nbackends: []\n",
+            "backends",
+            Some(2),
+            "no backends",
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_weights() {
+        let t = "backends:\n  - address: 127.0.0.1:9001\n  - address: 127.0.0.1\n";
+        assert_err(
+            t,
+            "backends[1].address",
+            Some(3),
+            "has no port (write HOST:PORT",
+        );
+        let t = "backends:\n  - address: 127.0.0.1:9001\n    weight: 0\n";
+        assert_err(t, "backends[0].weight", Some(3), "0 is too small");
+        assert_err(
+            "backends:\n  - 127.0.0.1:9001,weight=0\n",
+            "backends[0]",
+            Some(2),
+            "weight 0",
+        );
+        let t = "backends:\n  - address: 127.0.0.1:9001,weight=2\n";
+        assert_err(t, "backends[0].address", Some(2), "`weight: N`");
+        assert_err(
+            "backends:\n  - weight: 2\n",
+            "backends[0].address",
+            Some(2),
+            "missing",
+        );
+        assert_err(
+            "backends: ['ftp://h:1']\n",
+            "backends[0]",
+            Some(1),
+            "unsupported scheme",
+        );
+    }
+
+    #[test]
+    fn duplicates() {
+        let t = "backends:\n  - 127.0.0.1:9001\n  - 127.0.0.1:9002\n  - http://127.0.0.1:9001\n";
+        assert_err(
+            t,
+            "backends[2]",
+            Some(4),
+            "127.0.0.1:9001 is already listed as backends[0]",
+        );
+        let spec = parse_spec("127.0.0.1:9001").unwrap();
+        let o = Overrides {
+            backends: vec![spec.clone(), spec],
+            ..Overrides::default()
+        };
+        let e = load_with("workers: 1\n", &o).unwrap_err();
+        assert_eq!(
+            (e.file.as_deref(), e.key.as_str(), e.line),
+            (None, "--backend", None)
+        );
+    }
+
+    #[test]
+    fn tls_and_protocol_are_not_supported_yet() {
+        let tls = "TLS to backends is not supported yet";
+        assert_err(
+            "backends:\n  - example.com:443\n",
+            "backends[0]",
+            Some(2),
+            tls,
+        );
+        let t = "backends:\n  - address: https://example.com\n";
+        assert_err(t, "backends[0].address", Some(2), "a later release");
+        let t = "backends:\n  - address: 127.0.0.1:9001\n    tls: {insecure: true}\n";
+        assert_err(t, "backends[0].tls", Some(3), tls);
+        let t = "backends:\n  - address: 127.0.0.1:9001\n    protocol: h2c\n";
+        assert_err(t, "backends[0].protocol", Some(3), "not supported yet");
+    }
+
+    #[test]
+    fn unresolvable_host() {
+        let t = "backends:\n  - address: 127.0.0.1:9001\n  - address: no-such-host.invalid:80\n";
+        assert_err(
+            t,
+            "backends[1].address",
+            Some(3),
+            "cannot resolve 'no-such-host.invalid'",
+        );
+    }
+}

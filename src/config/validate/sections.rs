@@ -1,0 +1,236 @@
+//! The nested sections — `health:`, `timeouts:`, `limits:`, `sticky:`, `pool:` — and
+//! `retries`: each absent value takes the contract's default, each present one is
+//! range-checked, and every duration must be greater than zero.
+
+use std::time::Duration;
+
+use super::Ctx;
+use crate::config::file::{HealthFile, LimitsFile, PoolFile, StickyFile, TimeoutsFile};
+use crate::config::{ConfigError, HealthConfig, Limits, PoolConfig, Timeouts};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub(super) fn health(cx: &Ctx<'_>, h: Option<HealthFile>) -> Result<HealthConfig, ConfigError> {
+    let h = h.unwrap_or_default();
+    let path = h.path.unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let problem =
+            format!("'{path}' is not a request path: it must start with '/' and hold no spaces");
+        return Err(cx.err("health.path", problem, "write e.g. `path: /healthz`"));
+    }
+    let threshold = |key: &str, v: Option<u64>, default: u64| {
+        let n = cx.number(key, v, default, 1..=u64::from(u32::MAX))?;
+        Ok::<u32, ConfigError>(u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Ok(HealthConfig {
+        path,
+        interval: cx.duration("health.interval", h.interval.as_ref(), secs(5))?,
+        timeout: cx.duration("health.timeout", h.timeout.as_ref(), secs(2))?,
+        unhealthy_threshold: threshold("health.unhealthy_threshold", h.unhealthy_threshold, 3)?,
+        healthy_threshold: threshold("health.healthy_threshold", h.healthy_threshold, 2)?,
+        passive_5xx: h.passive_5xx.unwrap_or(false),
+    })
+}
+
+pub(super) fn timeouts(cx: &Ctx<'_>, t: Option<TimeoutsFile>) -> Result<Timeouts, ConfigError> {
+    let t = t.unwrap_or_default();
+    let d =
+        |key: &str, v: &Option<String>, default: u64| cx.duration(key, v.as_ref(), secs(default));
+    Ok(Timeouts {
+        connect: d("timeouts.connect", &t.connect, 2)?,
+        client_header: d("timeouts.client_header", &t.client_header, 10)?,
+        backend_response: d("timeouts.backend_response", &t.backend_response, 30)?,
+        client_idle: d("timeouts.client_idle", &t.client_idle, 60)?,
+        drain: d("timeouts.drain", &t.drain, 30)?,
+    })
+}
+
+/// A request tries at most `Tried::CAP` (8) backends: the first attempt and 7 retries.
+pub(super) fn retries(cx: &Ctx<'_>, r: Option<u64>) -> Result<u32, ConfigError> {
+    match r {
+        Some(r) if r > 7 => {
+            let problem = format!(
+                "{r} is too many: a request tries at most 8 backends, so at most 7 retries"
+            );
+            Err(cx.err(
+                "retries",
+                problem,
+                "write a number from 0 to 7, e.g. `retries: 2`",
+            ))
+        }
+        r => Ok(u32::try_from(r.unwrap_or(2)).unwrap_or(2)),
+    }
+}
+
+pub(super) fn limits(cx: &Ctx<'_>, l: Option<LimitsFile>) -> Result<Limits, ConfigError> {
+    const MIB: u64 = 1024 * 1024;
+    let l = l.unwrap_or_default();
+    let n = |key: &str, v: Option<u64>, default: u64, range| {
+        cx.number(key, v, default, range)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    Ok(Limits {
+        request_line: n("limits.request_line", l.request_line, 8192, 256..=MIB)?,
+        header_section: n("limits.header_section", l.header_section, 65536, 1024..=MIB)?,
+        headers: n("limits.headers", l.headers, 100, 8..=1000)?,
+    })
+}
+
+pub(super) fn sticky_cookie(cx: &Ctx<'_>, s: Option<StickyFile>) -> Result<String, ConfigError> {
+    let cookie = s
+        .and_then(|s| s.cookie)
+        .unwrap_or_else(|| "SWITCHYARD_BACKEND".into());
+    // RFC 6265 cookie-name: an RFC 2616 token.
+    let token = |b: u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b);
+    if cookie.is_empty() || !cookie.bytes().all(token) {
+        let problem = format!("'{cookie}' is not a valid cookie name");
+        let hint =
+            "use letters, digits and -_.!#$%&'*+^`|~ only, e.g. `cookie: SWITCHYARD_BACKEND`";
+        return Err(cx.err("sticky.cookie", problem, hint));
+    }
+    Ok(cookie)
+}
+
+pub(super) fn pool(cx: &Ctx<'_>, p: Option<PoolFile>) -> Result<PoolConfig, ConfigError> {
+    let p = p.unwrap_or_default();
+    let max = cx.number(
+        "pool.max_idle_per_backend",
+        p.max_idle_per_backend,
+        64,
+        0..=10_000,
+    )?;
+    Ok(PoolConfig {
+        max_idle_per_backend: usize::try_from(max).unwrap_or(10_000),
+        idle_timeout: cx.duration("pool.idle_timeout", p.idle_timeout.as_ref(), secs(60))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::tests::{B, assert_errs, load};
+
+    #[test]
+    fn durations() {
+        assert_errs(&[
+            (
+                "health:\n  interval: soon",
+                "health.interval",
+                "like 250ms, 5s or 1m",
+            ),
+            ("health:\n  timeout: 2", "health.timeout", "has no unit"),
+            (
+                "timeouts:\n  drain: 0s",
+                "timeouts.drain",
+                "must be greater than zero",
+            ),
+            (
+                "timeouts:\n  client_header: 1d",
+                "timeouts.client_header",
+                "unknown unit",
+            ),
+            (
+                "pool:\n  idle_timeout: 0ms",
+                "pool.idle_timeout",
+                "e.g. `idle_timeout: 60s`",
+            ),
+        ]);
+        let c = load(&format!(
+            "{B}timeouts:\n  client_idle: 1m\n  connect: 250ms\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.timeouts.client_idle, c.timeouts.connect),
+            (secs(60), Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn health_values() {
+        assert_errs(&[
+            (
+                "health:\n  unhealthy_threshold: 0",
+                "health.unhealthy_threshold",
+                "too small",
+            ),
+            (
+                "health:\n  healthy_threshold: 0",
+                "health.healthy_threshold",
+                "too small",
+            ),
+            (
+                "health:\n  path: healthz",
+                "health.path",
+                "e.g. `path: /healthz`",
+            ),
+            ("health:\n  path: /a b", "health.path", "no spaces"),
+        ]);
+    }
+
+    #[test]
+    fn limits() {
+        assert_errs(&[
+            (
+                "limits:\n  request_line: 255",
+                "limits.request_line",
+                "from 256 to 1048576",
+            ),
+            (
+                "limits:\n  header_section: 1023",
+                "limits.header_section",
+                "from 1024 to 1048576",
+            ),
+            (
+                "limits:\n  header_section: 1048577",
+                "limits.header_section",
+                "too large",
+            ),
+            ("limits:\n  headers: 7", "limits.headers", "from 8 to 1000"),
+            ("limits:\n  headers: 1001", "limits.headers", "too large"),
+        ]);
+        let c = load(&format!(
+            "{B}limits: {{request_line: 256, header_section: 1048576, headers: 8}}\n"
+        ));
+        let l = c.unwrap().limits;
+        assert_eq!(
+            (l.request_line, l.header_section, l.headers),
+            (256, 1 << 20, 8)
+        );
+    }
+
+    #[test]
+    fn sticky_cookie_and_pool() {
+        assert_errs(&[
+            (
+                "sticky:\n  cookie: \"a b\"",
+                "sticky.cookie",
+                "not a valid cookie name",
+            ),
+            (
+                "sticky:\n  cookie: a=b",
+                "sticky.cookie",
+                "e.g. `cookie: SWITCHYARD_BACKEND`",
+            ),
+            (
+                "sticky:\n  cookie: ''",
+                "sticky.cookie",
+                "not a valid cookie name",
+            ),
+            (
+                "pool:\n  max_idle_per_backend: 10001",
+                "pool.max_idle_per_backend",
+                "from 0 to 10000",
+            ),
+        ]);
+        let c = load(&format!(
+            "{B}sticky: {{cookie: sy-id}}\npool: {{max_idle_per_backend: 0}}\n"
+        ));
+        let c = c.unwrap();
+        assert_eq!(
+            (c.sticky_cookie.as_str(), c.pool.max_idle_per_backend),
+            ("sy-id", 0)
+        );
+    }
+}
