@@ -103,16 +103,15 @@ pub async fn read_request_body(
             continue;
         }
         total += data.len();
-        match (&mut first, &mut more) {
-            (None, _) => first = Some(data),
-            (Some(f), None) => {
-                let mut m = BytesMut::with_capacity((f.len() + data.len()).max(4096));
-                m.extend_from_slice(f);
-                m.extend_from_slice(&data);
-                first = None;
-                more = Some(m);
-            }
-            (_, Some(m)) => m.extend_from_slice(&data),
+        if let Some(m) = &mut more {
+            m.extend_from_slice(&data);
+        } else if let Some(f) = first.take() {
+            let mut m = BytesMut::with_capacity((f.len() + data.len()).max(8192));
+            m.extend_from_slice(&f);
+            m.extend_from_slice(&data);
+            more = Some(m);
+        } else {
+            first = Some(data);
         }
     }
     Ok(match join(first, more) {

@@ -78,8 +78,9 @@ fn server_builder(config: &Config) -> http1::Builder {
         .header_read_timeout(None)
         .max_headers(limits.headers)
         // Room for our own limits to be the ones that answer (with a text body).
-        .max_buf_size((limits.request_line + limits.header_section + 4096).max(8192))
-        .pipeline_flush(true);
+        .max_buf_size((limits.request_line + limits.header_section + 4096).max(8192));
+    // Not `pipeline_flush`: it defers flushing while unread bytes are buffered, which
+    // also swallows hyper's automatic 400 for a malformed head.
     b
 }
 

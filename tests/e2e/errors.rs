@@ -14,31 +14,58 @@ fn refused(bytes: &[u8], status: u16) {
     let mut c = Conn::open(lb.addr);
     c.send(bytes);
     let r = c.read_response();
-    assert_eq!(r.status, status, "for {:?}: {:?} {}", String::from_utf8_lossy(bytes), r.headers, r.text());
-    assert_eq!(be.request_count(), 0, "request reached the backend: {:?}", be.requests());
+    assert_eq!(
+        r.status,
+        status,
+        "for {:?}: {:?} {}",
+        String::from_utf8_lossy(bytes),
+        r.headers,
+        r.text()
+    );
+    assert_eq!(
+        be.request_count(),
+        0,
+        "request reached the backend: {:?}",
+        be.requests()
+    );
     // A clean follow-up request on a new connection works.
     assert_eq!(crate::support::client::get(lb.addr, "/").text(), "reached");
 }
 
 #[test]
 fn differing_content_lengths() {
-    refused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400);
+    refused(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+    );
 }
 
 #[test]
 fn invalid_content_length() {
-    refused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400);
-    refused(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n", 400);
+    refused(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+        400,
+    );
+    refused(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n",
+        400,
+    );
 }
 
 #[test]
 fn bad_chunk_size() {
-    refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400);
+    refused(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        400,
+    );
 }
 
 #[test]
 fn obs_fold() {
-    refused(b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n", 400);
+    refused(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
+        400,
+    );
 }
 
 #[test]
@@ -51,7 +78,10 @@ fn control_characters_in_values() {
 #[test]
 fn space_in_header_name_and_whitespace_led_first_line() {
     refused(b"GET / HTTP/1.1\r\nHost: a\r\nX Bad: 1\r\n\r\n", 400);
-    refused(b"GET / HTTP/1.1\r\nContent-Length : 0\r\nHost: a\r\n\r\n", 400);
+    refused(
+        b"GET / HTTP/1.1\r\nContent-Length : 0\r\nHost: a\r\n\r\n",
+        400,
+    );
     refused(b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400);
 }
 
@@ -64,9 +94,15 @@ fn missing_or_repeated_host() {
 #[test]
 fn unknown_transfer_codings() {
     // Not ending in chunked: the length is unknowable.
-    refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400);
+    refused(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+        400,
+    );
     // A coding before chunked that we cannot pass on.
-    refused(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501);
+    refused(
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    );
 }
 
 #[test]
@@ -77,17 +113,34 @@ fn limits_give_414_and_431_with_a_text_body() {
     let r = raw(lb.addr, long_target.as_bytes());
     assert_eq!(r.status, 414);
     assert!(r.text().contains("too long"), "{}", r.text());
-    let big_headers: String = (0..40).map(|i| format!("X-H{i}: {}\r\n", "v".repeat(2000))).collect();
-    let r = raw(lb.addr, format!("GET / HTTP/1.1\r\nHost: a\r\n{big_headers}\r\n").as_bytes());
+    let big_headers: String = (0..40)
+        .map(|i| format!("X-H{i}: {}\r\n", "v".repeat(2000)))
+        .collect();
+    let r = raw(
+        lb.addr,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{big_headers}\r\n").as_bytes(),
+    );
     assert_eq!(r.status, 431);
     assert!(r.text().contains("too large"), "{}", r.text());
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let r = raw(lb.addr, format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes());
+    let r = raw(
+        lb.addr,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    );
     assert_eq!(r.status, 431);
     assert_eq!(be.request_count(), 0);
     // Just under the limits is fine.
-    let ok_headers: String = (0..30).map(|i| format!("X-H{i}: {}\r\n", "v".repeat(2000))).collect();
-    let r = raw(lb.addr, format!("GET /{} HTTP/1.1\r\nHost: a\r\n{ok_headers}\r\n", "a".repeat(8000)).as_bytes());
+    let ok_headers: String = (0..30)
+        .map(|i| format!("X-H{i}: {}\r\n", "v".repeat(2000)))
+        .collect();
+    let r = raw(
+        lb.addr,
+        format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n{ok_headers}\r\n",
+            "a".repeat(8000)
+        )
+        .as_bytes(),
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -102,11 +155,20 @@ fn content_length_with_transfer_encoding_cannot_smuggle() {
     c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
     let r = c.read_response();
     assert!(r.status == 400 || r.status == 200, "{}", r.status);
-    assert!(c.closed_within(Duration::from_secs(5)), "connection must close after an ambiguous request");
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "connection must close after an ambiguous request"
+    );
     let seen: Vec<String> = be.requests().iter().map(|r| r.target.clone()).collect();
-    assert!(!seen.contains(&"/smuggled".to_string()), "smuggled request reached the backend: {seen:?}");
+    assert!(
+        !seen.contains(&"/smuggled".to_string()),
+        "smuggled request reached the backend: {seen:?}"
+    );
     for r in be.requests() {
-        assert!(!(r.has("content-length") && r.has("transfer-encoding")), "ambiguous framing forwarded");
+        assert!(
+            !(r.has("content-length") && r.has("transfer-encoding")),
+            "ambiguous framing forwarded"
+        );
     }
 }
 
@@ -117,19 +179,33 @@ fn http2_preface_is_closed() {
     let mut c = Conn::open(lb.addr);
     c.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
     let out = c.read_to_close();
-    assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&out));
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
     assert_eq!(be.request_count(), 0);
 }
 
 #[test]
 fn slow_request_head_is_cut_off() {
     let be = TestBackend::start(|_| Reply::ok("reached"));
-    let lb = Balancer::new().backend(be.addr).client_header(Duration::from_millis(300)).start();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_header(Duration::from_millis(300))
+        .start();
     let mut c = Conn::open(lb.addr);
     let t = Instant::now();
     c.send(b"GET / HTTP/1.1\r\nHost: a\r\n");
-    assert!(c.closed_within(Duration::from_secs(5)), "slow head was not cut off");
-    assert!(t.elapsed() >= Duration::from_millis(250), "cut off before client_header: {:?}", t.elapsed());
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "slow head was not cut off"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "cut off before client_header: {:?}",
+        t.elapsed()
+    );
     assert_eq!(be.request_count(), 0);
 }
 
@@ -148,8 +224,15 @@ fn idle_keep_alive_is_not_cut_by_the_header_clock_but_by_the_idle_one() {
     assert_eq!(c.get("/").status, 200);
     // Then idle past client_idle: closed.
     let t = Instant::now();
-    assert!(c.closed_within(Duration::from_secs(5)), "idle connection never closed");
-    assert!(t.elapsed() >= Duration::from_millis(1000), "closed too early: {:?}", t.elapsed());
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "idle connection never closed"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(1000),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -172,7 +255,10 @@ fn backend_answering_garbage_gives_502() {
 #[test]
 fn slow_backend_gives_504() {
     let be = TestBackend::start(|_| Reply::Hang);
-    let lb = Balancer::new().backend(be.addr).backend_response(Duration::from_millis(300)).start();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .backend_response(Duration::from_millis(300))
+        .start();
     let t = Instant::now();
     let r = crate::support::client::get(lb.addr, "/");
     assert_eq!(r.status, 504);
@@ -192,8 +278,18 @@ fn garbage_never_stops_the_worker() {
         seed
     };
     let pieces: [&[u8]; 12] = [
-        b"GET ", b"/", b" HTTP/1.1", b"\r\n", b"Host: a", b"Content-Length: 5", b"Transfer-Encoding: chunked",
-        b":", b"\x00", b"\xff", b" ", b"0\r\n",
+        b"GET ",
+        b"/",
+        b" HTTP/1.1",
+        b"\r\n",
+        b"Host: a",
+        b"Content-Length: 5",
+        b"Transfer-Encoding: chunked",
+        b":",
+        b"\x00",
+        b"\xff",
+        b" ",
+        b"0\r\n",
     ];
     for _ in 0..200 {
         let mut msg = Vec::new();
@@ -204,7 +300,9 @@ fn garbage_never_stops_the_worker() {
         let mut c = Conn::open(lb.addr);
         let _ = std::io::Write::write_all(&mut c.stream, &msg);
         let _ = c.stream.shutdown(std::net::Shutdown::Write);
-        c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut sink = Vec::new();
         let _ = std::io::Read::read_to_end(&mut c.stream, &mut sink);
     }

@@ -21,7 +21,10 @@ fn content_length_response() {
     let lb = Balancer::new().backend(be.addr).start();
     let mut c = Conn::open(lb.addr);
     let r = c.get("/");
-    assert_eq!((r.status, r.text().as_str(), r.chunked), (200, "hello", false));
+    assert_eq!(
+        (r.status, r.text().as_str(), r.chunked),
+        (200, "hello", false)
+    );
     assert_eq!(r.header("content-length"), Some("5"));
     assert_eq!(c.get("/next").text(), "next");
 }
@@ -32,7 +35,10 @@ fn chunked_response() {
     let lb = Balancer::new().backend(be.addr).start();
     let mut c = Conn::open(lb.addr);
     let r = c.get("/");
-    assert_eq!((r.status, r.text().as_str(), r.chunked), (200, "abcdefg", true));
+    assert_eq!(
+        (r.status, r.text().as_str(), r.chunked),
+        (200, "abcdefg", true)
+    );
     assert_eq!(c.get("/next").text(), "next");
 }
 
@@ -43,7 +49,8 @@ fn close_delimited_response_is_rechunked() {
             return Reply::ok("next");
         }
         Reply::With(Box::new(|s| {
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end").unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+                .unwrap();
             false // close: that is the framing
         }))
     });
@@ -51,7 +58,11 @@ fn close_delimited_response_is_rechunked() {
     let mut c = Conn::open(lb.addr);
     let r = c.get("/");
     assert_eq!((r.status, r.text().as_str()), (200, "until the end"));
-    assert!(r.chunked, "an HTTP/1.1 client gets chunked framing: {:?}", r.headers);
+    assert!(
+        r.chunked,
+        "an HTTP/1.1 client gets chunked framing: {:?}",
+        r.headers
+    );
     // The client connection survived the backend's close.
     assert_eq!(c.get("/next").text(), "next");
 }
@@ -81,7 +92,11 @@ fn no_content_and_not_modified_carry_no_body() {
         let r = c.get("/");
         assert!(r.status == 204 || r.status == 304);
         assert!(r.header("transfer-encoding").is_none(), "{:?}", r.headers);
-        assert!(r.header("content-length").is_none_or(|v| v == "0"), "{:?}", r.headers);
+        assert!(
+            r.header("content-length").is_none_or(|v| v == "0"),
+            "{:?}",
+            r.headers
+        );
         assert_eq!(c.get("/next").text(), "next");
     }
 }

@@ -17,7 +17,11 @@ fn steady_load_reuses_backend_connections() {
         }
     }
     assert_eq!(be.request_count(), 100);
-    assert!(be.connections() <= 2, "backend saw {} connections for 100 requests", be.connections());
+    assert!(
+        be.connections() <= 2,
+        "backend saw {} connections for 100 requests",
+        be.connections()
+    );
 }
 
 #[test]
@@ -44,9 +48,14 @@ fn idle_connections_are_bounded() {
         }
         Reply::ok("ok")
     });
-    let lb = Balancer::new().backend(be.addr).with(|c| c.pool.max_idle_per_backend = 2).start();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(|c| c.pool.max_idle_per_backend = 2)
+        .start();
     let addr = lb.addr;
-    let clients: Vec<_> = (0..4).map(|_| std::thread::spawn(move || get(addr, "/slow").status)).collect();
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || get(addr, "/slow").status))
+        .collect();
     for c in clients {
         assert_eq!(c.join().unwrap(), 200);
     }
@@ -67,7 +76,9 @@ fn idle_connections_are_bounded() {
 fn backend_closing_after_each_response_costs_no_errors() {
     // Answers without `Connection: close` and then hangs up: the pooled connection
     // is stale when the next request comes.
-    let be = TestBackend::start(|_| Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+    let be = TestBackend::start(|_| {
+        Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+    });
     let lb = Balancer::new().backend(be.addr).start();
     let mut c = Conn::open(lb.addr);
     for i in 0..30 {
@@ -80,7 +91,9 @@ fn backend_closing_after_each_response_costs_no_errors() {
 #[test]
 fn connection_close_from_backend_is_not_reused() {
     let be = TestBackend::start(|_| {
-        Reply::RawThenClose(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok".to_vec())
+        Reply::RawThenClose(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        )
     });
     let lb = Balancer::new().backend(be.addr).start();
     let mut c = Conn::open(lb.addr);

@@ -10,9 +10,20 @@ use crate::support::{Balancer, Conn, Reply, TestBackend, eventually};
 
 #[test]
 fn round_robin_alternates_between_echo_backends() {
-    let b1 = switchyard::demo::EchoBackend::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), "demo-1").unwrap();
-    let b2 = switchyard::demo::EchoBackend::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), "demo-2").unwrap();
-    let lb = Balancer::new().backend(b1.addr()).backend(b2.addr()).start();
+    let b1 = switchyard::demo::EchoBackend::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        "demo-1",
+    )
+    .unwrap();
+    let b2 = switchyard::demo::EchoBackend::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        "demo-2",
+    )
+    .unwrap();
+    let lb = Balancer::new()
+        .backend(b1.addr())
+        .backend(b2.addr())
+        .start();
     let names: Vec<String> = (0..4)
         .map(|_| {
             let r = get(lb.addr, "/");
@@ -37,20 +48,50 @@ fn request_arrives_intact_with_forwarding_headers() {
     assert_eq!(got.target, "/a/b%20c?x=1&y=%2F&z");
     assert_eq!(got.body, b"hello");
     assert_eq!(got.header("host").as_deref(), Some("shop.example:8080"));
-    assert_eq!(got.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-obs")).unwrap().1, b"caf\xe9");
-    assert_eq!(got.header("x-forwarded-for").as_deref(), Some("203.0.113.7, 198.51.100.1, 127.0.0.1"));
-    assert_eq!(got.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for")).count(), 1);
+    assert_eq!(
+        got.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-obs"))
+            .unwrap()
+            .1,
+        b"caf\xe9"
+    );
+    assert_eq!(
+        got.header("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 198.51.100.1, 127.0.0.1")
+    );
+    assert_eq!(
+        got.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+            .count(),
+        1
+    );
     assert_eq!(got.header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(got.header("via").as_deref(), Some("1.0 edge, 1.1 switchyard"));
+    assert_eq!(
+        got.header("via").as_deref(),
+        Some("1.0 edge, 1.1 switchyard")
+    );
     // End-to-end headers keep their relative order.
-    let names: Vec<String> = got.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+    let names: Vec<String> = got
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .collect();
     let pos = |n: &str| names.iter().position(|k| k == n).unwrap();
-    assert!(pos("host") < pos("x-first") && pos("x-first") < pos("x-obs") && pos("x-obs") < pos("x-last"));
+    assert!(
+        pos("host") < pos("x-first")
+            && pos("x-first") < pos("x-obs")
+            && pos("x-obs") < pos("x-last")
+    );
 
     // No X-Forwarded-For at all: one is added.
     req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
     raw(lb.addr, &req);
-    assert_eq!(be.requests()[1].header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        be.requests()[1].header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
 }
 
 #[test]
@@ -67,12 +108,31 @@ fn hop_by_hop_headers_are_removed_both_ways() {
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 300\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: foo/2\r\nX-Kept: yes\r\n\r\n",
     );
     assert_eq!(r.status, 200);
-    for h in ["connection", "x-secret-resp", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
-        assert!(r.header(h).is_none(), "client got hop-by-hop {h}: {:?}", r.headers);
+    for h in [
+        "connection",
+        "x-secret-resp",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            r.header(h).is_none(),
+            "client got hop-by-hop {h}: {:?}",
+            r.headers
+        );
     }
     assert_eq!(r.header("x-kept"), Some("yes"));
     let got = &be.requests()[0];
-    for h in ["connection", "x-secret", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+    for h in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
         assert!(!got.has(h), "backend got hop-by-hop {h}: {:?}", got.headers);
     }
     assert_eq!(got.header("x-kept").as_deref(), Some("yes"));
@@ -103,7 +163,12 @@ fn upload_streams_to_the_backend() {
             s.store(got, SeqCst);
         }
         let body = format!("{got}");
-        write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
     });
     let lb = Balancer::new().backend(be.addr).start();
     let mut c = Conn::open(lb.addr);
@@ -135,7 +200,10 @@ fn download_streams_to_the_client() {
         Reply::With(Box::new(move |s| {
             write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 2 * HALF).unwrap();
             s.write_all(&vec![b'a'; HALF]).unwrap();
-            assert!(eventually(Duration::from_secs(10), || rel.load(SeqCst) == 1), "never released");
+            assert!(
+                eventually(Duration::from_secs(10), || rel.load(SeqCst) == 1),
+                "never released"
+            );
             s.write_all(&vec![b'b'; HALF]).unwrap();
             true
         }))
@@ -202,10 +270,53 @@ fn http10_client_gets_a_valid_unchunked_response() {
     let out = c.read_to_close();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1."), "{text}");
-    assert!(!text.to_ascii_lowercase().contains("transfer-encoding"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{text}"
+    );
     assert!(text.ends_with("\r\n\r\nhello world"), "{text}");
     // The backend got an HTTP/1.1 request with a Host.
     let got = &be.requests()[0];
     assert_eq!(got.version, "HTTP/1.1");
     assert_eq!(got.header("host"), Some(be.addr.to_string()));
+}
+
+/// Bodies that arrive in many pieces reach the backend byte for byte, both below the
+/// replay limit (held whole) and above it (streamed).
+#[test]
+fn multi_piece_bodies_arrive_byte_for_byte() {
+    let be = TestBackend::start(|_| Reply::ok("ok"));
+    let lb = Balancer::new().backend(be.addr).start();
+
+    let mut c = Conn::open(lb.addr);
+    c.send(b"POST /small HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut expected = Vec::new();
+    for i in 0..6u8 {
+        let piece = vec![b'a' + i; 100 + i as usize];
+        expected.extend_from_slice(&piece);
+        c.send(format!("{:x}\r\n", piece.len()).as_bytes())
+            .send(&piece)
+            .send(b"\r\n");
+        std::thread::sleep(Duration::from_millis(5)); // separate reads on the balancer side
+    }
+    c.send(b"0\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    c.send(
+        format!(
+            "POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    for piece in big.chunks(7000) {
+        c.send(piece);
+    }
+    assert_eq!(c.read_response().status, 200);
+
+    let got = be.requests();
+    assert_eq!(got[0].body, expected);
+    assert_eq!(got[1].body.len(), big.len());
+    assert!(got[1].body == big, "large body corrupted");
 }

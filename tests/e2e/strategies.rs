@@ -10,30 +10,55 @@ use crate::support::client::get;
 use crate::support::{Balancer, Conn, Reply, TestBackend, eventually};
 
 fn cookie_value(set_cookie: &str) -> &str {
-    set_cookie.split(';').next().unwrap().split_once('=').unwrap().1
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
 }
 
 #[test]
 fn sticky_cookie_pins_a_client_to_its_backend() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let lb = Balancer::new().backend(a.addr).backend(b.addr).strategy(StrategyKind::Sticky).start();
+    let lb = Balancer::new()
+        .backend(a.addr)
+        .backend(b.addr)
+        .strategy(StrategyKind::Sticky)
+        .start();
 
     let first = get(lb.addr, "/");
-    let set = first.header("set-cookie").expect("first answer sets the cookie").to_string();
+    let set = first
+        .header("set-cookie")
+        .expect("first answer sets the cookie")
+        .to_string();
     assert!(set.starts_with("SWITCHYARD_BACKEND="), "{set}");
     assert!(set.contains("Path=/") && set.contains("HttpOnly"), "{set}");
     let who = first.header("x-backend").unwrap().to_string();
     let addr = if who == "a" { a.addr } else { b.addr };
     // The value is the backend's stable id: a fixed hash of its address.
-    assert_eq!(cookie_value(&set), BackendId::of(&addr.to_string()).to_string());
+    assert_eq!(
+        cookie_value(&set),
+        BackendId::of(&addr.to_string()).to_string()
+    );
 
     let mut c = Conn::open(lb.addr);
     for _ in 0..6 {
-        c.send(format!("GET / HTTP/1.1\r\nHost: x\r\nCookie: other=1; {}\r\n\r\n", set.split(';').next().unwrap()).as_bytes());
+        c.send(
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nCookie: other=1; {}\r\n\r\n",
+                set.split(';').next().unwrap()
+            )
+            .as_bytes(),
+        );
         let r = c.read_response();
         assert_eq!(r.header("x-backend"), Some(who.as_str()));
-        assert!(r.header("set-cookie").is_none(), "a valid cookie is not set again");
+        assert!(
+            r.header("set-cookie").is_none(),
+            "a valid cookie is not set again"
+        );
     }
 
     // An unknown id falls back to another pick and sets the cookie again.
@@ -63,7 +88,11 @@ fn weights_share_traffic_smoothly() {
 fn random_uses_every_backend() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let lb = Balancer::new().backend(a.addr).backend(b.addr).strategy(StrategyKind::Random).start();
+    let lb = Balancer::new()
+        .backend(a.addr)
+        .backend(b.addr)
+        .strategy(StrategyKind::Random)
+        .start();
     let mut conn = Conn::open(lb.addr);
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..200 {
@@ -79,7 +108,8 @@ fn least_connections_avoids_the_busy_backend() {
         if r.target == "/slow" {
             Reply::With(Box::new(|s| {
                 std::thread::sleep(Duration::from_millis(1500));
-                std::io::Write::write_all(s, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow").is_ok()
+                std::io::Write::write_all(s, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+                    .is_ok()
             }))
         } else {
             Reply::ok("a")
@@ -96,7 +126,11 @@ fn least_connections_avoids_the_busy_backend() {
     let held = std::thread::spawn(move || get(addr, "/slow").text());
     assert!(eventually(Duration::from_secs(5), || slow.request_count() == 1));
     for _ in 0..5 {
-        assert_eq!(get(lb.addr, "/").text(), "b", "a request went to the busy backend");
+        assert_eq!(
+            get(lb.addr, "/").text(),
+            "b",
+            "a request went to the busy backend"
+        );
     }
     assert_eq!(held.join().unwrap(), "slow");
 }

@@ -32,7 +32,9 @@ impl Recorded {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
     }
 }
 
@@ -51,7 +53,13 @@ pub enum Reply {
 impl Reply {
     /// `200 OK` with a Content-Length body.
     pub fn ok(body: &str) -> Reply {
-        Reply::Raw(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes())
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
     }
 }
 
@@ -83,8 +91,11 @@ impl TestBackend {
     pub fn named(name: &'static str) -> TestBackend {
         TestBackend::start(move |_| {
             Reply::Raw(
-                format!("HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n{name}", name.len())
-                    .into_bytes(),
+                format!(
+                    "HTTP/1.1 200 OK\r\nX-Backend: {name}\r\nContent-Length: {}\r\n\r\n{name}",
+                    name.len()
+                )
+                .into_bytes(),
             )
         })
     }
@@ -95,7 +106,9 @@ impl TestBackend {
         Self::spawn(move |stream, _stats, _conn| f(stream))
     }
 
-    fn spawn(per_conn: impl Fn(TcpStream, Arc<Stats>, usize) + Send + Sync + 'static) -> TestBackend {
+    fn spawn(
+        per_conn: impl Fn(TcpStream, Arc<Stats>, usize) + Send + Sync + 'static,
+    ) -> TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("addr");
         let stats = Arc::new(Stats::default());
@@ -180,7 +193,11 @@ pub fn read_request(r: &mut BufReader<TcpStream>, conn: usize) -> Option<Recorde
         return None;
     }
     let mut it = line.trim_end().splitn(3, ' ');
-    let (method, target, version) = (it.next()?.to_string(), it.next()?.to_string(), it.next()?.to_string());
+    let (method, target, version) = (
+        it.next()?.to_string(),
+        it.next()?.to_string(),
+        it.next()?.to_string(),
+    );
     let mut headers = Vec::new();
     loop {
         let mut raw = Vec::new();
@@ -201,8 +218,18 @@ pub fn read_request(r: &mut BufReader<TcpStream>, conn: usize) -> Option<Recorde
         }
         headers.push((name, value));
     }
-    let mut req = Recorded { method, target, version, headers, body: Vec::new(), conn };
-    if req.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+    let mut req = Recorded {
+        method,
+        target,
+        version,
+        headers,
+        body: Vec::new(),
+        conn,
+    };
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
         loop {
             let mut size_line = String::new();
             r.read_line(&mut size_line).ok()?;

@@ -9,11 +9,13 @@ use switchyard::balance::StrategyKind;
 use switchyard::config::{Config, Mode, Overrides};
 use switchyard::server::{self, Running};
 
+type Tweak = Box<dyn FnOnce(&mut Config)>;
+
 pub struct Balancer {
     backends: Vec<String>,
     strategy: StrategyKind,
     workers: usize,
-    tweak: Vec<Box<dyn FnOnce(&mut Config)>>,
+    tweak: Vec<Tweak>,
 }
 
 pub struct Started {
@@ -38,7 +40,12 @@ impl Drop for Started {
 
 impl Balancer {
     pub fn new() -> Balancer {
-        Balancer { backends: vec![], strategy: StrategyKind::RoundRobin, workers: 1, tweak: vec![] }
+        Balancer {
+            backends: vec![],
+            strategy: StrategyKind::RoundRobin,
+            workers: 1,
+            tweak: vec![],
+        }
     }
 
     pub fn backend(mut self, addr: SocketAddr) -> Balancer {
@@ -80,12 +87,22 @@ impl Balancer {
     }
 
     pub fn start(self) -> Started {
+        if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_test_writer()
+                .try_init();
+        }
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".parse().expect("addr")),
             workers: Some(self.workers),
             mode: Some(Mode::Thread),
             strategy: Some(self.strategy),
-            backends: self.backends.iter().map(|b| parse_spec(b).expect("spec")).collect(),
+            backends: self
+                .backends
+                .iter()
+                .map(|b| parse_spec(b).expect("spec"))
+                .collect(),
             ..Overrides::default()
         };
         let mut config = Config::from_overrides(&overrides).expect("config");
@@ -95,6 +112,10 @@ impl Balancer {
         let config = Arc::new(config);
         let listeners = server::listener::bind(config.listen, config.workers).expect("bind");
         let running = server::start(Arc::clone(&config), listeners).expect("start");
-        Started { addr: running.local_addr(), config, running: Some(running) }
+        Started {
+            addr: running.local_addr(),
+            config,
+            running: Some(running),
+        }
     }
 }

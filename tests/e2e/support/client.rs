@@ -16,11 +16,18 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn text(&self) -> String {
@@ -28,7 +35,8 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -40,9 +48,14 @@ pub struct Conn {
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect to balancer");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Conn { stream, buf: Vec::new() }
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) -> &mut Conn {
@@ -63,7 +76,10 @@ impl Conn {
                 self.buf.extend_from_slice(&chunk[..n]);
                 n
             }
-            Err(e) => panic!("read from balancer failed: {e}; have {:?}", String::from_utf8_lossy(&self.buf)),
+            Err(e) => panic!(
+                "read from balancer failed: {e}; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
         }
     }
 
@@ -74,13 +90,21 @@ impl Conn {
                 self.buf.drain(..i + 2);
                 return line;
             }
-            assert!(self.fill() > 0, "connection closed mid-line; have {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                self.fill() > 0,
+                "connection closed mid-line; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
         }
     }
 
     fn take_exact(&mut self, n: usize) -> Vec<u8> {
         while self.buf.len() < n {
-            assert!(self.fill() > 0, "connection closed after {} of {n} body bytes", self.buf.len());
+            assert!(
+                self.fill() > 0,
+                "connection closed after {} of {n} body bytes",
+                self.buf.len()
+            );
         }
         self.buf.drain(..n).collect()
     }
@@ -90,17 +114,28 @@ impl Conn {
         let status_line = self.take_line();
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or("").to_string();
-        let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let status = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
         let mut headers = Vec::new();
         loop {
             let line = self.take_line();
             if line.is_empty() {
                 break;
             }
-            let (k, v) = line.split_once(':').unwrap_or_else(|| panic!("bad header line {line:?}"));
+            let (k, v) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {line:?}"));
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        Resp { version, status, headers, body: Vec::new(), chunked: false }
+        Resp {
+            version,
+            status,
+            headers,
+            body: Vec::new(),
+            chunked: false,
+        }
     }
 
     /// Reads one full response to a non-HEAD request.
@@ -118,12 +153,15 @@ impl Conn {
         if no_body {
             return r;
         }
-        if r.header("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        if r.header("transfer-encoding")
+            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+        {
             r.chunked = true;
             loop {
                 let size_line = self.take_line();
-                let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                    .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+                let size =
+                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
                 if size == 0 {
                     while !self.take_line().is_empty() {}
                     break;
