@@ -3,8 +3,10 @@
 
 mod support;
 
+mod cli;
 mod errors;
 mod framing;
 mod pool;
 mod proxying;
 mod strategies;
+mod workers;

@@ -214,7 +214,9 @@ fn download_streams_to_the_client() {
     let head = c.read_head();
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("8388608"));
-    let mut got = 0usize;
+    let early = c.take_buffered();
+    assert!(early.iter().all(|b| *b == b'a'));
+    let mut got = early.len();
     let mut buf = vec![0u8; 65536];
     while got < HALF {
         let n = c.stream.read(&mut buf).unwrap();

@@ -199,6 +199,11 @@ impl Conn {
         }
     }
 
+    /// Bytes already read from the socket but not consumed by a parse.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Everything the peer sends until it closes.
     pub fn read_to_close(&mut self) -> Vec<u8> {
         let mut b = [0u8; 65536];

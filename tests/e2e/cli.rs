@@ -1,0 +1,212 @@
+//! The binary as a user runs it: flags, config file, subcommands, exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::client::get;
+use crate::support::{TestBackend, dead_port, eventually};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Proc {
+    Proc(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchyard"),
+    )
+}
+
+fn serving(addr: SocketAddr) -> bool {
+    eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = bin().args(args).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err}"
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_and_say_what_to_write() {
+    fails_with(&["-b", "127.0.0.1:1", "-s", "fastest"], "round-robin");
+    fails_with(&["-b", "127.0.0.1:1,weight=0"], "weight");
+    fails_with(&["-b", "localhost"], "HOST:PORT");
+    fails_with(&["-b", "127.0.0.1:1", "-l", "8080"], "ADDR:PORT");
+    fails_with(&["-b", "127.0.0.1:1", "-w", "zero"], "worker count");
+    fails_with(
+        &["-b", "127.0.0.1:1", "--log-level", "loud"],
+        "error, warn, info",
+    );
+    fails_with(&["--no-such-flag"], "--no-such-flag");
+    fails_with(&[], "backends");
+}
+
+#[test]
+fn serves_from_flags() {
+    let be = TestBackend::named("a");
+    let listen = dead_port();
+    let _p = spawn(bin().args([
+        "-l",
+        &listen.to_string(),
+        "-b",
+        &be.addr.to_string(),
+        "-w",
+        "2",
+        "--mode",
+        "thread",
+    ]));
+    assert!(serving(listen));
+    assert_eq!(get(listen, "/").text(), "a");
+}
+
+#[test]
+fn port_and_host_flags() {
+    let be = TestBackend::named("a");
+    let listen = dead_port();
+    let _p = spawn(bin().args([
+        "--host",
+        "127.0.0.1",
+        "-p",
+        &listen.port().to_string(),
+        "-b",
+        &be.addr.to_string(),
+    ]));
+    assert!(serving(listen));
+    assert_eq!(get(listen, "/").text(), "a");
+}
+
+#[test]
+fn config_file_with_flags_overriding_it() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let file_listen = dead_port();
+    let cli_listen = dead_port();
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lb.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: {file_listen}\nworkers: 1\nmode: thread\nstrategy: weighted-round-robin\nbackends:\n  - address: {}\n    weight: 3\n  - address: {}\nhealth:\n  path: /\n  interval: 5s\ntimeouts:\n  connect: 1s\n  backend_response: 5s\nretries: 1\naccess_log: false\n",
+            a.addr, b.addr
+        ),
+    )
+    .unwrap();
+    // The file alone.
+    {
+        let _p = spawn(bin().args(["-c", path.to_str().unwrap()]));
+        assert!(serving(file_listen));
+        let seq: String = (0..4).map(|_| get(file_listen, "/").text()).collect();
+        assert_eq!(seq, "aaba", "weights from the file");
+    }
+    // -l and -b override the file.
+    let _p = spawn(bin().args([
+        "-c",
+        path.to_str().unwrap(),
+        "-l",
+        &cli_listen.to_string(),
+        "-b",
+        &b.addr.to_string(),
+    ]));
+    assert!(serving(cli_listen));
+    for _ in 0..3 {
+        assert_eq!(get(cli_listen, "/").text(), "b");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_config_file_exits_2_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("switchyard-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listen: 127.0.0.1:0\nstrategy: fastest\nbackends:\n  - address: 127.0.0.1:9001\n",
+    )
+    .unwrap();
+    fails_with(&["-c", path.to_str().unwrap()], "strategy");
+    fails_with(&["check", "-c", path.to_str().unwrap()], "bad.yaml:2:");
+    std::fs::write(&path, "backends:\n  - address: 127.0.0.1:9001\n").unwrap();
+    let out = bin()
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn backend_subcommand_echoes_requests() {
+    let listen = dead_port();
+    let _p = spawn(bin().args(["backend", "--listen", &listen.to_string(), "--name", "solo"]));
+    assert!(serving(listen));
+    let r = get(listen, "/x?y=1");
+    assert_eq!(r.header("x-backend"), Some("solo"));
+    let j = r.json();
+    assert_eq!(
+        (
+            j["backend"].as_str(),
+            j["method"].as_str(),
+            j["path"].as_str()
+        ),
+        (Some("solo"), Some("GET"), Some("/x?y=1"))
+    );
+}
+
+#[test]
+fn demo_alternates_between_its_two_backends() {
+    let listen = dead_port();
+    let mut p = spawn(bin().args(["demo", "--listen", &listen.to_string()]));
+    // The demo prints the curl line to try.
+    let stdout = p.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    while let Some(Ok(l)) = lines.next() {
+        printed.push_str(&l);
+        printed.push('\n');
+        if l.contains("curl") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains(&format!("curl -i http://{listen}/")),
+        "{printed}"
+    );
+    assert!(serving(listen));
+    let names: Vec<String> = (0..4)
+        .map(|_| {
+            get(listen, "/").json()["backend"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["demo-1", "demo-2", "demo-1", "demo-2"]);
+}
