@@ -12,6 +12,11 @@
 //! and re-armed only when it fires early or a nearer deadline appears, so a busy
 //! keep-alive connection costs two `Cell` writes per request and no timer work.
 //! An expired deadline makes the read fail with `TimedOut`; hyper then closes.
+//!
+//! Writes have their own clock: a client that stops reading (its window full, our
+//! write pending) for longer than `client_idle` gets its connection closed, so it
+//! cannot hold a connection and a backend response open forever. Its `Sleep` is only
+//! created the first time a write would block.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -83,6 +88,9 @@ pub struct TimedIo {
     clock: std::rc::Rc<ConnClock>,
     sleep: Pin<Box<Sleep>>,
     armed: bool,
+    /// Send-side stall clock; created lazily, armed while writes keep blocking.
+    write_sleep: Option<Pin<Box<Sleep>>>,
+    write_stalled: bool,
 }
 
 impl TimedIo {
@@ -93,7 +101,33 @@ impl TimedIo {
             clock,
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             armed: false,
+            write_sleep: None,
+            write_stalled: false,
         }
+    }
+
+    /// Passes a write result through, failing it once writes have blocked for longer
+    /// than the idle timeout.
+    fn on_write<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.write_stalled = false;
+            return r;
+        }
+        if !self.write_stalled {
+            self.write_stalled = true;
+            let deadline = Instant::now() + self.clock.idle;
+            match &mut self.write_sleep {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.write_sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        if let Some(s) = &mut self.write_sleep {
+            if s.as_mut().poll(cx).is_ready() {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "client stopped reading");
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Pending
     }
 
     /// Polls the deadline; `Ready` means the connection has timed out.
@@ -160,7 +194,9 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.on_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -168,7 +204,9 @@ impl AsyncWrite for TimedIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        this.on_write(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

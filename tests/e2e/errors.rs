@@ -308,3 +308,36 @@ fn garbage_never_stops_the_worker() {
     }
     assert_eq!(crate::support::client::get(lb.addr, "/").text(), "alive");
 }
+
+/// A client that asks for a large response and never reads it is cut off after
+/// `client_idle`, and the backend connection feeding it is released.
+#[test]
+fn client_that_stops_reading_is_cut_off() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let backend_write_failed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&backend_write_failed);
+    let be = TestBackend::start(move |_| {
+        let flag = Arc::clone(&flag);
+        Reply::With(Box::new(move |s| {
+            let body = vec![b'x'; 64 << 20];
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let ok = std::io::Write::write_all(s, head.as_bytes()).is_ok()
+                && std::io::Write::write_all(s, &body).is_ok();
+            flag.store(!ok, SeqCst);
+            false
+        }))
+    });
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_millis(300))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    c.send(b"GET /huge HTTP/1.1\r\nHost: a\r\n\r\n");
+    // Never read: the balancer's writes stall, then it gives up.
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || backend_write_failed
+            .load(SeqCst)),
+        "the stalled response was never abandoned"
+    );
+}
