@@ -26,7 +26,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::health::InFlightGuard;
-use crate::server::conn_io::ConnClock;
+use crate::server::conn_io::ConnState;
 use crate::upstream::{Pool, Sender};
 
 /// Largest request body held whole before the backend is contacted (and replayable).
@@ -227,7 +227,7 @@ pub struct Lease {
 /// The body of a response to a client.
 pub struct ProxyBody {
     kind: Kind,
-    clock: Option<Rc<ConnClock>>,
+    clock: Option<Rc<ConnState>>,
 }
 
 enum Kind {
@@ -242,7 +242,7 @@ enum Kind {
 
 impl ProxyBody {
     /// A short body the balancer wrote itself.
-    pub fn local(text: Bytes, clock: Option<Rc<ConnClock>>) -> ProxyBody {
+    pub fn local(text: Bytes, clock: Option<Rc<ConnState>>) -> ProxyBody {
         ProxyBody {
             kind: Kind::Local(Some(text)),
             clock,
@@ -254,7 +254,7 @@ impl ProxyBody {
         inner: Incoming,
         lease: Option<Lease>,
         in_flight: InFlightGuard,
-        clock: Option<Rc<ConnClock>>,
+        clock: Option<Rc<ConnState>>,
     ) -> ProxyBody {
         ProxyBody {
             kind: Kind::Upstream {

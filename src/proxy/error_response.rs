@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::headers::VIA_VALUE;
-use crate::server::conn_io::ConnClock;
+use crate::server::conn_io::ConnState;
 
 /// Everything that can end a request before (or instead of) a backend's response.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ impl ProxyError {
 }
 
 /// Builds the response for `err`.
-pub fn respond(err: &ProxyError, clock: Option<std::rc::Rc<ConnClock>>) -> Response<ProxyBody> {
+pub fn respond(err: &ProxyError, clock: Option<std::rc::Rc<ConnState>>) -> Response<ProxyBody> {
     let (status, why, close) = err.parts();
     let reason = status.canonical_reason().unwrap_or("");
     let text = format!("{} {reason}: {why}\n", status.as_u16());

@@ -27,14 +27,14 @@ use crate::backend::{Backend, BackendId};
 use crate::balance::{AnyStrategy, Tried, View};
 use crate::config::Config;
 use crate::health::HealthTable;
-use crate::server::conn_io::ConnClock;
+use crate::server::conn_io::ConnState;
 use crate::upstream::{Failed, Pool, UpstreamError, Upstreams};
 use body::{ClientBodyError, Lease, ProxyBody, ReqBody};
 use error_response::ProxyError;
 
 /// What the proxy knows about one client connection.
 pub struct ClientConn {
-    pub clock: Rc<ConnClock>,
+    pub clock: Rc<ConnState>,
     /// The client's IP as a header value, built once per connection.
     pub addr_value: HeaderValue,
     /// `http` or `https`: the scheme the client used.
@@ -42,7 +42,7 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(peer: SocketAddr, clock: Rc<ConnClock>) -> ClientConn {
+    pub fn new(peer: SocketAddr, clock: Rc<ConnState>) -> ClientConn {
         let ip = peer.ip().to_string();
         let addr_value =
             HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -122,6 +122,11 @@ impl Proxy {
         conn: &ClientConn,
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        if conn.clock.next_request_ambiguous() {
+            return Err(ProxyError::BadRequest(
+                "Content-Length together with Transfer-Encoding is ambiguous",
+            ));
+        }
         guard::check(&req, &self.config.limits)?;
         let (mut parts, incoming) = req.into_parts();
 

@@ -1,10 +1,11 @@
-//! The client connection's socket, with the `client_idle` and `client_header` timeouts.
+//! The client connection's socket, with the `client_idle` and `client_header` timeouts
+//! and the framing [`Sniffer`] that sees every byte hyper reads.
 //!
 //! hyper's own `header_read_timeout` starts when it begins waiting for a head, so it
 //! would also cut idle keep-alive connections. The contract wants two clocks:
 //! `client_idle` while nothing has arrived (after accept or between requests), and
 //! `client_header` from the first byte of a head until the head is complete. The
-//! [`ConnClock`] holds the phase (idle, reading a head, busy with a request): the read
+//! [`ConnState`] holds the phase (idle, reading a head, busy with a request): the read
 //! path moves idle -> head on the first byte, the proxy marks busy when hyper hands
 //! it a request, and the response body marks idle again when it is done.
 //!
@@ -18,7 +19,7 @@
 //! cannot hold a connection and a backend response open forever. Its `Sleep` is only
 //! created the first time a write would block.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -28,6 +29,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use super::sniff::Sniffer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -41,21 +44,34 @@ enum Phase {
 
 /// Phase and deadline of one client connection, shared by its socket and its requests.
 #[derive(Debug)]
-pub struct ConnClock {
+pub struct ConnState {
     phase: Cell<Phase>,
     deadline: Cell<Instant>,
     idle: Duration,
     header: Duration,
+    sniffer: RefCell<Sniffer>,
+    /// Requests handed to the proxy so far on this connection.
+    requests: Cell<u64>,
 }
 
-impl ConnClock {
-    pub fn new(idle: Duration, header: Duration) -> ConnClock {
-        ConnClock {
+impl ConnState {
+    pub fn new(idle: Duration, header: Duration) -> ConnState {
+        ConnState {
             phase: Cell::new(Phase::Idle),
             deadline: Cell::new(Instant::now() + idle),
             idle,
             header,
+            sniffer: RefCell::new(Sniffer::new()),
+            requests: Cell::new(0),
         }
+    }
+
+    /// Counts a new request and says whether its head carried both Content-Length
+    /// and Transfer-Encoding (see [`Sniffer`]).
+    pub fn next_request_ambiguous(&self) -> bool {
+        let index = self.requests.get();
+        self.requests.set(index + 1);
+        self.sniffer.borrow_mut().was_ambiguous(index)
     }
 
     /// A request head is complete and being served.
@@ -85,7 +101,7 @@ impl ConnClock {
 /// A TCP stream whose reads fail with `TimedOut` once the clock's deadline passes.
 pub struct TimedIo {
     io: TcpStream,
-    clock: std::rc::Rc<ConnClock>,
+    clock: std::rc::Rc<ConnState>,
     sleep: Pin<Box<Sleep>>,
     armed: bool,
     /// Send-side stall clock; created lazily, armed while writes keep blocking.
@@ -94,7 +110,7 @@ pub struct TimedIo {
 }
 
 impl TimedIo {
-    pub fn new(io: TcpStream, clock: std::rc::Rc<ConnClock>) -> TimedIo {
+    pub fn new(io: TcpStream, clock: std::rc::Rc<ConnState>) -> TimedIo {
         let deadline = clock.deadline.get();
         TimedIo {
             io,
@@ -162,6 +178,10 @@ impl AsyncRead for TimedIo {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     this.clock.on_bytes();
+                    this.clock
+                        .sniffer
+                        .borrow_mut()
+                        .feed(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -220,7 +240,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn phases_move_the_deadline() {
-        let c = ConnClock::new(Duration::from_secs(60), Duration::from_secs(10));
+        let c = ConnState::new(Duration::from_secs(60), Duration::from_secs(10));
         let t0 = Instant::now();
         assert_eq!(c.deadline.get(), t0 + Duration::from_secs(60));
         tokio::time::advance(Duration::from_secs(5)).await;

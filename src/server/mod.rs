@@ -8,6 +8,7 @@
 
 pub mod conn_io;
 pub mod listener;
+pub mod sniff;
 pub mod worker;
 
 use std::io;

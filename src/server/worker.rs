@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::conn_io::{ConnClock, TimedIo};
+use super::conn_io::{ConnState, TimedIo};
 use crate::config::Config;
 use crate::health::HealthTable;
 use crate::proxy::{ClientConn, Proxy};
@@ -92,7 +92,7 @@ fn serve(
     config: &Config,
 ) {
     let _ = stream.set_nodelay(true);
-    let clock = Rc::new(ConnClock::new(
+    let clock = Rc::new(ConnState::new(
         config.timeouts.client_idle,
         config.timeouts.client_header,
     ));

@@ -1,6 +1,9 @@
 //! End-to-end tests: real TCP, real backends started by the test, the balancer
 //! running in-process (or as the built binary for CLI tests), raw HTTP/1.1 clients.
 
+// Test support records what backends saw behind a Mutex; no request path here.
+#![allow(clippy::disallowed_types)]
+
 mod support;
 
 mod cli;

@@ -1,0 +1,344 @@
+//! Follows the HTTP/1.1 request framing of the client's byte stream, beside hyper.
+//!
+//! hyper frames a request carrying both Content-Length and Transfer-Encoding by the
+//! latter and silently drops the Content-Length (RFC 9112 §6.3 allows that), so the
+//! request path cannot see the ambiguity the contract says must be a 400. This sniffer
+//! sees every byte hyper reads (it sits in the socket wrapper), finds each request head,
+//! notes whether it carried both headers, and skips the body by the same rules hyper
+//! uses (Transfer-Encoding, else Content-Length, else none). The proxy asks it, per
+//! request in order, whether that request was ambiguous.
+//!
+//! It does not validate: anything hyper rejects closes the connection anyway. It
+//! looks only at the first bytes of each header line, and skips bodies without
+//! reading them byte by byte. After an upgrade it must be told to stop.
+
+use std::collections::VecDeque;
+
+const CL: &[u8] = b"content-length:";
+const TE: &[u8] = b"transfer-encoding:";
+/// Bytes of a header line kept for matching (the longest name we look for).
+const KEEP: usize = 48;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Inside a head; `started` once the request line has begun.
+    Head { started: bool },
+    /// A fixed-length body: bytes left.
+    Fixed(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Rest of a chunk-size line after the digits (extensions), to its LF.
+    ChunkExt,
+    /// Chunk data: bytes left, then its line end.
+    ChunkData(u64),
+    /// The line end after chunk data.
+    ChunkDataEnd,
+    /// Trailer section after the last chunk, up to an empty line.
+    Trailers,
+    /// Stopped (upgrade, or framing we cannot follow): nothing more is tracked.
+    Off,
+}
+
+/// Per-connection framing follower.
+#[derive(Debug)]
+pub struct Sniffer {
+    state: State,
+    line: [u8; KEEP],
+    line_len: usize,
+    /// The current line was longer than `KEEP`.
+    line_truncated: bool,
+    /// Whether the current line is empty so far (for head and trailer ends).
+    line_empty: bool,
+    chunk_size: u64,
+    chunk_digits: bool,
+    has_cl: bool,
+    cl_value: Option<u64>,
+    has_te: bool,
+    /// Index of the head being read (0-based).
+    head_index: u64,
+    /// Indices of heads that carried both Content-Length and Transfer-Encoding.
+    ambiguous: VecDeque<u64>,
+}
+
+impl Default for Sniffer {
+    fn default() -> Self {
+        Sniffer::new()
+    }
+}
+
+impl Sniffer {
+    pub fn new() -> Sniffer {
+        Sniffer {
+            state: State::Head { started: false },
+            line: [0; KEEP],
+            line_len: 0,
+            line_truncated: false,
+            line_empty: true,
+            chunk_size: 0,
+            chunk_digits: false,
+            has_cl: false,
+            cl_value: None,
+            has_te: false,
+            head_index: 0,
+            ambiguous: VecDeque::new(),
+        }
+    }
+
+    /// True if request `index` (0-based, in arrival order) was ambiguous. Forgets
+    /// everything before `index`.
+    pub fn was_ambiguous(&mut self, index: u64) -> bool {
+        while let Some(&front) = self.ambiguous.front() {
+            if front < index {
+                self.ambiguous.pop_front();
+            } else {
+                return front == index;
+            }
+        }
+        false
+    }
+
+    /// Stops tracking (the connection became a tunnel).
+    pub fn stop(&mut self) {
+        self.state = State::Off;
+    }
+
+    /// Feeds bytes read from the client, in order.
+    pub fn feed(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Fixed(n) => {
+                    let take = (buf.len() as u64).min(n);
+                    buf = &buf[take as usize..];
+                    self.state = if take == n {
+                        self.next_head()
+                    } else {
+                        State::Fixed(n - take)
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = (buf.len() as u64).min(n);
+                    buf = &buf[take as usize..];
+                    self.state = if take == n {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(n - take)
+                    };
+                }
+                _ => {
+                    let b = buf[0];
+                    buf = &buf[1..];
+                    self.byte(b);
+                }
+            }
+        }
+    }
+
+    fn next_head(&mut self) -> State {
+        self.head_index += 1;
+        self.has_cl = false;
+        self.has_te = false;
+        self.cl_value = None;
+        self.reset_line();
+        State::Head { started: false }
+    }
+
+    fn reset_line(&mut self) {
+        self.line_len = 0;
+        self.line_truncated = false;
+        self.line_empty = true;
+    }
+
+    fn byte(&mut self, b: u8) {
+        match self.state {
+            State::Head { started } => {
+                if b == b'\n' {
+                    self.end_head_line(started);
+                } else if b != b'\r' {
+                    if self.line_len < KEEP {
+                        self.line[self.line_len] = b.to_ascii_lowercase();
+                        self.line_len += 1;
+                    } else {
+                        self.line_truncated = true;
+                    }
+                    self.line_empty = false;
+                    if !started {
+                        self.state = State::Head { started: true };
+                    }
+                }
+            }
+            State::ChunkSize => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    self.chunk_size = self.chunk_size.saturating_mul(16).saturating_add(d);
+                    self.chunk_digits = true;
+                }
+                b'\n' => self.end_chunk_size(),
+                _ => self.state = State::ChunkExt,
+            },
+            State::ChunkExt => {
+                if b == b'\n' {
+                    self.end_chunk_size();
+                }
+            }
+            State::ChunkDataEnd => {
+                if b == b'\n' {
+                    self.start_chunk();
+                }
+            }
+            State::Trailers => {
+                if b == b'\n' {
+                    if self.line_empty {
+                        self.state = self.next_head();
+                    } else {
+                        self.reset_line();
+                    }
+                } else if b != b'\r' {
+                    self.line_empty = false;
+                }
+            }
+            State::Fixed(_) | State::ChunkData(_) | State::Off => {}
+        }
+    }
+
+    fn end_head_line(&mut self, started: bool) {
+        if !started {
+            // Empty lines before a request line are skipped (as hyper does).
+            self.reset_line();
+            return;
+        }
+        if !self.line_empty {
+            let line = &self.line[..self.line_len];
+            if line.starts_with(CL) {
+                self.has_cl = true;
+                if self.cl_value.is_none() {
+                    self.cl_value = parse_len(&line[CL.len()..], self.line_truncated);
+                }
+            } else if line.starts_with(TE) {
+                self.has_te = true;
+            }
+            self.reset_line();
+            return;
+        }
+        // End of the head: decide the body.
+        if self.has_cl && self.has_te {
+            self.ambiguous.push_back(self.head_index);
+        }
+        self.state = if self.has_te {
+            self.start_chunk();
+            self.state
+        } else if !self.has_cl {
+            self.next_head()
+        } else {
+            match self.cl_value {
+                Some(0) => self.next_head(),
+                Some(n) => State::Fixed(n),
+                // A Content-Length we could not read (invalid, or longer than the kept
+                // line prefix): hyper decides; stop rather than guess.
+                None => State::Off,
+            }
+        };
+    }
+
+    fn start_chunk(&mut self) {
+        self.chunk_size = 0;
+        self.chunk_digits = false;
+        self.state = State::ChunkSize;
+    }
+
+    fn end_chunk_size(&mut self) {
+        if !self.chunk_digits {
+            self.state = State::Off; // malformed: hyper rejects it
+        } else if self.chunk_size == 0 {
+            self.reset_line();
+            self.state = State::Trailers;
+        } else {
+            self.state = State::ChunkData(self.chunk_size);
+        }
+    }
+}
+
+/// Parses the start of a Content-Length value (leading spaces, then digits); `None`
+/// if there are no digits or they may continue past the kept prefix.
+fn parse_len(v: &[u8], truncated: bool) -> Option<u64> {
+    let v = v.trim_ascii_start();
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || (truncated && digits == v.len()) {
+        return None;
+    }
+    std::str::from_utf8(&v[..digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(parts: &[&[u8]]) -> Sniffer {
+        let mut s = Sniffer::new();
+        for p in parts {
+            s.feed(p);
+        }
+        s
+    }
+
+    #[test]
+    fn plain_requests_are_not_ambiguous() {
+        let mut s =
+            feed_all(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"]);
+        assert!(!s.was_ambiguous(0));
+        assert!(!s.was_ambiguous(1));
+        assert_eq!(s.head_index, 2);
+    }
+
+    #[test]
+    fn cl_with_te_is_flagged_in_either_order_and_case() {
+        let mut s = feed_all(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\ncontent-length:3\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+            b"GET /ok HTTP/1.1\r\n\r\n",
+        ]);
+        assert!(s.was_ambiguous(0));
+        assert!(s.was_ambiguous(1));
+        assert!(!s.was_ambiguous(2));
+    }
+
+    #[test]
+    fn bodies_are_skipped_so_later_heads_are_found() {
+        // A body that looks like a head must not be read as one.
+        let body = b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut req =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        req.extend_from_slice(body);
+        req.extend_from_slice(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nab\r\n\r\n0\r\nX-T: 1\r\n\r\n");
+        req.extend_from_slice(
+            b"GET / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        );
+        // Byte by byte and all at once give the same answers.
+        for split in [1, req.len()] {
+            let mut s = Sniffer::new();
+            for piece in req.chunks(split) {
+                s.feed(piece);
+            }
+            assert!(!s.was_ambiguous(0), "split {split}");
+            assert!(!s.was_ambiguous(1), "split {split}");
+            assert!(s.was_ambiguous(2), "split {split}");
+            assert_eq!(s.head_index, 3);
+        }
+    }
+
+    #[test]
+    fn leading_empty_lines_and_bare_lf() {
+        let mut s = feed_all(&[
+            b"\r\n\r\nPOST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n0\n\n",
+        ]);
+        assert!(s.was_ambiguous(0));
+    }
+
+    #[test]
+    fn stops_on_what_it_cannot_follow() {
+        let mut s = feed_all(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]);
+        assert_eq!(s.state, State::Off);
+        s.feed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(!s.was_ambiguous(1));
+    }
+}
