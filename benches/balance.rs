@@ -45,7 +45,7 @@ fn pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
     for n in [3, 16, 256] {
         let set = backends(n);
-        let health = HealthTable::new(n);
+        let health = HealthTable::all_up(n);
         let tried = Tried::default();
         for kind in KINDS {
             let strategy = AnyStrategy::new(kind, &set);

@@ -71,7 +71,7 @@ mod tests {
 
     /// A table of `loads.len()` backends with `loads[i]` requests in flight to `i`.
     fn loaded(loads: &[u32]) -> (Arc<HealthTable>, Vec<InFlightGuard>) {
-        let health = Arc::new(HealthTable::new(loads.len()));
+        let health = Arc::new(HealthTable::all_up(loads.len()));
         let guards = loads
             .iter()
             .enumerate()
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn follows_loads_as_they_change() {
         let lc = LeastConnections::new(&n_backends(3));
-        let health = Arc::new(HealthTable::new(3));
+        let health = Arc::new(HealthTable::all_up(3));
         // Keep every picked request in flight: the picks then fill the backends
         // evenly, never letting one get two ahead of another.
         let mut guards = Vec::new();

@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn any_strategy_sets_the_cookie_only_for_sticky_fallbacks() {
         let set = n_backends(3);
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let tried = Tried::default();
         let view = |sticky| View {
             health: &health,

@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn uniform_over_three() {
         let r = Random::with_seed(&n_backends(3), SEED);
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let picked = indices(&r, &health, &Tried::default(), 30_000);
         assert_within(&counts(&picked, 3), 10_000, 10);
     }
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn os_seeded_is_uniform_too() {
         let r = Random::new(&n_backends(3));
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let picked = indices(&r, &health, &Tried::default(), 30_000);
         // 10% is about 12 standard deviations: a failure means a real bias.
         assert_within(&counts(&picked, 3), 10_000, 10);
@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn down_backend_is_never_picked_and_the_rest_stay_even() {
         let r = Random::with_seed(&n_backends(3), SEED);
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         health.set_up(1, false);
         let c = counts(&indices(&r, &health, &Tried::default(), 30_000), 3);
         assert_eq!(c[1], 0);
@@ -166,7 +166,7 @@ mod tests {
         // 8 backends, 5 of them ineligible: the fast path misses often, so this
         // checks the two-draw scheme really is uniform over the 3 left.
         let r = Random::with_seed(&n_backends(8), SEED);
-        let health = HealthTable::new(8);
+        let health = HealthTable::all_up(8);
         for i in [0, 1, 2, 4, 6] {
             health.set_up(i, false);
         }
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn tried_backends_are_skipped() {
         let r = Random::with_seed(&n_backends(4), SEED);
-        let health = HealthTable::new(4);
+        let health = HealthTable::all_up(4);
         let mut tried = Tried::default();
         tried.insert(0);
         tried.insert(3);
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_picks() {
-        let health = HealthTable::new(16);
+        let health = HealthTable::all_up(16);
         let a = Random::with_seed(&n_backends(16), SEED);
         let b = Random::with_seed(&n_backends(16), SEED);
         let (pa, pb) = (
@@ -217,14 +217,14 @@ mod tests {
     #[test]
     fn all_down_is_none() {
         let r = Random::with_seed(&n_backends(3), SEED);
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         for i in 0..3 {
             health.set_up(i, false);
         }
         assert_eq!(picks(&r, &health, &Tried::default(), 3), [None; 3]);
         let r = Random::with_seed(&n_backends(0), SEED);
         assert_eq!(
-            picks(&r, &HealthTable::new(0), &Tried::default(), 1),
+            picks(&r, &HealthTable::all_up(0), &Tried::default(), 1),
             [None]
         );
     }

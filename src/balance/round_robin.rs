@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn rotates_in_order() {
         let rr = RoundRobin::new(&n_backends(3));
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         assert_eq!(
             indices(&rr, &health, &Tried::default(), 9),
             [0, 1, 2, 0, 1, 2, 0, 1, 2]
@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn skips_a_down_backend() {
         let rr = RoundRobin::new(&n_backends(3));
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         health.set_up(1, false);
         assert_eq!(
             indices(&rr, &health, &Tried::default(), 6),
@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn resumes_after_a_backend_comes_back() {
         let rr = RoundRobin::new(&n_backends(3));
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         health.set_up(1, false);
         assert_eq!(indices(&rr, &health, &Tried::default(), 2), [0, 2]);
         health.set_up(1, true);
@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn skips_tried_backends() {
         let rr = RoundRobin::new(&n_backends(4));
-        let health = HealthTable::new(4);
+        let health = HealthTable::all_up(4);
         let mut tried = Tried::default();
         tried.insert(0);
         tried.insert(2);
@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn even_over_many_picks() {
         let rr = RoundRobin::new(&n_backends(16));
-        let health = HealthTable::new(16);
+        let health = HealthTable::all_up(16);
         let picked = indices(&rr, &health, &Tried::default(), 16 * 100);
         assert_eq!(counts(&picked, 16), [100; 16]);
     }
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn all_down_or_tried_is_none() {
         let rr = RoundRobin::new(&n_backends(3));
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         health.set_up(0, false);
         health.set_up(2, false);
         let mut tried = Tried::default();
@@ -128,12 +128,12 @@ mod tests {
     fn empty_set_and_short_health_table_do_not_panic() {
         let rr = RoundRobin::new(&n_backends(0));
         assert_eq!(
-            picks(&rr, &HealthTable::new(0), &Tried::default(), 1),
+            picks(&rr, &HealthTable::all_up(0), &Tried::default(), 1),
             [None]
         );
         let rr = RoundRobin::new(&n_backends(3));
         assert_eq!(
-            picks(&rr, &HealthTable::new(2), &Tried::default(), 3),
+            picks(&rr, &HealthTable::all_up(2), &Tried::default(), 3),
             [Some(0), Some(1), Some(0)]
         );
     }

@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn known_healthy_id_sticks_without_setting_the_cookie() {
         let s = Sticky::new(&three());
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let tried = Tried::default();
         for _ in 0..5 {
             assert_eq!(pick(&s, &health, &tried, id("10.0.0.2:80")), p(1, false));
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn no_cookie_or_unknown_id_goes_round_robin_and_sets_the_cookie() {
         let s = Sticky::new(&three());
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let tried = Tried::default();
         let got: Vec<_> = [None, id("10.9.9.9:80"), None, Some(BackendId(0)), None]
             .into_iter()
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn sticky_hits_do_not_move_the_round_robin() {
         let s = Sticky::new(&three());
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let tried = Tried::default();
         assert_eq!(pick(&s, &health, &tried, None), p(0, true));
         assert_eq!(pick(&s, &health, &tried, id("10.0.0.1:80")), p(0, false));
@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn down_or_tried_backend_moves_the_client_and_resets_the_cookie() {
         let s = Sticky::new(&three());
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         health.set_up(0, false);
         let got = pick(&s, &health, &Tried::default(), id("10.0.0.1:80")).unwrap();
         assert!(got.set_cookie);
@@ -164,7 +164,7 @@ mod tests {
     fn id_not_position_decides() {
         let forward = set(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
         let backward = set(&["10.0.0.3:80", "10.0.0.2:80", "10.0.0.1:80"]);
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let tried = Tried::default();
         for target in ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"] {
             let address_in = |backends: &BackendSet| {
@@ -181,7 +181,7 @@ mod tests {
     fn finds_every_id_in_a_large_set() {
         let backends = n_backends(256);
         let s = Sticky::new(&backends);
-        let health = HealthTable::new(256);
+        let health = HealthTable::all_up(256);
         let tried = Tried::default();
         for (i, b) in backends.iter().enumerate() {
             assert_eq!(pick(&s, &health, &tried, Some(b.id)), p(i, false));
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn strategy_pick_is_the_index() {
         let s = Sticky::new(&three());
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let view = View {
             health: &health,
             tried: &Tried::default(),
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn all_down_is_none_even_with_a_cookie() {
         let s = Sticky::new(&three());
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         for i in 0..3 {
             health.set_up(i, false);
         }

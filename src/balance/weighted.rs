@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn smooth_sequence_matches_nginx() {
         let w = five_one_one();
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         // nginx: a a b a c a a, and the same again (all currents are back to 0).
         assert_eq!(
             indices(&w, &health, &Tried::default(), 14),
@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn never_five_in_a_row_and_exact_shares() {
         let w = five_one_one();
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let picked = indices(&w, &health, &Tried::default(), 7000);
         assert_eq!(counts(&picked, 3), [5000, 1000, 1000]);
         let longest_run = picked
@@ -111,7 +111,7 @@ mod tests {
             ("b.test:80", 2),
             ("c.test:80", 2),
         ]));
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         assert_eq!(
             indices(&w, &health, &Tried::default(), 6),
             [0, 1, 2, 0, 1, 2]
@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn down_backend_is_left_out_of_the_round() {
         let w = five_one_one();
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         health.set_up(1, false);
         // Only a (5) and c (1) share: a a a c a a per 6 picks, exactly 5:1.
         let picked = indices(&w, &health, &Tried::default(), 6);
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn tried_backend_is_skipped() {
         let w = five_one_one();
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         let mut tried = Tried::default();
         tried.insert(0);
         // b and c alone, equal weights: alternate.
@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn shares_recover_after_an_outage() {
         let w = five_one_one();
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         health.set_up(0, false);
         let _ = indices(&w, &health, &Tried::default(), 5);
         health.set_up(0, true);
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn all_down_is_none() {
         let w = five_one_one();
-        let health = HealthTable::new(3);
+        let health = HealthTable::all_up(3);
         for i in 0..3 {
             health.set_up(i, false);
         }

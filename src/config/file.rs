@@ -151,6 +151,9 @@ pub struct HealthFile {
     pub unhealthy_threshold: Option<u64>,
     pub healthy_threshold: Option<u64>,
     pub passive_5xx: Option<bool>,
+    pub probes: Option<bool>,
+    #[serde(default, deserialize_with = "text")]
+    pub expect_status: Option<String>,
 }
 
 /// `timeouts:`, each a duration string.

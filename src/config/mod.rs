@@ -36,6 +36,19 @@ pub struct HealthConfig {
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub passive_5xx: bool,
+    /// Run active probes (`health.probes`, default true).
+    pub probes: bool,
+    /// Statuses a probe counts as success (`health.expect_status`, default `200-399`).
+    pub expect_status: crate::health::StatusRanges,
+}
+
+impl HealthConfig {
+    pub fn thresholds(&self) -> crate::health::Thresholds {
+        crate::health::Thresholds {
+            unhealthy: self.unhealthy_threshold,
+            healthy: self.healthy_threshold,
+        }
+    }
 }
 
 /// `timeouts:` section.

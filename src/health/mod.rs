@@ -1,10 +1,15 @@
-//! Backend health as the request path sees it.
+//! Backend health: one breaker per backend, fed by live requests and active probes.
 //!
-//! [`HealthTable`] holds one slot per backend of a snapshot: an up/down flag and the
-//! number of in-flight requests, all atomics, so every worker reads it without a lock.
-//! The passive breaker and active probes that flip the flag arrive with the health
-//! issue; today every backend starts and stays up unless marked otherwise.
+//! [`HealthTable`] (in `state.rs`) holds one slot per backend of a snapshot, all atomics,
+//! shared by every worker of the process: when any worker or the prober marks a backend
+//! down, all workers stop picking it at once. [`breaker`] is the pure state machine;
+//! [`probe`] runs the active checks (one prober per process, not per worker).
 
+pub mod breaker;
+pub mod probe;
 mod state;
+mod status;
 
-pub use state::{HealthTable, InFlightGuard};
+pub use breaker::{Source, Thresholds};
+pub use state::{HealthTable, InFlightGuard, Reason};
+pub use status::StatusRanges;

@@ -12,6 +12,7 @@ pub mod body;
 pub mod error_response;
 pub mod guard;
 pub mod headers;
+pub mod retry;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -24,13 +25,14 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendId};
-use crate::balance::{AnyStrategy, Tried, View};
+use crate::balance::{AnyStrategy, Pick, Tried, View};
 use crate::config::Config;
-use crate::health::HealthTable;
+use crate::health::{HealthTable, InFlightGuard, Reason, Source};
 use crate::server::conn_io::ConnState;
-use crate::upstream::{Failed, Pool, UpstreamError, Upstreams};
+use crate::upstream::{Exchange, Failed, Pool, UpstreamError, Upstreams};
 use body::{ClientBodyError, Lease, ProxyBody, ReqBody};
 use error_response::ProxyError;
+use retry::AttemptFailure;
 
 /// What the proxy knows about one client connection.
 pub struct ClientConn {
@@ -142,78 +144,179 @@ impl Proxy {
 
         to_origin_form(&mut parts.uri, &mut parts.headers);
         headers::rewrite_request(&mut parts.headers, &conn.addr_value, &conn.proto);
-        let client_version = parts.version;
+        // An HTTP/1.0 request may lack Host; the backend gets its own address then.
+        let needs_host =
+            parts.version == Version::HTTP_10 && !parts.headers.contains_key(header::HOST);
         parts.version = Version::HTTP_11;
-
         let sticky = if self.strategy.is_sticky() {
             find_cookie(&parts.headers, self.config.sticky_cookie.as_bytes())
         } else {
             None
         };
-        let tried = Tried::default();
-        let view = View {
-            health: &self.health,
-            tried: &tried,
-            sticky,
-        };
-        let pick = self
-            .strategy
-            .pick(&view)
-            .ok_or(ProxyError::NoHealthyBackend)?;
-        let backend = self.config.backends.get(pick.index);
-        let slot = &self.slots[pick.index];
-        if client_version == Version::HTTP_10 && !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, slot.host.clone());
-        }
-        let in_flight = self.health.start_request(pick.index);
-
-        // Keep what a second attempt on a fresh connection would need.
+        // What a second attempt needs once the first was written: only when allowed.
         let replay = match body.replay() {
-            Some(b) if is_idempotent(&parts.method) => Some((
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-                b,
-            )),
+            Some(body) if retry::is_idempotent(&parts.method) => Some(Replay {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+                body,
+            }),
             _ => None,
         };
-        if !matches!(body, ReqBody::Streaming(_)) {
-            sent_at.set(Some(Instant::now()));
-        }
-        let req = Request::from_parts(parts, body);
-        let attempt = self.upstreams.send(backend, &slot.pool, req);
-        let result = self.with_response_timeout(attempt, &sent_at).await?;
-        let exchange = match result {
-            Ok(x) => x,
-            Err(Failed {
-                reused: true,
-                request: None,
-                error: UpstreamError::Send(e),
-            }) if replay.is_some() && !client_failed.get() => {
-                // The pooled connection died after we wrote: the backend most likely
-                // closed it while idle. Safe to send again on a fresh connection.
-                tracing::debug!(backend = %backend.address, "retrying on a fresh connection: {e}");
-                let Some((method, uri, headers, body)) = replay else {
-                    return Err(ProxyError::BadGateway);
-                };
-                let mut req = Request::new(body);
-                *req.method_mut() = method;
-                *req.uri_mut() = uri;
-                *req.headers_mut() = headers;
-                sent_at.set(Some(Instant::now()));
-                let attempt = self.upstreams.send_fresh(backend, req);
-                match self.with_response_timeout(attempt, &sent_at).await? {
-                    Ok(x) => x,
-                    Err(f) => return Err(self.failure(backend, f, &client_failed)),
+        let method = parts.method.clone();
+        let mut next = Some(Request::from_parts(parts, body));
+
+        let mut tried = Tried::default();
+        let mut attempts = 0u32;
+        let mut last = ProxyError::NoHealthyBackend;
+        loop {
+            let view = View {
+                health: &self.health,
+                tried: &tried,
+                sticky,
+            };
+            let (pick, fail_open) = match self.strategy.pick(&view) {
+                Some(p) => (p, false),
+                // Every backend is marked down: still try the one that failed longest
+                // ago rather than refuse all traffic until a probe says otherwise.
+                None if attempts == 0 => match self.least_recently_failed(&tried) {
+                    Some(index) => (
+                        Pick {
+                            index,
+                            set_cookie: self.strategy.is_sticky(),
+                        },
+                        true,
+                    ),
+                    None => return Err(ProxyError::NoHealthyBackend),
+                },
+                None if self.health.all_down() => return Err(ProxyError::NoHealthyBackend),
+                None => return Err(last),
+            };
+            let backend = self.config.backends.get(pick.index);
+            let slot = &self.slots[pick.index];
+            tried.insert(pick.index);
+            let Some(mut req) = next.take().or_else(|| replay.as_ref().map(Replay::build)) else {
+                return Err(last);
+            };
+            let host = needs_host.then_some(&slot.host);
+            if let Some(h) = host {
+                req.headers_mut().insert(header::HOST, h.clone());
+            }
+            attempts += 1;
+            let in_flight = self.health.start_request(pick.index);
+            match self
+                .attempt(
+                    backend,
+                    slot,
+                    req,
+                    replay.as_ref(),
+                    host,
+                    &sent_at,
+                    &client_failed,
+                )
+                .await
+            {
+                Ok(exchange) => {
+                    let status = exchange.response.status();
+                    if self.config.health.passive_5xx && status.is_server_error() {
+                        self.health
+                            .record_failure(pick.index, Source::Request, Reason::Status5xx);
+                    } else {
+                        self.health.record_success(pick.index, Source::Request);
+                    }
+                    return Ok(self.relay(conn, exchange, pick, slot, in_flight));
+                }
+                Err(failed) => {
+                    if client_failed.get() {
+                        return Err(ProxyError::BadBody);
+                    }
+                    tracing::warn!(
+                        backend = %backend.address,
+                        attempt = attempts,
+                        reason = failed.reason.as_str(),
+                        "backend attempt failed"
+                    );
+                    self.health
+                        .record_failure(pick.index, Source::Request, failed.reason);
+                    last = if fail_open {
+                        ProxyError::NoHealthyBackend
+                    } else {
+                        failed.error
+                    };
+                    let replayable = replay.is_some() || failed.request.is_some();
+                    let retries = self.config.retries;
+                    if fail_open
+                        || !retry::may_retry(failed.class, &method, replayable, attempts, retries)
+                    {
+                        return Err(last);
+                    }
+                    next = failed.request;
                 }
             }
-            Err(f) => return Err(self.failure(backend, f, &client_failed)),
-        };
+        }
+    }
 
-        let (mut resp_parts, resp_body) = exchange.response.into_parts();
-        headers::rewrite_response(&mut resp_parts.headers);
+    /// One attempt on one backend. A pooled connection that turns out to have died
+    /// after the request was written (the backend closed it while idle) costs one more
+    /// try on a fresh connection to the same backend, when the request may be replayed.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        backend: &Backend,
+        slot: &BackendSlot,
+        req: Request<ReqBody>,
+        replay: Option<&Replay>,
+        host: Option<&HeaderValue>,
+        sent_at: &body::SentAt,
+        client_failed: &Cell<bool>,
+    ) -> Result<Exchange, AttemptError> {
+        let streaming = matches!(req.body(), ReqBody::Streaming(_));
+        sent_at.set((!streaming).then(Instant::now));
+        let first = self.upstreams.send(backend, &slot.pool, req);
+        let failed = match self.with_response_timeout(first, sent_at).await {
+            Err(timeout) => return Err(AttemptError::timed_out(timeout)),
+            Ok(Ok(x)) => return Ok(x),
+            Ok(Err(f)) => f,
+        };
+        let stale = failed.reused && failed.request.is_none();
+        match replay {
+            Some(r)
+                if stale
+                    && matches!(failed.error, UpstreamError::Send(_))
+                    && !client_failed.get() =>
+            {
+                tracing::debug!(backend = %backend.address, "pooled connection was stale; retrying on a fresh one");
+                let mut req = r.build();
+                if let Some(h) = host {
+                    req.headers_mut().insert(header::HOST, h.clone());
+                }
+                sent_at.set(Some(Instant::now()));
+                match self
+                    .with_response_timeout(self.upstreams.send_fresh(backend, req), sent_at)
+                    .await
+                {
+                    Err(timeout) => Err(AttemptError::timed_out(timeout)),
+                    Ok(Ok(x)) => Ok(x),
+                    Ok(Err(f)) => Err(AttemptError::from(f)),
+                }
+            }
+            _ => Err(AttemptError::from(failed)),
+        }
+    }
+
+    /// The backend's response, rewritten for the client, its body streaming.
+    fn relay(
+        &self,
+        conn: &ClientConn,
+        exchange: Exchange,
+        pick: Pick,
+        slot: &BackendSlot,
+        in_flight: InFlightGuard,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = exchange.response.into_parts();
+        headers::rewrite_response(&mut parts.headers);
         if pick.set_cookie {
-            resp_parts
+            parts
                 .headers
                 .append(header::SET_COOKIE, slot.cookie.clone());
         }
@@ -221,13 +324,15 @@ impl Proxy {
             pool: Rc::clone(&slot.pool),
             sender: exchange.sender,
         };
-        let body = ProxyBody::upstream(
-            resp_body,
-            Some(lease),
-            in_flight,
-            Some(Rc::clone(&conn.clock)),
-        );
-        Ok(Response::from_parts(resp_parts, body))
+        let body = ProxyBody::upstream(body, Some(lease), in_flight, Some(Rc::clone(&conn.clock)));
+        Response::from_parts(parts, body)
+    }
+
+    /// The down backend (not yet tried) whose last failure is oldest.
+    fn least_recently_failed(&self, tried: &Tried) -> Option<usize> {
+        (0..self.slots.len())
+            .filter(|&i| !tried.contains(i))
+            .min_by_key(|&i| self.health.last_failure_ms(i))
     }
 
     /// Runs one attempt under `backend_response`, which starts once the request body has
@@ -257,33 +362,82 @@ impl Proxy {
             }
         }
     }
+}
 
-    fn failure(&self, backend: &Backend, f: Failed, client_failed: &Cell<bool>) -> ProxyError {
-        if client_failed.get() {
-            return ProxyError::BadBody;
-        }
-        match f.error {
-            UpstreamError::Connect(e) => {
-                tracing::warn!(backend = %backend.address, "connect failed: {e}");
-                ProxyError::ConnectFailed
-            }
-            UpstreamError::ConnectTimeout => {
-                tracing::warn!(backend = %backend.address, "connect timed out");
-                ProxyError::Timeout
-            }
-            UpstreamError::Send(e) => {
-                tracing::warn!(backend = %backend.address, "exchange failed: {e}");
-                ProxyError::BadGateway
-            }
+/// A copy of a request head and held body, for sending again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: ReqBody,
+}
+
+impl Replay {
+    fn build(&self) -> Request<ReqBody> {
+        let body = self.body.replay().unwrap_or(ReqBody::Empty);
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// A failed attempt: what the client would get, what the breaker records, and whether
+/// (and with what) it may be retried.
+struct AttemptError {
+    error: ProxyError,
+    reason: Reason,
+    class: AttemptFailure,
+    /// The request, when it was never written.
+    request: Option<Request<ReqBody>>,
+}
+
+impl AttemptError {
+    fn timed_out(error: ProxyError) -> AttemptError {
+        AttemptError {
+            error,
+            reason: Reason::Timeout,
+            class: AttemptFailure::TimedOut,
+            request: None,
         }
     }
 }
 
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+impl From<Failed> for AttemptError {
+    fn from(f: Failed) -> AttemptError {
+        let (error, reason, class) = match &f.error {
+            UpstreamError::Connect(_) => (
+                ProxyError::ConnectFailed,
+                Reason::ConnectRefused,
+                AttemptFailure::NotSent,
+            ),
+            UpstreamError::ConnectTimeout => (
+                ProxyError::Timeout,
+                Reason::ConnectTimeout,
+                AttemptFailure::NotSent,
+            ),
+            UpstreamError::Send(e) => {
+                let reason = if e.is_parse() {
+                    Reason::BadResponse
+                } else {
+                    Reason::Reset
+                };
+                let class = if f.request.is_some() {
+                    AttemptFailure::NotSent
+                } else {
+                    AttemptFailure::SentNoResponse
+                };
+                (ProxyError::BadGateway, reason, class)
+            }
+        };
+        AttemptError {
+            error,
+            reason,
+            class,
+            request: f.request,
+        }
+    }
 }
 
 /// An absolute-form target (`GET http://h/p`) becomes origin-form with `Host: h`.

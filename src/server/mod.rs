@@ -4,7 +4,7 @@
 //! [`worker`] per socket on its own thread (thread mode) and returns a [`Running`]
 //! handle to stop them. Servers take bound listeners, so tests bind port 0 and callers
 //! report bind errors before anything starts. What all workers share (the backend
-//! health table) is atomics only.
+//! health table) is atomics only; the active prober runs once per process beside them.
 
 pub mod conn_io;
 pub mod listener;
@@ -20,18 +20,27 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::health::HealthTable;
+use crate::health::probe::Prober;
 
 /// Workers running in this process.
 pub struct Running {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    health: Arc<HealthTable>,
+    /// Dropped after the workers (field order): stops the probes.
+    _prober: Option<Prober>,
 }
 
 impl Running {
     /// The address the listeners are bound to (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The health table all workers share (tests and the admin view read it).
+    pub fn health(&self) -> &Arc<HealthTable> {
+        &self.health
     }
 
     /// Stops accepting and waits for the workers to exit.
@@ -66,7 +75,16 @@ pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Run
         Some(l) => l.local_addr()?,
         None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listener")),
     };
-    let health = Arc::new(HealthTable::new(config.backends.len()));
+    let health = Arc::new(HealthTable::new(
+        &config.backends,
+        config.health.thresholds(),
+    ));
+    // One prober per process, whatever the worker count.
+    let prober = if config.health.probes {
+        Some(Prober::start(Arc::clone(&config), Arc::clone(&health))?)
+    } else {
+        None
+    };
     let (tx, rx) = watch::channel(false);
     let mut threads = Vec::with_capacity(listeners.len());
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -86,5 +104,7 @@ pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Run
         local_addr,
         shutdown: tx,
         threads,
+        health,
+        _prober: prober,
     })
 }

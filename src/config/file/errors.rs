@@ -157,6 +157,7 @@ pub fn example(key: &str) -> Option<&'static str> {
         "health.unhealthy_threshold" => "unhealthy_threshold: 3",
         "health.healthy_threshold" => "healthy_threshold: 2",
         "health.passive_5xx" => "passive_5xx: false",
+        "health.probes" => "probes: true",
         "timeouts.client_header" => "client_header: 10s",
         "timeouts.backend_response" => "backend_response: 30s",
         "timeouts.client_idle" => "client_idle: 60s",

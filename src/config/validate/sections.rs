@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::Ctx;
 use crate::config::file::{HealthFile, LimitsFile, PoolFile, StickyFile, TimeoutsFile};
 use crate::config::{ConfigError, HealthConfig, Limits, PoolConfig, Timeouts};
+use crate::health::StatusRanges;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -31,6 +32,17 @@ pub(super) fn health(cx: &Ctx<'_>, h: Option<HealthFile>) -> Result<HealthConfig
         unhealthy_threshold: threshold("health.unhealthy_threshold", h.unhealthy_threshold, 3)?,
         healthy_threshold: threshold("health.healthy_threshold", h.healthy_threshold, 2)?,
         passive_5xx: h.passive_5xx.unwrap_or(false),
+        probes: h.probes.unwrap_or(true),
+        expect_status: match &h.expect_status {
+            None => StatusRanges::default(),
+            Some(s) => StatusRanges::parse(s).map_err(|e| {
+                cx.err(
+                    "health.expect_status",
+                    e,
+                    "write e.g. `expect_status: 200-399` or `2xx,301`",
+                )
+            })?,
+        },
     })
 }
 
@@ -166,6 +178,11 @@ mod tests {
                 "e.g. `path: /healthz`",
             ),
             ("health:\n  path: /a b", "health.path", "no spaces"),
+            (
+                "health:\n  expect_status: 2xx-ish",
+                "health.expect_status",
+                "200-399",
+            ),
         ]);
     }
 

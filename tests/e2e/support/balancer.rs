@@ -86,6 +86,15 @@ impl Balancer {
         self.with(move |c| c.timeouts.backend_response = d)
     }
 
+    /// Active probes every `every` (timeout `every`), with the default thresholds.
+    pub fn probes(self, every: Duration) -> Balancer {
+        self.with(move |c| {
+            c.health.probes = true;
+            c.health.interval = every;
+            c.health.timeout = every;
+        })
+    }
+
     pub fn start(self) -> Started {
         if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -106,6 +115,8 @@ impl Balancer {
             ..Overrides::default()
         };
         let mut config = Config::from_overrides(&overrides).expect("config");
+        // Probes would add requests the tests count; health tests turn them on.
+        config.health.probes = false;
         for f in self.tweak {
             f(&mut config);
         }

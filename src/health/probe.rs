@@ -1,0 +1,151 @@
+//! Active health checks: one prober per process, not per worker.
+//!
+//! A thread with its own current-thread runtime runs one task per backend: wait a
+//! random start offset (so many balancers do not probe in lock-step), then send
+//! `GET {health.path}` on a fresh connection every `health.interval` (each wait
+//! jittered by up to ±10%), bounded by `health.timeout`. A status in
+//! `health.expect_status` is a success; anything else, a refused connection or a
+//! timeout is a failure. Results feed the same [`HealthTable`] breakers that live
+//! requests feed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use tokio::sync::watch;
+
+use super::{HealthTable, Reason, Source};
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::upstream::connect;
+
+/// The running prober; stops when dropped.
+pub struct Prober {
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Prober {
+    /// Starts probing every backend of `config` into `table`.
+    pub fn start(config: Arc<Config>, table: Arc<HealthTable>) -> std::io::Result<Prober> {
+        let (tx, rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("prober".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("health prober could not start: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(run(config, table, rx));
+            })?;
+        Ok(Prober {
+            shutdown: tx,
+            thread: Some(thread),
+        })
+    }
+}
+
+async fn run(config: Arc<Config>, table: Arc<HealthTable>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..config.backends.len() {
+        let config = Arc::clone(&config);
+        let table = Arc::clone(&table);
+        tasks.spawn(async move { probe_loop(&config, &table, i).await });
+    }
+    let _ = shutdown.changed().await;
+    tasks.abort_all();
+}
+
+async fn probe_loop(config: &Config, table: &HealthTable, i: usize) {
+    let h = &config.health;
+    let backend = config.backends.get(i);
+    let mut rng = seeded_rng(i);
+    // Start soon (a backend dead from the start is found by the first probe), but
+    // not all at the same instant.
+    let first = h.interval.min(Duration::from_millis(250));
+    tokio::time::sleep(first.mul_f64(rng.random_range(0.0..1.0))).await;
+    loop {
+        match tokio::time::timeout(h.timeout, probe_once(backend, &h.path)).await {
+            Ok(Ok(status)) if h.expect_status.contains(status.as_u16()) => {
+                tracing::debug!(backend = %backend.address, %status, "probe ok");
+                table.record_success(i, Source::Probe);
+            }
+            Ok(Ok(status)) => {
+                tracing::debug!(backend = %backend.address, %status, "probe got an unexpected status");
+                table.record_failure(i, Source::Probe, Reason::ProbeStatus);
+            }
+            Ok(Err(reason)) => {
+                tracing::debug!(backend = %backend.address, reason = reason.as_str(), "probe failed");
+                table.record_failure(i, Source::Probe, reason);
+            }
+            Err(_) => {
+                tracing::debug!(backend = %backend.address, "probe timed out");
+                table.record_failure(i, Source::Probe, Reason::Timeout);
+            }
+        }
+        tokio::time::sleep(h.interval.mul_f64(rng.random_range(0.9..1.1))).await;
+    }
+}
+
+fn seeded_rng(i: usize) -> StdRng {
+    let mut seed = [0u8; 32];
+    if getrandom_fill(&mut seed).is_err() {
+        // Jitter only needs to differ between instances, not to be secret.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        seed[..8].copy_from_slice(&(t ^ std::process::id() as u64 ^ i as u64).to_le_bytes());
+    }
+    StdRng::from_seed(seed)
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {
+    use rand::TryRng;
+    rand::rngs::SysRng.try_fill_bytes(buf).map_err(|_| ())
+}
+
+/// One probe on a fresh connection: the status, or why there was none.
+async fn probe_once(backend: &Backend, path: &str) -> Result<StatusCode, Reason> {
+    let stream = connect::tcp(backend)
+        .await
+        .map_err(|_| Reason::ConnectRefused)?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .map_err(|_| Reason::Reset)?;
+    let conn = tokio::spawn(conn);
+    let host =
+        HeaderValue::from_str(&backend.address).unwrap_or(HeaderValue::from_static("localhost"));
+    let req = Request::get(path)
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "switchyard-health-check")
+        .header(header::CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|_| Reason::BadResponse)?;
+    let result = match sender.send_request(req).await {
+        Ok(resp) => Ok(resp.status()),
+        Err(e) if e.is_parse() => Err(Reason::BadResponse),
+        Err(_) => Err(Reason::Reset),
+    };
+    conn.abort();
+    result
+}
