@@ -114,7 +114,13 @@ impl HealthTable {
                 weight: 1,
             })
             .collect();
-        let t = HealthTable::new(&BackendSet::new(ids), Thresholds { unhealthy: 3, healthy: 2 });
+        let t = HealthTable::new(
+            &BackendSet::new(ids),
+            Thresholds {
+                unhealthy: 3,
+                healthy: 2,
+            },
+        );
         for i in 0..n {
             t.set_up(i, true);
         }

@@ -270,9 +270,8 @@ impl Proxy {
         sent_at: &body::SentAt,
         client_failed: &Cell<bool>,
     ) -> Result<Exchange, AttemptError> {
-        let streaming = matches!(req.body(), ReqBody::Streaming(_));
-        sent_at.set((!streaming).then(Instant::now));
-        let first = self.upstreams.send(backend, &slot.pool, req);
+        sent_at.set(None);
+        let first = self.upstreams.send(backend, &slot.pool, req, sent_at);
         let failed = match self.with_response_timeout(first, sent_at).await {
             Err(timeout) => return Err(AttemptError::timed_out(timeout)),
             Ok(Ok(x)) => return Ok(x),
@@ -290,11 +289,9 @@ impl Proxy {
                 if let Some(h) = host {
                     req.headers_mut().insert(header::HOST, h.clone());
                 }
-                sent_at.set(Some(Instant::now()));
-                match self
-                    .with_response_timeout(self.upstreams.send_fresh(backend, req), sent_at)
-                    .await
-                {
+                sent_at.set(None);
+                let fresh = self.upstreams.send_fresh(backend, req, sent_at);
+                match self.with_response_timeout(fresh, sent_at).await {
                     Err(timeout) => Err(AttemptError::timed_out(timeout)),
                     Ok(Ok(x)) => Ok(x),
                     Ok(Err(f)) => Err(AttemptError::from(f)),
@@ -335,9 +332,12 @@ impl Proxy {
             .min_by_key(|&i| self.health.last_failure_ms(i))
     }
 
-    /// Runs one attempt under `backend_response`, which starts once the request body has
-    /// been fully handed over (an upload's own pace is bounded by the client idle
-    /// timeout instead). Dialing is bounded by `connect` inside the attempt.
+    /// Runs one attempt under `backend_response`, which starts once the request has been
+    /// fully handed to a connection (`sent_at`: set by `upstream` for a held body, by the
+    /// body itself when a streamed upload ends; an upload's own pace is bounded by the
+    /// client idle timeout instead). Dialing is bounded by `connect` inside the attempt;
+    /// until `sent_at` is known the deadline is re-checked every `min(connect,
+    /// backend_response)`.
     async fn with_response_timeout<F, T>(
         &self,
         attempt: F,
@@ -348,7 +348,8 @@ impl Proxy {
     {
         let t = &self.config.timeouts;
         let mut attempt = std::pin::pin!(attempt);
-        let mut deadline = Instant::now() + t.connect + t.backend_response;
+        let step = t.connect.min(t.backend_response);
+        let mut deadline = Instant::now() + step;
         loop {
             match tokio::time::timeout_at(deadline, attempt.as_mut()).await {
                 Ok(v) => return Ok(v),
@@ -357,7 +358,7 @@ impl Proxy {
                         return Err(ProxyError::Timeout);
                     }
                     Some(at) => deadline = at + t.backend_response,
-                    None => deadline = Instant::now() + t.backend_response,
+                    None => deadline = Instant::now() + step,
                 },
             }
         }

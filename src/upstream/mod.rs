@@ -18,7 +18,15 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use crate::backend::Backend;
-use crate::proxy::body::ReqBody;
+use crate::proxy::body::{ReqBody, SentAt};
+
+/// A held (or empty) body goes out with the head: the response clock starts now. A
+/// streamed body sets the time itself when its last byte is handed over.
+fn mark_sent(req: &Request<ReqBody>, sent_at: &SentAt) {
+    if !matches!(req.body(), ReqBody::Streaming(_)) {
+        sent_at.set(Some(tokio::time::Instant::now()));
+    }
+}
 
 pub use pool::Pool;
 
@@ -74,11 +82,13 @@ impl Upstreams {
         backend: &Backend,
         pool: &Rc<Pool>,
         mut req: Request<ReqBody>,
+        sent_at: &SentAt,
     ) -> Result<Exchange, Failed> {
         while let Some(mut sender) = pool.checkout() {
             if sender.ready().await.is_err() {
                 continue; // closed while idle: never hand it out
             }
+            mark_sent(&req, sent_at);
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     return Ok(Exchange {
@@ -100,7 +110,7 @@ impl Upstreams {
                 },
             }
         }
-        self.send_fresh(backend, req).await
+        self.send_fresh(backend, req, sent_at).await
     }
 
     /// Sends `req` on a newly dialed connection.
@@ -108,6 +118,7 @@ impl Upstreams {
         &self,
         backend: &Backend,
         req: Request<ReqBody>,
+        sent_at: &SentAt,
     ) -> Result<Exchange, Failed> {
         let mut sender = match self.dial(backend).await {
             Ok(s) => s,
@@ -119,6 +130,7 @@ impl Upstreams {
                 });
             }
         };
+        mark_sent(&req, sent_at);
         match sender.try_send_request(req).await {
             Ok(response) => Ok(Exchange {
                 response,

@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod errors;
 mod framing;
+mod health;
 mod pool;
 mod proxying;
 mod strategies;

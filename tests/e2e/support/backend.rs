@@ -73,6 +73,10 @@ pub struct Stats {
     /// Connections the balancer closed (EOF seen by the backend).
     pub closed_by_peer: AtomicUsize,
     pub stop: AtomicBool,
+    /// Clones of accepted streams, so `kill` can cut them.
+    pub streams: Mutex<Vec<TcpStream>>,
+    /// Set once the listening socket is closed.
+    pub listener_closed: AtomicBool,
 }
 
 pub struct TestBackend {
@@ -109,7 +113,39 @@ impl TestBackend {
     fn spawn(
         per_conn: impl Fn(TcpStream, Arc<Stats>, usize) + Send + Sync + 'static,
     ) -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Self::spawn_on("127.0.0.1:0".parse().expect("addr"), per_conn)
+    }
+
+    /// Like `start`, on a given address (to bring a killed backend back).
+    pub fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> TestBackend {
+        let handler: Arc<Handler> = Arc::new(handler);
+        Self::spawn_on(addr, move |stream, stats, conn| {
+            serve_parsed(stream, &stats, conn, &*handler)
+        })
+    }
+
+    /// Kills the backend: the listener closes (new connections are refused) and every
+    /// open connection is shut down. Returns once the port refuses connections.
+    pub fn kill(&self) {
+        self.stats.stop.store(true, SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(100));
+        let closed = crate::support::eventually(Duration::from_secs(5), || {
+            self.stats.listener_closed.load(SeqCst)
+        });
+        assert!(closed, "backend listener did not close");
+        for s in self.stats.streams.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn spawn_on(
+        addr: SocketAddr,
+        per_conn: impl Fn(TcpStream, Arc<Stats>, usize) + Send + Sync + 'static,
+    ) -> TestBackend {
+        let listener = TcpListener::bind(addr).expect("bind backend");
         let addr = listener.local_addr().expect("addr");
         let stats = Arc::new(Stats::default());
         let per_conn = Arc::new(per_conn);
@@ -120,11 +156,23 @@ impl TestBackend {
                 if st.stop.load(SeqCst) {
                     break;
                 }
+                if let Ok(c) = stream.try_clone() {
+                    st.streams.lock().expect("lock").push(c);
+                }
                 let conn = st.connections.fetch_add(1, SeqCst);
                 let st = Arc::clone(&st);
                 let per_conn = Arc::clone(&per_conn);
-                std::thread::spawn(move || per_conn(stream, st, conn));
+                let end = stream.try_clone();
+                std::thread::spawn(move || {
+                    per_conn(stream, st, conn);
+                    // The clone kept for `kill` would hold the socket open: close it.
+                    if let Ok(s) = end {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                });
             }
+            drop(listener);
+            st.listener_closed.store(true, SeqCst);
         });
         TestBackend { addr, stats }
     }
@@ -148,6 +196,9 @@ impl TestBackend {
 
 impl Drop for TestBackend {
     fn drop(&mut self) {
+        if self.stats.listener_closed.load(SeqCst) {
+            return;
+        }
         self.stats.stop.store(true, SeqCst);
         // Wake the accept loop so it sees `stop`.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(100));

@@ -30,6 +30,13 @@ impl Started {
     }
 }
 
+impl Started {
+    /// The health table the workers share; index = position in the backend list.
+    pub fn health(&self) -> &Arc<switchyard::health::HealthTable> {
+        self.running.as_ref().expect("running").health()
+    }
+}
+
 impl Drop for Started {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
