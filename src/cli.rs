@@ -44,6 +44,9 @@ pub enum Command {
         /// Name reported in each answer (`"backend": NAME`, `X-Backend: NAME`).
         #[arg(short, long, default_value = "backend")]
         name: String,
+        /// Exit when the parent process exits (used by `demo`).
+        #[arg(long, hide = true)]
+        exit_with_parent: bool,
         #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
         log_level: tracing::Level,
     },

@@ -58,8 +58,12 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
             listen,
             name,
             log_level,
+            exit_with_parent,
         }) => {
             init_logging(log_level);
+            if exit_with_parent {
+                exit_when_orphaned();
+            }
             let l = server::listener::bind(listen, 1)?.into_iter().next();
             let l = l.ok_or_else(|| Error::Usage("no listener".into()))?;
             let b = demo::EchoBackend::start(l, &name)?;
@@ -112,6 +116,19 @@ pub fn serve(config: Config) -> Result<(), Error> {
     );
     running.wait();
     Ok(())
+}
+
+/// Exits the process once its parent has gone (it is then re-parented).
+fn exit_when_orphaned() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        }
+    });
 }
 
 fn init_logging(level: tracing::Level) {

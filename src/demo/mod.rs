@@ -1,28 +1,57 @@
 //! `switchyard demo`: two echo backends and the balancer in front, in one command.
 //!
-//! The backends listen on free loopback ports and are named `demo-1` and `demo-2`;
-//! the balancer uses thread mode and round-robin, so `curl` alternates between them.
+//! The backends are child processes (`switchyard backend`) on free loopback ports,
+//! named `demo-1` and `demo-2`, so a user can kill one and watch the balancer route
+//! around it; they exit with the demo. The balancer runs in this process (thread mode,
+//! round-robin, probes every second), so `curl` alternates between the two.
 
 pub mod echo_backend;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::backend::{self, Backend, BackendId, BackendSet};
 use crate::config::{Config, Mode, Overrides};
 use crate::server;
 pub use echo_backend::EchoBackend;
 
+/// A backend child process, killed when dropped.
+struct DemoBackend {
+    name: String,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs the demo until the process is stopped.
 pub fn run(listen: SocketAddr) -> Result<(), crate::Error> {
+    let exe = std::env::current_exe()?;
     let mut backends = Vec::new();
     for i in 1..=2 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        backends.push(EchoBackend::start(l, &format!("demo-{i}"))?);
+        let addr = free_loopback_port()?;
+        let name = format!("demo-{i}");
+        let child = Command::new(&exe)
+            .args(["backend", "--listen", &addr.to_string(), "--name", &name])
+            .args(["--exit-with-parent", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        backends.push(DemoBackend { name, addr, child });
+    }
+    for b in &backends {
+        wait_until_listening(b.addr)?;
     }
     let mut specs = Vec::new();
     for b in &backends {
-        specs.push(backend::parse_spec(&b.addr().to_string()).map_err(crate::Error::Usage)?);
+        specs.push(backend::parse_spec(&b.addr.to_string()).map_err(crate::Error::Usage)?);
     }
     let overrides = Overrides {
         listen: Some(listen),
@@ -31,17 +60,41 @@ pub fn run(listen: SocketAddr) -> Result<(), crate::Error> {
         backends: specs,
         ..Overrides::default()
     };
-    let config = Arc::new(Config::from_overrides(&overrides)?);
+    let mut config = Config::from_overrides(&overrides)?;
+    config.health.interval = Duration::from_secs(1);
+    config.health.timeout = Duration::from_millis(500);
+    let config = Arc::new(config);
     let listeners = server::listener::bind(config.listen, config.workers)?;
     let running = server::start(Arc::clone(&config), listeners)?;
     let at = running.local_addr();
     println!("switchyard demo: balancer on http://{at}/ in front of:");
-    for (b, name) in backends.iter().zip(["demo-1", "demo-2"]) {
-        println!("  {name} at http://{}/", b.addr());
+    for b in &backends {
+        println!("  {} at http://{}/ (pid {})", b.name, b.addr, b.child.id());
     }
     println!("try:  curl -i http://{at}/hello     (run it twice: the backend alternates)");
+    println!(
+        "then: kill {} and keep curling: every request is answered by demo-1",
+        backends[1].child.id()
+    );
     println!("stop: Ctrl-C");
     running.wait();
+    Ok(())
+}
+
+fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+fn wait_until_listening(addr: SocketAddr) -> Result<(), crate::Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err(crate::Error::Usage(format!(
+                "demo backend at {addr} did not start"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
 }
 

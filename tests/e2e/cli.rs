@@ -191,7 +191,7 @@ fn demo_alternates_between_its_two_backends() {
     while let Some(Ok(l)) = lines.next() {
         printed.push_str(&l);
         printed.push('\n');
-        if l.contains("curl") {
+        if l.starts_with("then: kill") {
             break;
         }
     }
@@ -209,4 +209,26 @@ fn demo_alternates_between_its_two_backends() {
         })
         .collect();
     assert_eq!(names, ["demo-1", "demo-2", "demo-1", "demo-2"]);
+
+    // Killing demo-2 (the pid the demo printed) costs the client nothing.
+    let pid = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("then: kill "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for i in 0..20 {
+        let r = get(listen, "/");
+        assert_eq!(r.status, 200, "request {i} after the kill: {}", r.text());
+        assert_eq!(r.json()["backend"], "demo-1");
+    }
 }

@@ -308,3 +308,26 @@ fn probes_run_once_per_process() {
         "{probes} probes in 900 ms at 100 ms with 3 workers"
     );
 }
+
+/// Every backend marked down, yet one is alive: the fail-open attempt reaches it
+/// (the least recently failed one) instead of refusing all traffic.
+#[test]
+fn all_marked_down_still_tries_the_least_recently_failed() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let lb = Balancer::new().backend(a.addr).backend(b.addr).start();
+    use switchyard::health::{Reason, Source};
+    // b failed long ago, a just now: b is tried first.
+    for _ in 0..3 {
+        lb.health()
+            .record_failure(1, Source::Request, Reason::Reset);
+    }
+    std::thread::sleep(Duration::from_millis(5)); // distinct failure times
+    for _ in 0..3 {
+        lb.health()
+            .record_failure(0, Source::Request, Reason::Reset);
+    }
+    assert!(lb.health().all_down());
+    let r = get(lb.addr, "/");
+    assert_eq!((r.status, r.text().as_str()), (200, "b"));
+}
