@@ -4,14 +4,17 @@
 //! backend is contacted. A body that ends within it is held whole ([`ReqBody::Full`]):
 //! it was fully validated (a bad chunk size is a 400 and nothing reaches a backend)
 //! and can be sent again on a retry. A longer body streams: the prefix first, then the
-//! rest as it arrives, each frame bounded by the client idle timeout.
-//! [`ReqBody`] records when its last byte was handed to the backend connection, so the
-//! `backend_response` clock starts after the upload, not before it.
+//! rest as it arrives, each frame bounded by the client idle timeout. The request's
+//! [`Upload`] records when its last byte was handed to the backend connection (so the
+//! `backend_response` clock starts after the upload, not before it) and whether the
+//! client side failed, and how.
 //!
 //! Response side: [`ProxyBody`] is either a short local text (errors) or the backend's
-//! body. When it is dropped it marks the client connection idle again, releases the
-//! backend's in-flight count, and returns the backend connection to its pool if the
-//! body ended cleanly (a half-read body means a dirty connection: it is closed).
+//! body, whose frames must keep coming within `backend_response` of each other. When it
+//! is dropped it marks the client connection idle again, releases the backend's
+//! in-flight count, and returns the backend connection to its pool only if both the
+//! response and the request body went through completely (anything else leaves the
+//! connection in an unknown state: it is closed).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -27,24 +30,30 @@ use tokio::time::{Instant, Sleep};
 
 use crate::health::InFlightGuard;
 use crate::server::conn_io::ConnState;
-use crate::upstream::{Pool, Sender};
+use crate::upstream::{Conn, Pool};
 
 /// Largest request body held whole before the backend is contacted (and replayable).
 pub const REPLAY_LIMIT: usize = 64 * 1024;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why reading the client's body failed.
-#[derive(Debug)]
-pub enum ClientBodyError {
+/// Why the client's side of a request body failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFault {
     /// Malformed framing (bad chunk size, body shorter than Content-Length...).
-    Malformed(hyper::Error),
+    Malformed,
     /// The client stopped sending for longer than the idle timeout.
     Timeout,
 }
 
-/// When the request body was completely handed to the backend connection.
-pub type SentAt = Rc<Cell<Option<Instant>>>;
+/// Per-request upload state shared by the request path and the body being sent.
+#[derive(Debug, Default)]
+pub struct Upload {
+    /// When the whole request (head and body) was handed to a backend connection.
+    pub sent_at: Cell<Option<Instant>>,
+    /// Set when the client side of a streamed body failed.
+    pub client_fault: Cell<Option<ClientFault>>,
+}
 
 /// The request body as sent to a backend.
 pub enum ReqBody {
@@ -58,18 +67,15 @@ pub struct Streaming {
     rest: Incoming,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
-    sent_at: SentAt,
-    /// Set when the client side of the stream failed (vs. the backend side).
-    client_failed: Rc<Cell<bool>>,
+    upload: Rc<Upload>,
 }
 
 /// Reads up to [`REPLAY_LIMIT`] bytes of `body`.
 pub async fn read_request_body(
     mut body: Incoming,
     idle: Duration,
-    sent_at: &SentAt,
-    client_failed: &Rc<Cell<bool>>,
-) -> Result<ReqBody, ClientBodyError> {
+    upload: &Rc<Upload>,
+) -> Result<ReqBody, ClientFault> {
     if body.is_end_stream() {
         return Ok(ReqBody::Empty);
     }
@@ -77,22 +83,20 @@ pub async fn read_request_body(
     let mut more: Option<BytesMut> = None;
     let mut total = 0usize;
     loop {
-        if total >= REPLAY_LIMIT {
-            let prefix = join(first, more);
+        if total >= REPLAY_LIMIT && !body.is_end_stream() {
             let sleep = Box::pin(tokio::time::sleep(idle));
             return Ok(ReqBody::Streaming(Box::new(Streaming {
-                prefix,
+                prefix: join(first, more),
                 rest: body,
                 idle,
                 sleep,
-                sent_at: Rc::clone(sent_at),
-                client_failed: Rc::clone(client_failed),
+                upload: Rc::clone(upload),
             })));
         }
         let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(ClientBodyError::Timeout),
+            Err(_) => return Err(ClientFault::Timeout),
             Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(ClientBodyError::Malformed(e)),
+            Ok(Some(Err(_))) => return Err(ClientFault::Malformed),
             Ok(Some(Ok(frame))) => frame,
         };
         // Trailers are dropped: `Trailer` is hop-by-hop and the body is re-framed.
@@ -114,10 +118,7 @@ pub async fn read_request_body(
             first = Some(data);
         }
     }
-    Ok(match join(first, more) {
-        None => ReqBody::Full(None),
-        some => ReqBody::Full(some),
-    })
+    Ok(ReqBody::Full(join(first, more)))
 }
 
 fn join(first: Option<Bytes>, more: Option<BytesMut>) -> Option<Bytes> {
@@ -135,6 +136,10 @@ impl ReqBody {
             ReqBody::Full(b) => Some(ReqBody::Full(b.clone())),
             ReqBody::Streaming(_) => None,
         }
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, ReqBody::Streaming(_))
     }
 }
 
@@ -180,34 +185,47 @@ impl Body for ReqBody {
 }
 
 impl Streaming {
+    /// The upload is complete once nothing is left to yield. hyper's client stops
+    /// polling as soon as `is_end_stream` is true (a Content-Length body never sees a
+    /// final `None`), so this is checked after every frame.
+    fn note_if_done(&self) {
+        if self.prefix.is_none() && self.rest.is_end_stream() {
+            self.upload.sent_at.set(Some(Instant::now()));
+        }
+    }
+
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(p) = self.prefix.take() {
             self.sleep.as_mut().reset(Instant::now() + self.idle);
+            self.note_if_done();
             return Poll::Ready(Some(Ok(Frame::data(p))));
         }
         match Pin::new(&mut self.rest).poll_frame(cx) {
             Poll::Ready(None) => {
-                self.sent_at.set(Some(Instant::now()));
+                self.upload.sent_at.set(Some(Instant::now()));
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
                 self.sleep.as_mut().reset(Instant::now() + self.idle);
                 match frame.into_data() {
-                    Ok(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Ok(d) => {
+                        self.note_if_done();
+                        Poll::Ready(Some(Ok(Frame::data(d))))
+                    }
                     // Trailers: dropped (see read_request_body); end the body here.
                     Err(_) => {
-                        self.sent_at.set(Some(Instant::now()));
+                        self.upload.sent_at.set(Some(Instant::now()));
                         Poll::Ready(None)
                     }
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                self.client_failed.set(true);
+                self.upload.client_fault.set(Some(ClientFault::Malformed));
                 Poll::Ready(Some(Err(Box::new(e))))
             }
             Poll::Pending => {
                 if self.sleep.as_mut().poll(cx).is_ready() {
-                    self.client_failed.set(true);
+                    self.upload.client_fault.set(Some(ClientFault::Timeout));
                     let e =
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "client body stalled");
                     return Poll::Ready(Some(Err(Box::new(e))));
@@ -221,7 +239,9 @@ impl Streaming {
 /// A backend connection on loan to one response body.
 pub struct Lease {
     pub pool: Rc<Pool>,
-    pub sender: Sender,
+    pub conn: Conn,
+    /// The request's upload: the connection is clean only if it completed.
+    pub upload: Rc<Upload>,
 }
 
 /// The body of a response to a client.
@@ -232,12 +252,19 @@ pub struct ProxyBody {
 
 enum Kind {
     Local(Option<Bytes>),
-    Upstream {
-        inner: Incoming,
-        ended: bool,
-        lease: Option<Lease>,
-        _in_flight: InFlightGuard,
-    },
+    Upstream(Box<Upstream>),
+}
+
+struct Upstream {
+    inner: Incoming,
+    ended: bool,
+    lease: Option<Lease>,
+    _in_flight: InFlightGuard,
+    /// Longest wait between two frames from the backend.
+    stall: Duration,
+    /// Created the first time the backend makes us wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
 }
 
 impl ProxyBody {
@@ -249,21 +276,65 @@ impl ProxyBody {
         }
     }
 
-    /// The backend's body; `lease` goes back to its pool if the body ends cleanly.
+    /// The backend's body; `lease` goes back to its pool if the exchange ends cleanly.
+    /// Frames must keep coming within `stall` of each other.
     pub fn upstream(
         inner: Incoming,
         lease: Option<Lease>,
         in_flight: InFlightGuard,
+        stall: Duration,
         clock: Option<Rc<ConnState>>,
     ) -> ProxyBody {
+        let up = Upstream {
+            inner,
+            ended: false,
+            lease,
+            _in_flight: in_flight,
+            stall,
+            sleep: None,
+            waiting: false,
+        };
         ProxyBody {
-            kind: Kind::Upstream {
-                inner,
-                ended: false,
-                lease,
-                _in_flight: in_flight,
-            },
+            kind: Kind::Upstream(Box::new(up)),
             clock,
+        }
+    }
+}
+
+impl Upstream {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                self.waiting = false;
+                match r {
+                    None => {
+                        self.ended = true;
+                        Poll::Ready(None)
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Ok(f)) => Poll::Ready(Some(Ok(f))),
+                }
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + self.stall;
+                if !self.waiting {
+                    self.waiting = true;
+                    match &mut self.sleep {
+                        Some(s) => s.as_mut().reset(deadline),
+                        None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if let Some(s) = &mut self.sleep {
+                    if s.as_mut().poll(cx).is_ready() {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "backend stopped sending its response body",
+                        );
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                }
+                Poll::Pending
+            }
         }
     }
 }
@@ -278,29 +349,21 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().kind {
             Kind::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { inner, ended, .. } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    *ended = true;
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Pending => Poll::Pending,
-            },
+            Kind::Upstream(up) => up.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Local(b) => b.is_none(),
-            Kind::Upstream { inner, ended, .. } => *ended || inner.is_end_stream(),
+            Kind::Upstream(up) => up.ended || up.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream { inner, .. } => inner.size_hint(),
+            Kind::Upstream(up) => up.inner.size_hint(),
         }
     }
 }
@@ -310,16 +373,17 @@ impl Drop for ProxyBody {
         if let Some(clock) = &self.clock {
             clock.idle();
         }
-        if let Kind::Upstream {
-            inner,
-            ended,
-            lease,
-            ..
-        } = &mut self.kind
-        {
-            if *ended || inner.is_end_stream() {
-                if let Some(lease) = lease.take() {
-                    lease.pool.checkin(lease.sender);
+        if let Kind::Upstream(up) = &mut self.kind {
+            let response_done = up.ended || up.inner.is_end_stream();
+            if let Some(lease) = up.lease.take() {
+                // A backend may answer before reading the whole upload; that connection
+                // is mid-request and must not be reused.
+                if response_done && lease.upload.sent_at.get().is_some() {
+                    lease.pool.checkin(lease.conn);
+                } else {
+                    // Mid-exchange (response cut short, or upload still going): close it,
+                    // which also ends the upload from the client.
+                    lease.conn.abort();
                 }
             }
         }

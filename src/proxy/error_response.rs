@@ -40,6 +40,8 @@ pub enum ProxyError {
     BadGateway,
     /// Dialing or the backend's first response byte took too long: 504.
     Timeout,
+    /// The backend answered 101 Switching Protocols, which we cannot tunnel yet: 502.
+    UpgradeNotSupported,
 }
 
 impl ProxyError {
@@ -74,6 +76,11 @@ impl ProxyError {
             ConnectFailed => (StatusCode::BAD_GATEWAY, "backend unreachable", false),
             BadGateway => (StatusCode::BAD_GATEWAY, "backend failed to answer", false),
             Timeout => (StatusCode::GATEWAY_TIMEOUT, "backend timed out", false),
+            UpgradeNotSupported => (
+                StatusCode::BAD_GATEWAY,
+                "backend switched protocols; upgrades are not supported yet",
+                false,
+            ),
         }
     }
 

@@ -43,7 +43,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
             return Err(ProxyError::UnsupportedTransferCoding);
         }
     }
-    if let Some(expect) = headers.get(header::EXPECT) {
+    for expect in headers.get_all(header::EXPECT) {
         if !expect
             .as_bytes()
             .trim_ascii()

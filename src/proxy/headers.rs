@@ -18,7 +18,8 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes `Connection`, the headers it names, and the fixed hop-by-hop set.
+/// Removes `Connection`, the headers it names (never `Host`), and the fixed hop-by-hop
+/// set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let mut named: Vec<HeaderName> = Vec::new();
@@ -31,8 +32,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 {
                     continue;
                 }
-                if let Ok(name) = HeaderName::from_bytes(t) {
-                    named.push(name);
+                match HeaderName::from_bytes(t) {
+                    // `Connection: host` must not strip the request's target host.
+                    Ok(name) if name != header::HOST => named.push(name),
+                    _ => {}
                 }
             }
         }
@@ -90,6 +93,11 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &HeaderValue, proto: &He
 
 /// Rewrites a backend response's headers for the client.
 pub fn rewrite_response(headers: &mut HeaderMap) {
+    // A response framed by Transfer-Encoding was decoded by that framing; a
+    // Content-Length beside it is wrong (RFC 9112 6.3) and would cut the relayed body.
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     strip_hop_by_hop(headers);
     append_joined(headers, &header::VIA, &HeaderValue::from_static(VIA_VALUE));
 }
@@ -149,6 +157,21 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h["via"], "1.0 fred, 1.1 switchyard");
+    }
+
+    #[test]
+    fn connection_cannot_strip_host() {
+        let mut h = map(&[("host", "a"), ("connection", "host, x-a"), ("x-a", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["host"], "a");
+        assert!(h.get("x-a").is_none());
+    }
+
+    #[test]
+    fn chunked_response_loses_a_conflicting_length() {
+        let mut h = map(&[("transfer-encoding", "chunked"), ("content-length", "3")]);
+        rewrite_response(&mut h);
+        assert!(h.get("content-length").is_none() && h.get("transfer-encoding").is_none());
     }
 
     #[test]

@@ -14,7 +14,6 @@ pub mod guard;
 pub mod headers;
 pub mod retry;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,7 +29,7 @@ use crate::config::Config;
 use crate::health::{HealthTable, InFlightGuard, Reason, Source};
 use crate::server::conn_io::ConnState;
 use crate::upstream::{Exchange, Failed, Pool, UpstreamError, Upstreams};
-use body::{ClientBodyError, Lease, ProxyBody, ReqBody};
+use body::{ClientFault, Lease, ProxyBody, ReqBody, Upload};
 use error_response::ProxyError;
 use retry::AttemptFailure;
 
@@ -110,13 +109,19 @@ impl Proxy {
     /// Serves one request. Never fails: errors become responses.
     pub async fn handle(&self, conn: &ClientConn, req: Request<Incoming>) -> Response<ProxyBody> {
         conn.clock.busy();
-        match self.forward(conn, req).await {
+        let mut resp = match self.forward(conn, req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = ?e, "answered locally");
                 error_response::respond(&e, Some(Rc::clone(&conn.clock)))
             }
+        };
+        if conn.clock.lost_sync() {
+            // We can no longer vouch for where the next request starts: end here.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        resp
     }
 
     async fn forward(
@@ -132,14 +137,13 @@ impl Proxy {
         guard::check(&req, &self.config.limits)?;
         let (mut parts, incoming) = req.into_parts();
 
-        let sent_at: body::SentAt = Rc::new(Cell::new(None));
-        let client_failed = Rc::new(Cell::new(false));
+        let upload = Rc::new(Upload::default());
         let idle = self.config.timeouts.client_idle;
-        let body = body::read_request_body(incoming, idle, &sent_at, &client_failed)
+        let body = body::read_request_body(incoming, idle, &upload)
             .await
             .map_err(|e| match e {
-                ClientBodyError::Malformed(_) => ProxyError::BadBody,
-                ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
+                ClientFault::Malformed => ProxyError::BadBody,
+                ClientFault::Timeout => ProxyError::ClientBodyTimeout,
             })?;
 
         to_origin_form(&mut parts.uri, &mut parts.headers);
@@ -205,15 +209,7 @@ impl Proxy {
             attempts += 1;
             let in_flight = self.health.start_request(pick.index);
             match self
-                .attempt(
-                    backend,
-                    slot,
-                    req,
-                    replay.as_ref(),
-                    host,
-                    &sent_at,
-                    &client_failed,
-                )
+                .attempt(backend, slot, req, replay.as_ref(), host, &upload)
                 .await
             {
                 Ok(exchange) => {
@@ -224,11 +220,18 @@ impl Proxy {
                     } else {
                         self.health.record_success(pick.index, Source::Request);
                     }
-                    return Ok(self.relay(conn, exchange, pick, slot, in_flight));
+                    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        // No tunnel yet: relaying a bare 101 would strand the client.
+                        tracing::warn!(backend = %backend.address, "backend switched protocols; upgrades are not supported yet");
+                        return Err(ProxyError::UpgradeNotSupported);
+                    }
+                    return Ok(self.relay(conn, exchange, pick, slot, in_flight, upload));
                 }
                 Err(failed) => {
-                    if client_failed.get() {
-                        return Err(ProxyError::BadBody);
+                    match upload.client_fault.get() {
+                        Some(ClientFault::Malformed) => return Err(ProxyError::BadBody),
+                        Some(ClientFault::Timeout) => return Err(ProxyError::ClientBodyTimeout),
+                        None => {}
                     }
                     tracing::warn!(
                         backend = %backend.address,
@@ -267,12 +270,11 @@ impl Proxy {
         req: Request<ReqBody>,
         replay: Option<&Replay>,
         host: Option<&HeaderValue>,
-        sent_at: &body::SentAt,
-        client_failed: &Cell<bool>,
+        upload: &Rc<Upload>,
     ) -> Result<Exchange, AttemptError> {
-        sent_at.set(None);
-        let first = self.upstreams.send(backend, &slot.pool, req, sent_at);
-        let failed = match self.with_response_timeout(first, sent_at).await {
+        upload.sent_at.set(None);
+        let first = self.upstreams.send(backend, &slot.pool, req, upload);
+        let failed = match self.with_response_timeout(first, upload).await {
             Err(timeout) => return Err(AttemptError::timed_out(timeout)),
             Ok(Ok(x)) => return Ok(x),
             Ok(Err(f)) => f,
@@ -282,16 +284,16 @@ impl Proxy {
             Some(r)
                 if stale
                     && matches!(failed.error, UpstreamError::Send(_))
-                    && !client_failed.get() =>
+                    && upload.client_fault.get().is_none() =>
             {
                 tracing::debug!(backend = %backend.address, "pooled connection was stale; retrying on a fresh one");
                 let mut req = r.build();
                 if let Some(h) = host {
                     req.headers_mut().insert(header::HOST, h.clone());
                 }
-                sent_at.set(None);
-                let fresh = self.upstreams.send_fresh(backend, req, sent_at);
-                match self.with_response_timeout(fresh, sent_at).await {
+                upload.sent_at.set(None);
+                let fresh = self.upstreams.send_fresh(backend, req, upload);
+                match self.with_response_timeout(fresh, upload).await {
                     Err(timeout) => Err(AttemptError::timed_out(timeout)),
                     Ok(Ok(x)) => Ok(x),
                     Ok(Err(f)) => Err(AttemptError::from(f)),
@@ -309,6 +311,7 @@ impl Proxy {
         pick: Pick,
         slot: &BackendSlot,
         in_flight: InFlightGuard,
+        upload: Rc<Upload>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = exchange.response.into_parts();
         headers::rewrite_response(&mut parts.headers);
@@ -319,9 +322,12 @@ impl Proxy {
         }
         let lease = Lease {
             pool: Rc::clone(&slot.pool),
-            sender: exchange.sender,
+            conn: exchange.conn,
+            upload,
         };
-        let body = ProxyBody::upstream(body, Some(lease), in_flight, Some(Rc::clone(&conn.clock)));
+        let stall = self.config.timeouts.backend_response;
+        let clock = Some(Rc::clone(&conn.clock));
+        let body = ProxyBody::upstream(body, Some(lease), in_flight, stall, clock);
         Response::from_parts(parts, body)
     }
 
@@ -341,7 +347,7 @@ impl Proxy {
     async fn with_response_timeout<F, T>(
         &self,
         attempt: F,
-        sent_at: &body::SentAt,
+        upload: &Upload,
     ) -> Result<T, ProxyError>
     where
         F: std::future::Future<Output = T>,
@@ -353,7 +359,7 @@ impl Proxy {
         loop {
             match tokio::time::timeout_at(deadline, attempt.as_mut()).await {
                 Ok(v) => return Ok(v),
-                Err(_) => match sent_at.get() {
+                Err(_) => match upload.sent_at.get() {
                     Some(at) if at + t.backend_response <= Instant::now() => {
                         return Err(ProxyError::Timeout);
                     }
@@ -447,7 +453,12 @@ fn to_origin_form(uri: &mut Uri, headers: &mut http::HeaderMap) {
         return;
     }
     if let Some(auth) = uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+        // Never forward userinfo (`user:pw@host`) as part of Host.
+        let host = auth
+            .as_str()
+            .rsplit_once('@')
+            .map_or(auth.as_str(), |(_, h)| h);
+        if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert(header::HOST, v);
         }
     }
@@ -500,7 +511,7 @@ mod tests {
 
     #[test]
     fn absolute_form_becomes_origin_form() {
-        let mut uri: Uri = "http://example.com:8080/a?b=c".parse().unwrap();
+        let mut uri: Uri = "http://user:pw@example.com:8080/a?b=c".parse().unwrap();
         let mut h = http::HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("wrong"));
         to_origin_form(&mut uri, &mut h);

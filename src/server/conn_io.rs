@@ -84,9 +84,22 @@ impl ConnState {
     #[inline]
     pub fn idle(&self) {
         if self.phase.get() == Phase::Busy {
-            self.phase.set(Phase::Idle);
-            self.deadline.set(Instant::now() + self.idle);
+            // Part of the next head may have arrived with this request (pipelining):
+            // then its `client_header` clock runs now, not the idle one.
+            if self.sniffer.borrow().head_started() {
+                self.phase.set(Phase::Head);
+                self.deadline.set(Instant::now() + self.header);
+            } else {
+                self.phase.set(Phase::Idle);
+                self.deadline.set(Instant::now() + self.idle);
+            }
         }
+    }
+
+    /// True once the framing of this connection could not be followed: it must close
+    /// after the current response (see `sniff.rs`).
+    pub fn lost_sync(&self) -> bool {
+        self.sniffer.borrow().lost_sync()
     }
 
     #[inline]
@@ -206,7 +219,9 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.on_write(cx, r)
     }
 
     fn poll_write_vectored(

@@ -10,14 +10,18 @@
 //!
 //! It does not validate: anything hyper rejects closes the connection anyway. It
 //! looks only at the first bytes of each header line, and skips bodies without
-//! reading them byte by byte. After an upgrade it must be told to stop.
+//! reading them byte by byte. Where it cannot be sure to read the framing as hyper
+//! does (a bare LF inside chunked framing, a Content-Length it cannot read) it stops
+//! and reports [`Sniffer::lost_sync`]; the proxy then closes the connection after the
+//! current response, so nothing further on it goes unchecked. After an upgrade it
+//! must be told to stop.
 
 use std::collections::VecDeque;
 
 const CL: &[u8] = b"content-length:";
 const TE: &[u8] = b"transfer-encoding:";
 /// Bytes of a header line kept for matching (the longest name we look for).
-const KEEP: usize = 48;
+const KEEP: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -25,16 +29,26 @@ enum State {
     Head { started: bool },
     /// A fixed-length body: bytes left.
     Fixed(u64),
-    /// Reading a chunk-size line.
+    /// Reading a chunk-size line's digits.
     ChunkSize,
-    /// Rest of a chunk-size line after the digits (extensions), to its LF.
+    /// Rest of a chunk-size line after the digits (whitespace, extensions), to its CR.
     ChunkExt,
-    /// Chunk data: bytes left, then its line end.
+    /// The LF ending a chunk-size line.
+    ChunkSizeLf,
+    /// Chunk data: bytes left.
     ChunkData(u64),
-    /// The line end after chunk data.
-    ChunkDataEnd,
-    /// Trailer section after the last chunk, up to an empty line.
-    Trailers,
+    /// The CR after chunk data.
+    ChunkDataCr,
+    /// The LF after chunk data.
+    ChunkDataLf,
+    /// At the start of a trailer line (or of the final CRLF).
+    TrailerStart,
+    /// Inside a trailer line, up to its CR.
+    TrailerLine,
+    /// The LF ending a trailer line.
+    TrailerLf,
+    /// The LF ending the trailer section (and the message).
+    TrailersEndLf,
     /// Stopped (upgrade, or framing we cannot follow): nothing more is tracked.
     Off,
 }
@@ -97,6 +111,16 @@ impl Sniffer {
         false
     }
 
+    /// True once the sniffer could not follow the framing (see the module docs).
+    pub fn lost_sync(&self) -> bool {
+        self.state == State::Off
+    }
+
+    /// True while part of a request head has arrived but not its end.
+    pub fn head_started(&self) -> bool {
+        self.state == State::Head { started: true }
+    }
+
     /// Stops tracking (the connection became a tunnel).
     pub fn stop(&mut self) {
         self.state = State::Off;
@@ -120,7 +144,7 @@ impl Sniffer {
                     let take = (buf.len() as u64).min(n);
                     buf = &buf[take as usize..];
                     self.state = if take == n {
-                        State::ChunkDataEnd
+                        State::ChunkDataCr
                     } else {
                         State::ChunkData(n - take)
                     };
@@ -173,29 +197,61 @@ impl Sniffer {
                     self.chunk_size = self.chunk_size.saturating_mul(16).saturating_add(d);
                     self.chunk_digits = true;
                 }
-                b'\n' => self.end_chunk_size(),
-                _ => self.state = State::ChunkExt,
+                b'\r' => self.state = State::ChunkSizeLf,
+                b';' | b' ' | b'\t' => self.state = State::ChunkExt,
+                _ => self.state = State::Off,
             },
-            State::ChunkExt => {
+            State::ChunkExt => match b {
+                b'\r' => self.state = State::ChunkSizeLf,
+                b'\n' => self.state = State::Off,
+                _ => {}
+            },
+            State::ChunkSizeLf => {
                 if b == b'\n' {
                     self.end_chunk_size();
+                } else {
+                    self.state = State::Off;
                 }
             }
-            State::ChunkDataEnd => {
+            State::ChunkDataCr => {
+                self.state = if b == b'\r' {
+                    State::ChunkDataLf
+                } else {
+                    State::Off
+                };
+            }
+            State::ChunkDataLf => {
                 if b == b'\n' {
                     self.start_chunk();
+                } else {
+                    self.state = State::Off;
                 }
             }
-            State::Trailers => {
-                if b == b'\n' {
-                    if self.line_empty {
-                        self.state = self.next_head();
-                    } else {
-                        self.reset_line();
-                    }
-                } else if b != b'\r' {
-                    self.line_empty = false;
-                }
+            State::TrailerStart => {
+                self.state = match b {
+                    b'\r' => State::TrailersEndLf,
+                    b'\n' => State::Off,
+                    _ => State::TrailerLine,
+                };
+            }
+            State::TrailerLine => match b {
+                b'\r' => self.state = State::TrailerLf,
+                b'\n' => self.state = State::Off,
+                _ => {}
+            },
+            State::TrailerLf => {
+                self.state = if b == b'\n' {
+                    State::TrailerStart
+                } else {
+                    State::Off
+                };
+            }
+            State::TrailersEndLf => {
+                self.state = if b == b'\n' {
+                    self.next_head()
+                } else {
+                    State::Off
+                };
             }
             State::Fixed(_) | State::ChunkData(_) | State::Off => {}
         }
@@ -250,8 +306,7 @@ impl Sniffer {
         if !self.chunk_digits {
             self.state = State::Off; // malformed: hyper rejects it
         } else if self.chunk_size == 0 {
-            self.reset_line();
-            self.state = State::Trailers;
+            self.state = State::TrailerStart;
         } else {
             self.state = State::ChunkData(self.chunk_size);
         }
@@ -327,17 +382,57 @@ mod tests {
     }
 
     #[test]
-    fn leading_empty_lines_and_bare_lf() {
+    fn leading_empty_lines_and_bare_lf_heads() {
         let mut s = feed_all(&[
-            b"\r\n\r\nPOST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n0\n\n",
+            b"\r\n\r\nPOST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n0\r\n\r\n",
         ]);
         assert!(s.was_ambiguous(0));
+        assert!(!s.lost_sync());
+    }
+
+    #[test]
+    fn bare_lf_in_chunked_framing_loses_sync() {
+        let bodies: [&[u8]; 5] = [
+            b"0\n\n",
+            b"0\r\n\n",
+            b"0\r\nX: 1\n\r\n",
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3;x\n",
+        ];
+        for body in bodies {
+            let mut s = Sniffer::new();
+            s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+            s.feed(body);
+            assert!(s.lost_sync(), "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn long_content_length_values() {
+        let mut s = Sniffer::new();
+        let zeros = "0".repeat(60);
+        s.feed(format!("POST / HTTP/1.1\r\nContent-Length: {zeros}2\r\n\r\nab").as_bytes());
+        assert!(!s.lost_sync());
+        assert_eq!(s.head_index, 1);
+        let long = "0".repeat(200);
+        s.feed(format!("POST / HTTP/1.1\r\nContent-Length: {long}\r\n\r\n").as_bytes());
+        assert!(s.lost_sync(), "a value past the kept prefix is not guessed");
+    }
+
+    #[test]
+    fn head_started_tracks_partial_heads() {
+        let mut s = Sniffer::new();
+        assert!(!s.head_started());
+        s.feed(b"GET / HTTP/1.1\r\nHo");
+        assert!(s.head_started());
+        s.feed(b"st: a\r\n\r\n");
+        assert!(!s.head_started());
     }
 
     #[test]
     fn stops_on_what_it_cannot_follow() {
         let mut s = feed_all(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]);
-        assert_eq!(s.state, State::Off);
+        assert!(s.lost_sync());
         s.feed(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert!(!s.was_ambiguous(1));
     }

@@ -18,20 +18,35 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use crate::backend::Backend;
-use crate::proxy::body::{ReqBody, SentAt};
+use crate::proxy::body::{ReqBody, Upload};
 
 /// A held (or empty) body goes out with the head: the response clock starts now. A
 /// streamed body sets the time itself when its last byte is handed over.
-fn mark_sent(req: &Request<ReqBody>, sent_at: &SentAt) {
-    if !matches!(req.body(), ReqBody::Streaming(_)) {
-        sent_at.set(Some(tokio::time::Instant::now()));
+fn mark_sent(req: &Request<ReqBody>, upload: &Upload) {
+    if !req.body().is_streaming() {
+        upload.sent_at.set(Some(tokio::time::Instant::now()));
     }
 }
 
 pub use pool::Pool;
 
-/// A connection to a backend, ready for one request.
+/// The request half of a backend connection.
 pub type Sender = SendRequest<ReqBody>;
+
+/// A backend connection: its request half and the task driving its socket.
+pub struct Conn {
+    pub sender: Sender,
+    task: tokio::task::AbortHandle,
+}
+
+impl Conn {
+    /// Closes the connection now, even mid-exchange (an upload still being written to
+    /// a backend that already answered, say). Dropping a `Conn` instead lets hyper
+    /// finish what it is doing.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
 
 /// Why a request to a backend failed.
 #[derive(Debug)]
@@ -48,7 +63,7 @@ pub enum UpstreamError {
 /// came on, to be returned to the pool when the response body is done.
 pub struct Exchange {
     pub response: Response<Incoming>,
-    pub sender: Sender,
+    pub conn: Conn,
     /// True when the connection came from the pool rather than a fresh dial.
     pub reused: bool,
 }
@@ -82,18 +97,18 @@ impl Upstreams {
         backend: &Backend,
         pool: &Rc<Pool>,
         mut req: Request<ReqBody>,
-        sent_at: &SentAt,
+        upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        while let Some(mut sender) = pool.checkout() {
-            if sender.ready().await.is_err() {
+        while let Some(mut conn) = pool.checkout() {
+            if conn.sender.ready().await.is_err() {
                 continue; // closed while idle: never hand it out
             }
-            mark_sent(&req, sent_at);
-            match sender.try_send_request(req).await {
+            mark_sent(&req, upload);
+            match conn.sender.try_send_request(req).await {
                 Ok(response) => {
                     return Ok(Exchange {
                         response,
-                        sender,
+                        conn,
                         reused: true,
                     });
                 }
@@ -101,8 +116,9 @@ impl Upstreams {
                     // Not written: the connection died while idle. Try the next one.
                     Some(r) => req = r,
                     None => {
+                        let error = UpstreamError::Send(e.into_error());
                         return Err(Failed {
-                            error: UpstreamError::Send(e.into_error()),
+                            error,
                             request: None,
                             reused: true,
                         });
@@ -110,7 +126,7 @@ impl Upstreams {
                 },
             }
         }
-        self.send_fresh(backend, req, sent_at).await
+        self.send_fresh(backend, req, upload).await
     }
 
     /// Sends `req` on a newly dialed connection.
@@ -118,10 +134,10 @@ impl Upstreams {
         &self,
         backend: &Backend,
         req: Request<ReqBody>,
-        sent_at: &SentAt,
+        upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        let mut sender = match self.dial(backend).await {
-            Ok(s) => s,
+        let mut conn = match self.dial(backend).await {
+            Ok(c) => c,
             Err(error) => {
                 return Err(Failed {
                     error,
@@ -130,17 +146,18 @@ impl Upstreams {
                 });
             }
         };
-        mark_sent(&req, sent_at);
-        match sender.try_send_request(req).await {
+        mark_sent(&req, upload);
+        match conn.sender.try_send_request(req).await {
             Ok(response) => Ok(Exchange {
                 response,
-                sender,
+                conn,
                 reused: false,
             }),
             Err(mut e) => {
                 let request = e.take_message();
+                let error = UpstreamError::Send(e.into_error());
                 Err(Failed {
-                    error: UpstreamError::Send(e.into_error()),
+                    error,
                     request,
                     reused: false,
                 })
@@ -148,7 +165,7 @@ impl Upstreams {
         }
     }
 
-    async fn dial(&self, backend: &Backend) -> Result<Sender, UpstreamError> {
+    async fn dial(&self, backend: &Backend) -> Result<Conn, UpstreamError> {
         let stream = match tokio::time::timeout(self.connect_timeout, connect::tcp(backend)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
@@ -160,11 +177,14 @@ impl Upstreams {
             .handshake::<_, ReqBody>(io)
             .await
             .map_err(UpstreamError::Send)?;
-        tokio::task::spawn_local(async move {
+        let task = tokio::task::spawn_local(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("backend connection ended: {e}");
             }
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            task: task.abort_handle(),
+        })
     }
 }

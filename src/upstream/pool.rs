@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Sender;
+use super::Conn;
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -38,7 +38,7 @@ impl Pool {
     }
 
     /// The most recently returned live connection, if any.
-    pub fn checkout(&self) -> Option<Sender> {
+    pub fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         while let Some(entry) = idle.pop_back() {
             if entry.since.elapsed() >= self.idle_timeout {
@@ -46,16 +46,16 @@ impl Pool {
                 idle.clear();
                 return None;
             }
-            if !entry.sender.is_closed() {
-                return Some(entry.sender);
+            if !entry.conn.sender.is_closed() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
     /// Returns a connection whose exchange completed cleanly.
-    pub fn checkin(&self, sender: Sender) {
-        if self.max_idle == 0 || sender.is_closed() {
+    pub fn checkin(&self, conn: Conn) {
+        if self.max_idle == 0 || conn.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -63,7 +63,7 @@ impl Pool {
             idle.pop_front();
         }
         idle.push_back(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
     }
@@ -72,7 +72,7 @@ impl Pool {
     pub fn sweep(&self) {
         let mut idle = self.idle.borrow_mut();
         let timeout = self.idle_timeout;
-        idle.retain(|e| e.since.elapsed() < timeout && !e.sender.is_closed());
+        idle.retain(|e| e.since.elapsed() < timeout && !e.conn.sender.is_closed());
     }
 
     pub fn idle_count(&self) -> usize {

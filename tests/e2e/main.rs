@@ -12,5 +12,6 @@ mod framing;
 mod health;
 mod pool;
 mod proxying;
+mod regressions;
 mod strategies;
 mod workers;
