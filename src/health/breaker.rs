@@ -27,13 +27,15 @@ impl Breaker {
         streak: 0,
     };
 
+    /// One word: bit 0 = *down*, bit 1 = confirmed, high half = streak. Zero is
+    /// [`Breaker::NEW`], so zeroed shared memory holds new backends.
     pub fn pack(self) -> u32 {
-        u32::from(self.up) | u32::from(self.confirmed) << 1 | u32::from(self.streak) << 16
+        u32::from(!self.up) | u32::from(self.confirmed) << 1 | u32::from(self.streak) << 16
     }
 
     pub fn unpack(v: u32) -> Breaker {
         Breaker {
-            up: v & 1 != 0,
+            up: v & 1 == 0,
             confirmed: v & 2 != 0,
             streak: (v >> 16) as u16,
         }
@@ -208,6 +210,12 @@ mod tests {
         let (b, ts) = run(Breaker::NEW, &[(true, P), (false, P)]);
         assert_eq!(ts, [None, None]);
         assert!(b.up);
+    }
+
+    #[test]
+    fn zero_is_new() {
+        assert_eq!(Breaker::NEW.pack(), 0);
+        assert_eq!(Breaker::unpack(0), Breaker::NEW);
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Backend health: one breaker per backend, fed by live requests and active probes.
 //!
-//! [`HealthTable`] (in `state.rs`) holds one slot per backend of a snapshot, all atomics,
-//! shared by every worker of the process: when any worker or the prober marks a backend
-//! down, all workers stop picking it at once. [`breaker`] is the pure state machine;
+//! [`HealthTable`] (in `state.rs`) maps a snapshot's backends to slots in the shared
+//! [`Region`] (`shared.rs`, all atomics, made before any worker exists): when any worker
+//! or the prober marks a backend down, all workers stop picking it at once, and a reload
+//! that keeps a backend keeps its state. [`breaker`] is the pure state machine;
 //! [`probe`] runs the active checks (one prober per process, not per worker).
 
 pub mod breaker;
 pub mod probe;
+pub mod shared;
 mod state;
 mod status;
 
 pub use breaker::{Source, Thresholds};
+pub use shared::Region;
 pub use state::{HealthTable, InFlightGuard, Reason};
 pub use status::StatusRanges;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use super::{HealthTable, Reason, Source};
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::server::Snapshot;
 use crate::upstream::connect;
 
 /// The running prober; stops when dropped.
@@ -39,8 +40,8 @@ impl Drop for Prober {
 }
 
 impl Prober {
-    /// Starts probing every backend of `config` into `table`.
-    pub fn start(config: Arc<Config>, table: Arc<HealthTable>) -> std::io::Result<Prober> {
+    /// Starts probing the backends of the current snapshot, following reloads.
+    pub fn start(snapshots: watch::Receiver<Arc<Snapshot>>) -> std::io::Result<Prober> {
         let (tx, rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("prober".into())
@@ -55,7 +56,7 @@ impl Prober {
                         return;
                     }
                 };
-                rt.block_on(run(config, table, rx));
+                rt.block_on(run(snapshots, rx));
             })?;
         Ok(Prober {
             shutdown: tx,
@@ -64,15 +65,27 @@ impl Prober {
     }
 }
 
-async fn run(config: Arc<Config>, table: Arc<HealthTable>, mut shutdown: watch::Receiver<bool>) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..config.backends.len() {
-        let config = Arc::clone(&config);
-        let table = Arc::clone(&table);
-        tasks.spawn(async move { probe_loop(&config, &table, i).await });
+/// Probes every backend of the current snapshot until `shutdown`; a new snapshot
+/// restarts the probe tasks for its backend set (state lives in the shared slots).
+pub async fn run(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let snapshot = Arc::clone(&snapshots.borrow_and_update());
+        let mut tasks = tokio::task::JoinSet::new();
+        if snapshot.config.health.probes {
+            for i in 0..snapshot.config.backends.len() {
+                let snapshot = Arc::clone(&snapshot);
+                tasks.spawn(async move { probe_loop(&snapshot.config, &snapshot.health, i).await });
+            }
+        }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        tasks.abort_all();
     }
-    let _ = shutdown.changed().await;
-    tasks.abort_all();
 }
 
 async fn probe_loop(config: &Config, table: &HealthTable, i: usize) {

@@ -1,17 +1,17 @@
-//! Per-backend slots shared by all workers: breaker state, in-flight count, last failure.
+//! A snapshot's view of backend health: index -> shared slot.
 //!
-//! Index `i` is the backend at index `i` of the snapshot's `BackendSet`; each slot also
-//! records the backend's id so a new snapshot (a reload) can carry the state of the
-//! backends it keeps. Every field is an atomic: the request path reads `is_up` with one
-//! `Relaxed` load and never waits. Outcomes are applied with a compare-and-swap loop
-//! around the pure [`breaker::step`], so each transition happens (and is logged) once,
-//! whichever worker or probe caused it.
+//! Index `i` is the backend at index `i` of the snapshot's `BackendSet`; its slot lives
+//! in the shared [`Region`] and is found by the backend's id, so a reload that keeps a
+//! backend keeps its state, and every worker (thread or process) and the prober see
+//! the same slot. The request path reads `is_up` with one `Relaxed` load and never
+//! waits. Outcomes are applied with a compare-and-swap loop around the pure
+//! [`breaker::step`], so each transition happens (and is logged) once, whichever
+//! worker or probe caused it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::breaker::{self, Breaker, Source, Thresholds, Transition};
+use super::shared::{Region, Slot, monotonic_ms};
 use crate::backend::{Backend, BackendId, BackendSet};
 
 /// Why the last failure happened (for logs and the admin view).
@@ -60,52 +60,29 @@ impl Reason {
     }
 }
 
-#[derive(Debug)]
-struct Slot {
-    id: BackendId,
-    breaker: AtomicU32,
-    in_flight: AtomicU32,
-    /// Milliseconds since the table's epoch of the last failure; 0 = never.
-    last_failure_ms: AtomicU64,
-    last_reason: AtomicU8,
-}
-
-/// Lock-free health and load view of a backend set.
+/// Lock-free health and load view of one snapshot's backend set.
 #[derive(Debug)]
 pub struct HealthTable {
-    slots: Box<[Slot]>,
+    slots: Box<[&'static Slot]>,
     addresses: Box<[String]>,
     thresholds: Thresholds,
-    epoch: Instant,
 }
 
 impl HealthTable {
-    /// A table for `set`, every backend new (up, unconfirmed).
-    pub fn new(set: &BackendSet, thresholds: Thresholds) -> HealthTable {
-        let slots = set
-            .iter()
-            .map(|b| Slot {
-                id: b.id,
-                breaker: AtomicU32::new(Breaker::NEW.pack()),
-                in_flight: AtomicU32::new(0),
-                last_failure_ms: AtomicU64::new(0),
-                last_reason: AtomicU8::new(Reason::None as u8),
-            })
-            .collect();
-        let addresses = set.iter().map(|b| b.address.clone()).collect();
+    /// The view of `set` in `region`: backends already known there keep their state.
+    pub fn new(region: &Region, set: &BackendSet, thresholds: Thresholds) -> HealthTable {
         HealthTable {
-            slots,
-            addresses,
+            slots: set.iter().map(|b| region.slot_for(b.id)).collect(),
+            addresses: set.iter().map(|b| b.address.clone()).collect(),
             thresholds,
-            epoch: Instant::now(),
         }
     }
 
     /// `n` anonymous backends, all up and confirmed (strategy tests and benchmarks).
     pub fn all_up(n: usize) -> HealthTable {
-        let ids: Vec<Backend> = (0..n)
+        let backends: Vec<Backend> = (0..n)
             .map(|i| Backend {
-                id: BackendId(i as u64),
+                id: BackendId(i as u64 + 1),
                 address: format!("backend-{i}"),
                 host: String::new(),
                 port: 0,
@@ -114,8 +91,13 @@ impl HealthTable {
                 weight: 1,
             })
             .collect();
+        let region = match Region::new() {
+            Ok(r) => r,
+            Err(e) => panic!("cannot map a health region for a test table: {e}"),
+        };
         let t = HealthTable::new(
-            &BackendSet::new(ids),
+            region,
+            &BackendSet::new(backends),
             Thresholds {
                 unhealthy: 3,
                 healthy: 2,
@@ -123,21 +105,6 @@ impl HealthTable {
         );
         for i in 0..n {
             t.set_up(i, true);
-        }
-        t
-    }
-
-    /// A table for `set` that keeps the breaker state of every backend `old` also had.
-    pub fn carry_over(old: &HealthTable, set: &BackendSet, thresholds: Thresholds) -> HealthTable {
-        let mut t = HealthTable::new(set, thresholds);
-        t.epoch = old.epoch;
-        for slot in t.slots.iter_mut() {
-            if let Some(o) = old.slots.iter().find(|o| o.id == slot.id) {
-                slot.breaker.store(o.breaker.load(Relaxed), Relaxed);
-                slot.last_failure_ms
-                    .store(o.last_failure_ms.load(Relaxed), Relaxed);
-                slot.last_reason.store(o.last_reason.load(Relaxed), Relaxed);
-            }
         }
         t
     }
@@ -150,9 +117,13 @@ impl HealthTable {
         self.slots.is_empty()
     }
 
+    pub fn address(&self, i: usize) -> &str {
+        &self.addresses[i]
+    }
+
     #[inline]
     pub fn is_up(&self, i: usize) -> bool {
-        self.slots[i].breaker.load(Relaxed) & 1 != 0
+        self.slots[i].breaker.load(Relaxed) & 1 == 0
     }
 
     /// True when no backend is up.
@@ -175,7 +146,7 @@ impl HealthTable {
         self.slots[i].in_flight.load(Relaxed)
     }
 
-    /// Milliseconds since the table's epoch of backend `i`'s last failure (0 = never).
+    /// Monotonic milliseconds of backend `i`'s last failure (0 = never).
     pub fn last_failure_ms(&self, i: usize) -> u64 {
         self.slots[i].last_failure_ms.load(Relaxed)
     }
@@ -186,21 +157,17 @@ impl HealthTable {
 
     /// Counts one request in flight to backend `i` until the guard drops.
     #[inline]
-    pub fn start_request(self: &Arc<Self>, i: usize) -> InFlightGuard {
-        self.slots[i].in_flight.fetch_add(1, Relaxed);
-        InFlightGuard {
-            table: Arc::clone(self),
-            index: i,
-        }
+    pub fn start_request(&self, i: usize) -> InFlightGuard {
+        let slot = self.slots[i];
+        slot.in_flight.fetch_add(1, Relaxed);
+        InFlightGuard { slot }
     }
 
     /// A successful exchange or probe.
     #[inline]
     pub fn record_success(&self, i: usize, source: Source) {
-        let slot = &self.slots[i];
-        let cur = slot.breaker.load(Relaxed);
-        // Fast path: up, confirmed (or a live request), no failure streak.
-        let b = Breaker::unpack(cur);
+        // Fast path: up, confirmed (or a live request), no failure streak: no write.
+        let b = Breaker::unpack(self.slots[i].breaker.load(Relaxed));
         if b.up && b.streak == 0 && (b.confirmed || source == Source::Request) {
             return;
         }
@@ -209,14 +176,14 @@ impl HealthTable {
 
     /// A failed exchange or probe.
     pub fn record_failure(&self, i: usize, source: Source, reason: Reason) {
-        let ms = (self.epoch.elapsed().as_millis() as u64).max(1);
-        self.slots[i].last_failure_ms.store(ms, Relaxed);
-        self.slots[i].last_reason.store(reason as u8, Relaxed);
+        let slot = self.slots[i];
+        slot.last_failure_ms.store(monotonic_ms().max(1), Relaxed);
+        slot.last_reason.store(reason as u8, Relaxed);
         self.apply(i, false, source, reason);
     }
 
     fn apply(&self, i: usize, ok: bool, source: Source, reason: Reason) {
-        let slot = &self.slots[i];
+        let slot = self.slots[i];
         let mut cur = slot.breaker.load(Relaxed);
         loop {
             let (next, transition) =
@@ -254,13 +221,12 @@ impl HealthTable {
 /// body, or the request failing).
 #[derive(Debug)]
 pub struct InFlightGuard {
-    table: Arc<HealthTable>,
-    index: usize,
+    slot: &'static Slot,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.table.slots[self.index].in_flight.fetch_sub(1, Relaxed);
+        self.slot.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -283,7 +249,7 @@ mod tests {
 
     #[test]
     fn in_flight_counts_until_drop() {
-        let t = Arc::new(HealthTable::new(&set(), T));
+        let t = HealthTable::new(Region::new().unwrap(), &set(), T);
         let g1 = t.start_request(1);
         let g2 = t.start_request(1);
         assert_eq!((t.in_flight(0), t.in_flight(1)), (0, 2));
@@ -295,7 +261,7 @@ mod tests {
 
     #[test]
     fn failures_and_successes_move_the_flag() {
-        let t = HealthTable::new(&set(), T);
+        let t = HealthTable::new(Region::new().unwrap(), &set(), T);
         for _ in 0..2 {
             t.record_failure(0, Source::Request, Reason::Reset);
         }
@@ -312,8 +278,9 @@ mod tests {
     }
 
     #[test]
-    fn reload_keeps_state_by_id_not_position() {
-        let old = HealthTable::new(&set(), T);
+    fn a_new_snapshot_keeps_state_by_id_not_position() {
+        let region = Region::new().unwrap();
+        let old = HealthTable::new(region, &set(), T);
         old.record_failure(1, Source::Probe, Reason::ConnectRefused);
         assert!(!old.is_up(1));
         // Reordered, plus a new backend.
@@ -322,10 +289,13 @@ mod tests {
             "127.0.0.1:2".parse().unwrap(),
             "127.0.0.1:1".parse().unwrap(),
         ]);
-        let t = HealthTable::carry_over(&old, &new_set, T);
+        let t = HealthTable::new(region, &new_set, T);
         assert!(t.is_up(0), "new backend starts up");
         assert!(!t.is_up(1), "127.0.0.1:2 stays down");
         assert!(t.is_up(2));
         assert_eq!(t.last_reason(1), Reason::ConnectRefused);
+        // In flight on the old snapshot is visible in the new one.
+        let _g = old.start_request(0);
+        assert_eq!(t.in_flight(2), 1);
     }
 }

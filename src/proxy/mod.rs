@@ -17,6 +17,7 @@ pub mod retry;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
@@ -27,6 +28,7 @@ use crate::backend::{Backend, BackendId};
 use crate::balance::{AnyStrategy, Pick, Tried, View};
 use crate::config::Config;
 use crate::health::{HealthTable, InFlightGuard, Reason, Source};
+use crate::server::Snapshot;
 use crate::server::conn_io::ConnState;
 use crate::upstream::{Exchange, Failed, Pool, UpstreamError, Upstreams};
 use body::{ClientFault, Lease, ProxyBody, ReqBody, Upload};
@@ -57,6 +59,7 @@ impl ClientConn {
 
 /// Per-backend things the request path needs, built once per snapshot.
 struct BackendSlot {
+    id: BackendId,
     pool: Rc<Pool>,
     /// `Set-Cookie` value pinning a client to this backend (sticky strategy).
     cookie: HeaderValue,
@@ -74,16 +77,28 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(config: Arc<Config>, health: Arc<HealthTable>) -> Proxy {
+    /// A handler for `snapshot`. Backends that `previous` also served keep their pool
+    /// (and its idle connections) when the pool settings did not change.
+    pub fn new(snapshot: &Snapshot, previous: Option<&Proxy>) -> Proxy {
+        let config = Arc::clone(&snapshot.config);
+        let health = Arc::clone(&snapshot.health);
         let strategy = AnyStrategy::new(config.strategy, &config.backends);
+        let same_pool_settings = previous.is_some_and(|p| p.config.pool == config.pool);
         let slots = config
             .backends
             .iter()
             .map(|b| BackendSlot {
-                pool: Rc::new(Pool::new(
-                    config.pool.max_idle_per_backend,
-                    config.pool.idle_timeout,
-                )),
+                id: b.id,
+                pool: previous
+                    .filter(|_| same_pool_settings)
+                    .and_then(|p| p.slots.iter().find(|s| s.id == b.id))
+                    .map(|s| Rc::clone(&s.pool))
+                    .unwrap_or_else(|| {
+                        Rc::new(Pool::new(
+                            config.pool.max_idle_per_backend,
+                            config.pool.idle_timeout,
+                        ))
+                    }),
                 cookie: sticky_cookie(&config.sticky_cookie, b.id),
                 host: HeaderValue::from_str(&b.address)
                     .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
@@ -97,6 +112,15 @@ impl Proxy {
             slots,
             upstreams,
         }
+    }
+
+    /// The client timeouts of this handler's config.
+    pub fn timeouts(&self) -> crate::config::Timeouts {
+        self.config.timeouts.clone()
+    }
+
+    pub fn pool_idle_timeout(&self) -> Duration {
+        self.config.pool.idle_timeout
     }
 
     /// Drops expired idle backend connections (called periodically by the worker).

@@ -1,10 +1,15 @@
-//! Listeners and workers.
+//! Listeners, workers, and the control of a running balancer.
 //!
 //! [`listener::bind`] makes one SO_REUSEPORT socket per worker; [`start`] runs one
-//! [`worker`] per socket on its own thread (thread mode) and returns a [`Running`]
-//! handle to stop them. Servers take bound listeners, so tests bind port 0 and callers
-//! report bind errors before anything starts. What all workers share (the backend
-//! health table) is atomics only; the active prober runs once per process beside them.
+//! [`worker`] per socket on its own thread (thread mode) and returns [`Running`], the
+//! handle that reloads, drains and stops them. Servers take bound listeners, so tests
+//! bind port 0 and callers report bind errors before anything starts.
+//!
+//! What workers share is published, not locked: a [`Snapshot`] (validated config +
+//! its health view) goes out on a `watch` channel that each worker's reload task
+//! follows, and backend health lives in the shared [`Region`] (atomics, made before
+//! any worker exists, keyed by backend id, so a reload keeps the state of the
+//! backends it keeps). The active prober runs once per process beside the workers.
 
 pub mod conn_io;
 pub mod listener;
@@ -15,19 +20,55 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::health::HealthTable;
 use crate::health::probe::Prober;
+use crate::health::{HealthTable, Region};
+
+/// Everything one config generation serves with.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub health: Arc<HealthTable>,
+    /// 0 for the first config, +1 per reload.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    pub fn new(region: &Region, config: Arc<Config>, generation: u64) -> Snapshot {
+        let health = Arc::new(HealthTable::new(
+            region,
+            &config.backends,
+            config.health.thresholds(),
+        ));
+        Snapshot {
+            config,
+            health,
+            generation,
+        }
+    }
+}
+
+/// What the workers are told to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Serving,
+    /// Stop accepting, finish in-flight requests (up to the deadline), then exit.
+    Draining {
+        deadline: tokio::time::Instant,
+    },
+}
 
 /// Workers running in this process.
 pub struct Running {
     local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    region: &'static Region,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    state: watch::Sender<RunState>,
     threads: Vec<JoinHandle<()>>,
-    health: Arc<HealthTable>,
     /// Dropped after the workers (field order): stops the probes.
     _prober: Option<Prober>,
 }
@@ -38,14 +79,41 @@ impl Running {
         self.local_addr
     }
 
-    /// The health table all workers share (tests and the admin view read it).
-    pub fn health(&self) -> &Arc<HealthTable> {
-        &self.health
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.snapshots.borrow())
     }
 
-    /// Stops accepting and waits for the workers to exit.
+    /// The health view of the current snapshot (tests and the admin view read it).
+    pub fn health(&self) -> Arc<HealthTable> {
+        Arc::clone(&self.snapshots.borrow().health)
+    }
+
+    /// Swaps in `config` everywhere. What cannot change in place (listen address,
+    /// worker count, mode, admin address) keeps its old value, with a warning.
+    pub fn reload(&self, config: Config) {
+        let old = self.snapshot();
+        let config = keep_restart_only_settings(&old.config, config);
+        let snapshot = Snapshot::new(self.region, Arc::new(config), old.generation + 1);
+        tracing::info!(
+            generation = snapshot.generation,
+            backends = snapshot.config.backends.len(),
+            strategy = snapshot.config.strategy.name(),
+            "configuration reloaded"
+        );
+        self.snapshots.send_replace(Arc::new(snapshot));
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `timeouts.drain`,
+    /// closes idle connections, and waits for the workers to exit.
+    pub fn drain(mut self) {
+        let drain = self.snapshot().config.timeouts.drain;
+        self.stop_inner(drain);
+    }
+
+    /// Stops at once (in-flight requests are cut) and waits for the workers.
     pub fn stop(mut self) {
-        self.stop_inner();
+        self.stop_inner(Duration::ZERO);
     }
 
     /// Blocks until every worker has exited.
@@ -55,8 +123,9 @@ impl Running {
         }
     }
 
-    fn stop_inner(&mut self) {
-        let _ = self.shutdown.send(true);
+    fn stop_inner(&mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.state.send_replace(RunState::Draining { deadline });
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -65,36 +134,55 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop_inner();
+        self.stop_inner(Duration::ZERO);
     }
 }
 
-/// Starts one worker thread per listener.
+/// Keeps the settings that only a restart can change, and says so.
+fn keep_restart_only_settings(old: &Config, mut new: Config) -> Config {
+    if new.listen != old.listen {
+        tracing::warn!(old = %old.listen, new = %new.listen, "listen changed: restart switchyard to apply it");
+        new.listen = old.listen;
+    }
+    if new.workers != old.workers {
+        tracing::warn!(
+            old = old.workers,
+            new = new.workers,
+            "workers changed: restart switchyard to apply it"
+        );
+        new.workers = old.workers;
+    }
+    if new.mode != old.mode {
+        tracing::warn!("mode changed: restart switchyard to apply it");
+        new.mode = old.mode;
+    }
+    if new.admin != old.admin {
+        tracing::warn!("admin changed: restart switchyard to apply it");
+        new.admin = old.admin;
+    }
+    new
+}
+
+/// Starts one worker thread per listener, and the prober.
 pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Running> {
     let local_addr = match listeners.first() {
         Some(l) => l.local_addr()?,
         None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listener")),
     };
-    let health = Arc::new(HealthTable::new(
-        &config.backends,
-        config.health.thresholds(),
-    ));
+    let region = Region::new()?;
+    let first = Arc::new(Snapshot::new(region, config, 0));
+    let (snapshots, snapshot_rx) = watch::channel(Arc::clone(&first));
+    let (state, state_rx) = watch::channel(RunState::Serving);
     // One prober per process, whatever the worker count.
-    let prober = if config.health.probes {
-        Some(Prober::start(Arc::clone(&config), Arc::clone(&health))?)
-    } else {
-        None
-    };
-    let (tx, rx) = watch::channel(false);
+    let prober = Prober::start(snapshot_rx.clone())?;
     let mut threads = Vec::with_capacity(listeners.len());
     for (id, listener) in listeners.into_iter().enumerate() {
-        let config = Arc::clone(&config);
-        let health = Arc::clone(&health);
-        let rx = rx.clone();
+        let snapshots = snapshot_rx.clone();
+        let state = state_rx.clone();
         let t = std::thread::Builder::new()
             .name(format!("worker-{id}"))
             .spawn(move || {
-                if let Err(e) = worker::run(id, config, health, listener, rx) {
+                if let Err(e) = worker::run(id, listener, snapshots, state) {
                     tracing::error!(worker = id, "worker failed: {e}");
                 }
             })?;
@@ -102,9 +190,10 @@ pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Run
     }
     Ok(Running {
         local_addr,
-        shutdown: tx,
+        region,
+        snapshots,
+        state,
         threads,
-        health,
-        _prober: prober,
+        _prober: Some(prober),
     })
 }

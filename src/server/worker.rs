@@ -2,10 +2,17 @@
 //!
 //! The worker owns its [`Proxy`] (strategy state, backend pools) and runs every task
 //! on one thread (`LocalSet`), so the request path uses `Rc`/`Cell` and takes no lock.
-//! The same code runs in a thread (thread mode) or, later, alone in a forked process.
-//! It stops accepting when `shutdown` flips; dropping the runtime then closes what is
-//! left (graceful draining arrives with the operations issue).
+//! The same code runs in a thread (thread mode) or alone in a forked process.
+//!
+//! Beside the accept loop run two small tasks: one follows the published
+//! [`Snapshot`]s and swaps in a new `Proxy` (each request takes the current one, so
+//! in-flight requests finish on the old one and its pools drain with it), and one
+//! sweeps idle pooled connections. When the [`RunState`] turns to draining, the
+//! worker stops accepting, asks every connection to close after its current response
+//! (idle ones close at once), and returns when the last one is gone or the drain
+//! deadline passes.
 
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,20 +22,33 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::conn_io::{ConnState, TimedIo};
+use super::{RunState, Snapshot};
 use crate::config::Config;
-use crate::health::HealthTable;
 use crate::proxy::{ClientConn, Proxy};
 
-/// Runs worker `id` until `shutdown` becomes true. Blocks the calling thread.
+/// The worker's current handler, swapped on reload.
+type Current = Rc<RefCell<Rc<Proxy>>>;
+
+/// Open client connections of this worker, and a way to tell them to wind down.
+#[derive(Default)]
+struct Connections {
+    open: Cell<usize>,
+    draining: Cell<bool>,
+    /// Wakes connection tasks when draining starts.
+    drain: Notify,
+    /// Wakes the worker when the last connection closes.
+    empty: Notify,
+}
+
+/// Runs worker `id` until it has drained. Blocks the calling thread.
 pub fn run(
     id: usize,
-    config: Arc<Config>,
-    health: Arc<HealthTable>,
     listener: std::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut state: watch::Receiver<RunState>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -36,27 +56,23 @@ pub fn run(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
-        let proxy = Rc::new(Proxy::new(Arc::clone(&config), health));
-        let builder = Rc::new(server_builder(&config));
-
-        let sweeper = Rc::clone(&proxy);
-        let every = (config.pool.idle_timeout / 2).max(Duration::from_millis(100));
-        tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                sweeper.sweep_pools();
-            }
-        });
+        let first = Arc::clone(&snapshots.borrow());
+        let builder = Rc::new(server_builder(&first.config));
+        let current: Current = Rc::new(RefCell::new(Rc::new(Proxy::new(&first, None))));
+        tokio::task::spawn_local(follow_snapshots(snapshots, Rc::clone(&current)));
+        tokio::task::spawn_local(sweep_pools(Rc::clone(&current)));
+        let conns = Rc::new(Connections::default());
 
         tracing::debug!(worker = id, "accepting");
-        loop {
+        let deadline = loop {
             tokio::select! {
-                _ = shutdown.changed() => break,
+                changed = state.changed() => match *state.borrow_and_update() {
+                    RunState::Draining { deadline } => break deadline,
+                    RunState::Serving if changed.is_err() => break tokio::time::Instant::now(),
+                    RunState::Serving => {}
+                },
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        serve(stream, peer, &proxy, &builder, &config);
-                    }
+                    Ok((stream, peer)) => serve(stream, peer, &current, &builder, &conns),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(worker = id, "accept failed: {e}");
@@ -64,10 +80,46 @@ pub fn run(
                     }
                 },
             }
+        };
+        drop(listener);
+        conns.draining.set(true);
+        conns.drain.notify_waiters();
+        tracing::debug!(worker = id, open = conns.open.get(), "draining");
+        while conns.open.get() > 0 {
+            if tokio::time::timeout_at(deadline, conns.empty.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    worker = id,
+                    open = conns.open.get(),
+                    "drain timeout: closing the rest"
+                );
+                break;
+            }
         }
-        tracing::debug!(worker = id, "stopped accepting");
         Ok(())
     })
+}
+
+/// Swaps in a new `Proxy` for every published snapshot.
+async fn follow_snapshots(mut snapshots: watch::Receiver<Arc<Snapshot>>, current: Current) {
+    while snapshots.changed().await.is_ok() {
+        let snapshot = Arc::clone(&snapshots.borrow_and_update());
+        let next = Proxy::new(&snapshot, Some(&current.borrow()));
+        *current.borrow_mut() = Rc::new(next);
+    }
+}
+
+async fn sweep_pools(current: Current) {
+    loop {
+        let every = {
+            let proxy = current.borrow();
+            proxy.sweep_pools();
+            (proxy.pool_idle_timeout() / 2).max(Duration::from_millis(100))
+        };
+        tokio::time::sleep(every).await;
+    }
 }
 
 fn server_builder(config: &Config) -> http1::Builder {
@@ -84,30 +136,61 @@ fn server_builder(config: &Config) -> http1::Builder {
     b
 }
 
+/// Counts a connection open until dropped.
+struct OpenGuard(Rc<Connections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let c = &self.0;
+        c.open.set(c.open.get() - 1);
+        if c.open.get() == 0 {
+            c.empty.notify_waiters();
+        }
+    }
+}
+
 fn serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
-    proxy: &Rc<Proxy>,
+    current: &Current,
     builder: &Rc<http1::Builder>,
-    config: &Config,
+    conns: &Rc<Connections>,
 ) {
     let _ = stream.set_nodelay(true);
-    let clock = Rc::new(ConnState::new(
-        config.timeouts.client_idle,
-        config.timeouts.client_header,
-    ));
-    let conn = Rc::new(ClientConn::new(peer, Rc::clone(&clock)));
+    let timeouts = current.borrow().timeouts();
+    let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
+    let client = Rc::new(ClientConn::new(peer, Rc::clone(&clock)));
     let io = TokioIo::new(TimedIo::new(stream, clock));
-    let proxy = Rc::clone(proxy);
+    let current = Rc::clone(current);
     let builder = Rc::clone(builder);
+    conns.open.set(conns.open.get() + 1);
+    let guard = OpenGuard(Rc::clone(conns));
     tokio::task::spawn_local(async move {
         let svc = service_fn(move |req| {
-            let proxy = Rc::clone(&proxy);
-            let conn = Rc::clone(&conn);
-            async move { Ok::<_, Infallible>(proxy.handle(&conn, req).await) }
+            // Each request runs on the handler current when it arrives.
+            let proxy = Rc::clone(&current.borrow());
+            let client = Rc::clone(&client);
+            async move { Ok::<_, Infallible>(proxy.handle(&client, req).await) }
         });
-        if let Err(e) = builder.serve_connection(io, svc).await {
+        let conn = builder.serve_connection(io, svc);
+        tokio::pin!(conn);
+        let conns = Rc::clone(&guard.0);
+        let result = if conns.draining.get() {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        } else {
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = conns.drain.notified() => {
+                    // Finish the response in progress (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        };
+        if let Err(e) = result {
             tracing::debug!(%peer, "client connection ended: {e}");
         }
+        drop(guard);
     });
 }

@@ -32,7 +32,7 @@ impl Started {
 
 impl Started {
     /// The health table the workers share; index = position in the backend list.
-    pub fn health(&self) -> &Arc<switchyard::health::HealthTable> {
+    pub fn health(&self) -> Arc<switchyard::health::HealthTable> {
         self.running.as_ref().expect("running").health()
     }
 }
