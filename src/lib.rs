@@ -87,23 +87,39 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
         None => {
             init_logging(cli.run.log_level);
             let overrides = cli.run.overrides();
-            let config = match &cli.run.config {
-                Some(path) => Config::load(path, &overrides)?,
-                None => Config::from_overrides(&overrides)?,
+            let (config, reload) = match &cli.run.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        Error::Usage(format!(
+                            "{}: cannot read the config file: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    let config = Config::parse(path, &text, &overrides)?;
+                    let source = server::control::ReloadSource {
+                        path: path.clone(),
+                        overrides: overrides.clone(),
+                        loaded: text.into_bytes(),
+                    };
+                    (config, Some(source))
+                }
+                None => (Config::from_overrides(&overrides)?, None),
             };
-            serve(config)
+            serve(config, reload)
         }
     }
 }
 
-/// Runs the balancer in the foreground until it is stopped.
-pub fn serve(config: Config) -> Result<(), Error> {
+/// Runs the balancer in the foreground until SIGTERM/SIGINT (then drains, exit 0);
+/// reloads on SIGHUP and when the config file changes.
+pub fn serve(config: Config, reload: Option<server::control::ReloadSource>) -> Result<(), Error> {
     if config.mode == Mode::Process {
         tracing::info!(
             "process mode is not built yet: running {} worker threads",
             config.workers
         );
     }
+    let control = server::control::Control::new(reload)?;
     let config = Arc::new(config);
     let listeners = server::listener::bind(config.listen, config.workers)?;
     let running = server::start(Arc::clone(&config), listeners)?;
@@ -114,7 +130,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         backends = config.backends.len(),
         "switchyard serving"
     );
-    running.wait();
+    control.run(running)?;
     Ok(())
 }
 

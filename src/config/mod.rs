@@ -8,6 +8,7 @@
 
 mod duration;
 mod file;
+pub mod reload;
 mod validate;
 
 use std::fmt;

@@ -64,6 +64,7 @@ pub fn run(listen: SocketAddr) -> Result<(), crate::Error> {
     config.health.interval = Duration::from_secs(1);
     config.health.timeout = Duration::from_millis(500);
     let config = Arc::new(config);
+    let control = server::control::Control::new(None)?;
     let listeners = server::listener::bind(config.listen, config.workers)?;
     let running = server::start(Arc::clone(&config), listeners)?;
     let at = running.local_addr();
@@ -77,7 +78,7 @@ pub fn run(listen: SocketAddr) -> Result<(), crate::Error> {
         backends[1].child.id()
     );
     println!("stop: Ctrl-C");
-    running.wait();
+    control.run(running)?;
     Ok(())
 }
 

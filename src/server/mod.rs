@@ -12,6 +12,7 @@
 //! backends it keeps). The active prober runs once per process beside the workers.
 
 pub mod conn_io;
+pub mod control;
 pub mod listener;
 pub mod sniff;
 pub mod worker;

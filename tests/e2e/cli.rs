@@ -232,3 +232,58 @@ fn demo_alternates_between_its_two_backends() {
         assert_eq!(r.json()["backend"], "demo-1");
     }
 }
+
+#[test]
+fn check_names_the_key_line_and_fix_for_each_bad_file() {
+    let dir = std::env::temp_dir().join(format!("switchyard-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let b = "backends:\n  - address: 127.0.0.1:9001\n";
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            format!("{b}strategy: fastest\n"),
+            &["bad.yaml:3:", "strategy", "round-robin"],
+        ),
+        (
+            "backends:\n  - address: 127.0.0.1:9001\n    weight: 0\n".into(),
+            &["bad.yaml:3:", "backends[0].weight"],
+        ),
+        (
+            "backends:\n  - address: 127.0.0.1:9001\n  - address: 127.0.0.1:9001\n".into(),
+            &["bad.yaml:3:", "backends[1]", "already"],
+        ),
+        (
+            "listen: 127.0.0.1:8080\n".into(),
+            &["backends", "HOST:PORT"],
+        ),
+        (
+            format!("{b}timeouts:\n  connect: 5 seconds\n"),
+            &["bad.yaml:4:", "timeouts.connect", "250ms"],
+        ),
+        (
+            "backends:\n  - address: 127.0.0.1\n".into(),
+            &["bad.yaml:2:", "backends[0].address", "port"],
+        ),
+        (
+            format!("{b}helth:\n  path: /\n"),
+            &["bad.yaml:3:", "helth", "health"],
+        ),
+        (
+            format!("listen: 8080\n{b}"),
+            &["bad.yaml:1:", "listen", "ADDR:PORT"],
+        ),
+    ];
+    for (yaml, needles) in cases {
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let out = bin()
+            .args(["check", "-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "for\n{yaml}expected {n:?} in: {err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

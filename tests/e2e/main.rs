@@ -13,5 +13,6 @@ mod health;
 mod pool;
 mod proxying;
 mod regressions;
+mod reload;
 mod strategies;
 mod workers;

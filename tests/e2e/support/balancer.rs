@@ -31,6 +31,14 @@ impl Started {
 }
 
 impl Started {
+    /// Reloads with the current config changed by `f` (as a file reload would).
+    pub fn reload(&self, f: impl FnOnce(&mut Config)) {
+        let running = self.running.as_ref().expect("running");
+        let mut config = (*running.snapshot().config).clone();
+        f(&mut config);
+        running.reload(config);
+    }
+
     /// The health table the workers share; index = position in the backend list.
     pub fn health(&self) -> Arc<switchyard::health::HealthTable> {
         self.running.as_ref().expect("running").health()

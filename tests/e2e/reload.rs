@@ -1,0 +1,341 @@
+//! Reloads (file change, SIGHUP, in-process) and graceful shutdown.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use switchyard::backend::parse_spec;
+
+use crate::support::client::get;
+use crate::support::{Balancer, Conn, Reply, TestBackend, dead_port, eventually};
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchyard");
+        Proc { child }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for exit; returns the code and everything logged.
+    fn wait_exit(mut self, within: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status.code(), err);
+            }
+            assert!(
+                Instant::now() < end,
+                "switchyard did not exit in {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "switchyard-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn yaml(listen: std::net::SocketAddr, backends: &[std::net::SocketAddr]) -> String {
+    let mut s = format!(
+        "listen: {listen}\nworkers: 2\nmode: thread\nhealth:\n  probes: false\nbackends:\n"
+    );
+    for b in backends {
+        s.push_str(&format!("  - address: {b}\n"));
+    }
+    s
+}
+
+/// Writes `text` to a new file and renames it over `path`, as editors do.
+fn rename_over(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn serving(addr: std::net::SocketAddr) -> bool {
+    eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+}
+
+/// A client loop in the background, counting failures, until `stop`.
+fn client_loop(
+    addr: std::net::SocketAddr,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<(usize, usize)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let h = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        let mut c = Conn::open(addr);
+        while !s.load(SeqCst) {
+            if c.get("/").status == 200 {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        (ok, failed)
+    });
+    (stop, h)
+}
+
+#[test]
+fn rename_over_reload_adds_a_backend_without_errors() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("reload");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
+    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    let (stop, looper) = client_loop(listen);
+    assert!(eventually(Duration::from_secs(5), || a.request_count() > 20));
+    // Also asks for a new listen address: that part needs a restart and is refused.
+    let other = dead_port();
+    rename_over(&path, &yaml(other, &[a.addr, b.addr]));
+    assert!(
+        eventually(Duration::from_secs(5), || b.request_count() > 20),
+        "the new backend never got traffic"
+    );
+    stop.store(true, SeqCst);
+    let (ok, failed) = looper.join().unwrap();
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    assert!(
+        std::net::TcpStream::connect(other).is_err(),
+        "listen must not change on reload"
+    );
+    p.signal("-TERM");
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("restart"), "no restart-needed message: {log}");
+}
+
+#[test]
+fn sighup_reloads_what_the_watcher_cannot_see() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    // The config path is a symlink into another directory: edits there make no event
+    // in the watched directory, so only SIGHUP reloads them.
+    let watched = TempDir::new("hup-watched");
+    let real_dir = TempDir::new("hup-real");
+    let real = real_dir.0.join("real.yaml");
+    let listen = dead_port();
+    std::fs::write(&real, yaml(listen, &[a.addr])).unwrap();
+    let path = watched.0.join("lb.yaml");
+    std::os::unix::fs::symlink(&real, &path).unwrap();
+    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    std::fs::write(&real, yaml(listen, &[b.addr])).unwrap();
+    p.signal("-HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+        "SIGHUP did not reload"
+    );
+}
+
+#[test]
+fn invalid_edit_keeps_the_old_config() {
+    let a = TestBackend::named("a");
+    let dir = TempDir::new("invalid");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
+    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    rename_over(
+        &path,
+        &format!("{}strategy: fastest\n", yaml(listen, &[a.addr])),
+    );
+    // Keeps serving the old config while the edit is read and rejected (the
+    // rejection is checked in the log below).
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        assert_eq!(get(listen, "/").text(), "a");
+    }
+    // A valid edit afterwards is taken.
+    let b = TestBackend::named("b");
+    rename_over(&path, &yaml(listen, &[b.addr]));
+    assert!(eventually(Duration::from_secs(5), || get(listen, "/")
+        .text()
+        == "b"));
+    p.signal("-TERM");
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(
+        log.contains("rejected") && log.contains("strategy"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let slow = TestBackend::start(|_| {
+        std::thread::sleep(Duration::from_secs(2));
+        Reply::ok("finished")
+    });
+    let listen = dead_port();
+    let p = Proc::start(&[
+        "-l",
+        &listen.to_string(),
+        "-b",
+        &slow.addr.to_string(),
+        "--mode",
+        "thread",
+        "-w",
+        "2",
+    ]);
+    assert!(serving(listen));
+    let idle = Conn::open(listen); // an idle keep-alive client: closed by the drain
+    let client = std::thread::spawn(move || get(listen, "/slow"));
+    assert!(eventually(Duration::from_secs(5), || slow.request_count() == 1));
+    let t = Instant::now();
+    p.signal("-TERM");
+    let r = client.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "finished"));
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let mut idle = idle;
+    assert!(idle.closed_within(Duration::from_secs(1)));
+}
+
+#[test]
+fn drain_gives_up_after_the_drain_timeout() {
+    let hang = TestBackend::start(|_| Reply::Hang);
+    let dir = TempDir::new("drain");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    std::fs::write(
+        &path,
+        format!("{}timeouts:\n  drain: 500ms\n", yaml(listen, &[hang.addr])),
+    )
+    .unwrap();
+    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    let _stuck = std::thread::spawn(move || {
+        let mut c = Conn::open(listen);
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.read_to_close()
+    });
+    assert!(eventually(Duration::from_secs(5), || hang.request_count() == 1));
+    let t = Instant::now();
+    p.signal("-TERM");
+    let (code, _) = p.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "did not wait for the request"
+    );
+    hang.kill();
+}
+
+/// In-process: a reload that reorders and adds backends keeps the health state and
+/// the pooled connections of the ones it keeps.
+#[test]
+fn reload_keeps_health_and_pools_of_unchanged_backends() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let c = TestBackend::named("c");
+    let lb = Balancer::new().backend(a.addr).backend(b.addr).start();
+    let mut conn = Conn::open(lb.addr);
+    for _ in 0..10 {
+        conn.get("/");
+    }
+    let a_conns = a.connections();
+    lb.health().set_up(1, false); // b is down
+    let specs = [c.addr, b.addr, a.addr];
+    lb.reload(move |cfg| {
+        let set = specs.iter().map(|s| {
+            let spec = parse_spec(&s.to_string()).unwrap();
+            switchyard::demo::backend_at(*s, spec.weight)
+        });
+        cfg.backends = switchyard::backend::BackendSet::new(set.collect());
+    });
+    assert!(!lb.health().is_up(1), "b (now at index 1) must stay down");
+    assert!(lb.health().is_up(0) && lb.health().is_up(2));
+    assert!(eventually(Duration::from_secs(5), || {
+        conn.get("/");
+        c.request_count() > 0
+    }));
+    for _ in 0..10 {
+        assert_ne!(conn.get("/").text(), "b");
+    }
+    assert_eq!(
+        a.connections(),
+        a_conns,
+        "a's pooled connection was not kept"
+    );
+}
+
+/// In-process: a request in flight to a backend that a reload removes completes.
+#[test]
+fn removed_backend_finishes_its_requests() {
+    let slow = TestBackend::start(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        Reply::ok("slow")
+    });
+    let other = TestBackend::named("other");
+    let lb = Balancer::new().backend(slow.addr).start();
+    let addr = lb.addr;
+    let inflight = std::thread::spawn(move || get(addr, "/"));
+    assert!(eventually(Duration::from_secs(5), || slow.request_count() == 1));
+    let o = other.addr;
+    lb.reload(move |cfg| {
+        cfg.backends =
+            switchyard::backend::BackendSet::new(vec![switchyard::demo::backend_at(o, 1)]);
+    });
+    assert_eq!(inflight.join().unwrap().text(), "slow");
+    assert!(eventually(Duration::from_secs(5), || get(lb.addr, "/")
+        .text()
+        == "other"));
+    assert_eq!(slow.request_count(), 1);
+}
