@@ -113,11 +113,20 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
 /// Runs the balancer in the foreground until SIGTERM/SIGINT (then drains, exit 0);
 /// reloads on SIGHUP and when the config file changes.
 pub fn serve(config: Config, reload: Option<server::control::ReloadSource>) -> Result<(), Error> {
+    // Parsed and validated today, served by later work: say so rather than ignore them.
+    if let Some(admin) = config.admin {
+        tracing::warn!(%admin, "the admin listener is not built yet: /metrics, /healthz and /backends are not served");
+    }
+    if config.access_log {
+        tracing::warn!("the access log is not built yet: no per-request lines will be written");
+    }
+    if config.insecure {
+        tracing::warn!("--insecure has no effect: TLS to backends is not built yet");
+    }
     if config.mode == Mode::Process {
-        tracing::info!(
-            "process mode is not built yet: running {} worker threads",
-            config.workers
-        );
+        let listeners = server::listener::bind(config.listen, config.workers)?;
+        server::master::run(config, reload, listeners)?;
+        return Ok(());
     }
     let control = server::control::Control::new(reload)?;
     let config = Arc::new(config);

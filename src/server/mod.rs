@@ -14,6 +14,7 @@
 pub mod conn_io;
 pub mod control;
 pub mod listener;
+pub mod master;
 pub mod sniff;
 pub mod worker;
 
@@ -140,7 +141,7 @@ impl Drop for Running {
 }
 
 /// Keeps the settings that only a restart can change, and says so.
-fn keep_restart_only_settings(old: &Config, mut new: Config) -> Config {
+pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config) -> Config {
     if new.listen != old.listen {
         tracing::warn!(old = %old.listen, new = %new.listen, "listen changed: restart switchyard to apply it");
         new.listen = old.listen;

@@ -11,6 +11,7 @@ mod errors;
 mod framing;
 mod health;
 mod pool;
+mod process;
 mod proxying;
 mod regressions;
 mod reload;

@@ -1,0 +1,511 @@
+//! Process mode: a master that forks workers and a prober, watches and replaces them.
+//!
+//! The master forks everything before it creates any runtime or thread: N workers,
+//! each pinned to a CPU (worker i -> CPU i mod ncpu) and serving its own SO_REUSEPORT
+//! listener with the same `worker::run` as thread mode, and one prober process. Backend
+//! health lives in the shared [`Region`] mapped before the forks, so probes run once per
+//! backend and every worker sees every transition. The master serves no traffic: it
+//! reaps children (SIGCHLD + `waitpid`), replaces a dead one at once (backing off,
+//! up to 10 s, when one keeps dying within a second of starting), and turns signals
+//! into commands on each child's control socket: SIGTERM/SIGINT -> `drain`, SIGHUP or a
+//! config-file change -> `reload` with the validated file text. A child whose control
+//! socket closes (the master died) drains and exits, so no worker outlives it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::control::ReloadSource;
+use super::{RunState, Snapshot, keep_restart_only_settings, listener, worker};
+use crate::config::{Config, Overrides, reload};
+use crate::health::{Region, probe};
+
+/// What a child process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Role {
+    Worker(usize),
+    Prober,
+}
+
+struct Child {
+    pid: libc::pid_t,
+    control: UnixStream,
+    started: Instant,
+}
+
+/// Everything a child needs, fixed at fork time.
+struct Plan {
+    region: &'static Region,
+    config: Arc<Config>,
+    generation: u64,
+    path: Option<PathBuf>,
+    overrides: Overrides,
+}
+
+/// Runs the master until SIGTERM/SIGINT and every child has drained.
+pub fn run(
+    config: Config,
+    reload_from: Option<ReloadSource>,
+    listeners: Vec<TcpListener>,
+) -> std::io::Result<()> {
+    let region = Region::new()?;
+    let (path, overrides, mut loaded) = match reload_from {
+        Some(s) => (Some(s.path), s.overrides, Some(s.loaded)),
+        None => (None, Overrides::default(), None),
+    };
+    let mut plan = Plan {
+        region,
+        config: Arc::new(config),
+        generation: 0,
+        path,
+        overrides,
+    };
+    let mut children: HashMap<Role, Child> = HashMap::new();
+    // Fork everything first: no runtime, no thread exists yet in this process.
+    for (i, l) in listeners.into_iter().enumerate() {
+        let c = spawn(Role::Worker(i), Some(l), &plan, &children)?;
+        children.insert(Role::Worker(i), c);
+    }
+    let c = spawn(Role::Prober, None, &plan, &children)?;
+    children.insert(Role::Prober, c);
+    tracing::info!(
+        listen = %plan.config.listen,
+        workers = plan.config.workers,
+        strategy = plan.config.strategy.name(),
+        backends = plan.config.backends.len(),
+        "switchyard serving (process mode)"
+    );
+
+    // The loop waits inside the runtime, but forks outside it: a child forked from
+    // within a runtime would inherit its context and could not start its own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut ev = rt.block_on(async { Events::new(plan.path.as_deref()) })?;
+    let mut fast_exits: HashMap<Role, u32> = HashMap::new();
+    let mut due: Vec<(Instant, Role)> = Vec::new();
+    let mut draining: Option<Instant> = None;
+    loop {
+        if draining.is_some() && children.is_empty() {
+            break;
+        }
+        let next_due = due.iter().map(|(t, _)| *t).min();
+        match rt.block_on(ev.next(draining, next_due)) {
+            Event::Drain(why) => {
+                if draining.is_none() {
+                    draining = Some(start_drain(&mut children, &plan, why));
+                }
+            }
+            Event::Reload(why, force) => {
+                reload_all(&mut plan, &mut children, &mut loaded, why, force)
+            }
+            Event::ChildExited => {
+                for (role, lived) in reap(&mut children) {
+                    if draining.is_some() {
+                        continue;
+                    }
+                    let n = fast_exits.entry(role).or_default();
+                    *n = if lived < Duration::from_secs(1) {
+                        *n + 1
+                    } else {
+                        0
+                    };
+                    let delay = match *n {
+                        0 | 1 => Duration::ZERO,
+                        k => Duration::from_millis(100 << (k - 2).min(7))
+                            .min(Duration::from_secs(10)),
+                    };
+                    if delay > Duration::ZERO {
+                        tracing::warn!(
+                            ?role,
+                            ?delay,
+                            "child keeps dying: backing off before replacing it"
+                        );
+                    }
+                    due.push((Instant::now() + delay, role));
+                }
+            }
+            Event::Tick => {}
+            Event::DrainTimeout => {
+                for (role, c) in &children {
+                    tracing::warn!(
+                        ?role,
+                        pid = c.pid,
+                        "still running after the drain timeout: killing it"
+                    );
+                    // SAFETY: signalling our own child.
+                    unsafe { libc::kill(c.pid, libc::SIGKILL) };
+                }
+                draining = Some(Instant::now() + Duration::from_secs(3600));
+            }
+        }
+        // Replacements whose time has come, forked outside the runtime.
+        let now = Instant::now();
+        let (ready, later): (Vec<_>, Vec<_>) = due.drain(..).partition(|(t, _)| *t <= now);
+        due = later;
+        for (_, role) in ready {
+            if draining.is_some() || children.contains_key(&role) {
+                continue;
+            }
+            let l = match role {
+                Role::Worker(_) => match listener::bind(plan.config.listen, 1) {
+                    Ok(mut v) => v.pop(),
+                    Err(e) => {
+                        tracing::error!(?role, "cannot bind a listener for the replacement: {e}");
+                        due.push((now + Duration::from_secs(1), role));
+                        continue;
+                    }
+                },
+                Role::Prober => None,
+            };
+            match spawn(role, l, &plan, &children) {
+                Ok(c) => {
+                    tracing::info!(?role, pid = c.pid, "replacement started");
+                    children.insert(role, c);
+                }
+                Err(e) => {
+                    tracing::error!(?role, "cannot start a replacement: {e}");
+                    due.push((now + Duration::from_secs(1), role));
+                }
+            }
+        }
+    }
+    tracing::info!("all children drained; exiting");
+    Ok(())
+}
+
+/// What woke the master.
+enum Event {
+    Drain(&'static str),
+    Reload(&'static str, bool),
+    ChildExited,
+    /// A replacement may be due.
+    Tick,
+    DrainTimeout,
+}
+
+/// The master's event sources (created inside its runtime).
+struct Events {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    chld: tokio::signal::unix::Signal,
+    changes: mpsc::UnboundedReceiver<()>,
+    _watch: Option<reload::FileWatch>,
+}
+
+impl Events {
+    fn new(path: Option<&std::path::Path>) -> std::io::Result<Events> {
+        let (tx, changes) = mpsc::unbounded_channel();
+        Ok(Events {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            chld: signal(SignalKind::child())?,
+            changes,
+            _watch: path.and_then(|p| reload::watch(p, tx).ok()),
+        })
+    }
+
+    async fn next(&mut self, draining: Option<Instant>, due: Option<Instant>) -> Event {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let kill_at = draining.map(|d| d + Duration::from_secs(2)).unwrap_or(far);
+        tokio::select! {
+            _ = self.term.recv() => Event::Drain("SIGTERM"),
+            _ = self.int.recv() => Event::Drain("SIGINT"),
+            _ = self.hup.recv() => Event::Reload("SIGHUP", true),
+            _ = self.chld.recv() => Event::ChildExited,
+            Some(()) = self.changes.recv() => {
+                // Editors write in several steps: let them finish.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while self.changes.try_recv().is_ok() {}
+                Event::Reload("file change", false)
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or(far)) => Event::Tick,
+            _ = tokio::time::sleep_until(kill_at), if draining.is_some() => Event::DrainTimeout,
+        }
+    }
+}
+
+fn start_drain(children: &mut HashMap<Role, Child>, plan: &Plan, why: &str) -> Instant {
+    tracing::info!("{why}: draining");
+    let drain = plan.config.timeouts.drain;
+    for c in children.values_mut() {
+        let _ = writeln!(c.control, "drain {}", drain.as_millis());
+    }
+    Instant::now() + drain
+}
+
+fn reload_all(
+    plan: &mut Plan,
+    children: &mut HashMap<Role, Child>,
+    loaded: &mut Option<Vec<u8>>,
+    why: &str,
+    force: bool,
+) {
+    let Some(path) = plan.path.clone() else {
+        tracing::warn!("{why}: no config file (-c) to reload");
+        return;
+    };
+    let Ok(text) = std::fs::read(&path) else {
+        return;
+    };
+    if !force && loaded.as_ref() == Some(&text) {
+        return;
+    }
+    *loaded = Some(text.clone());
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|e| format!("{}: not UTF-8: {e}", path.display()))
+        .and_then(|t| Config::parse(&path, t, &plan.overrides).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(config) => {
+            let config = keep_restart_only_settings(&plan.config, config);
+            plan.config = Arc::new(config);
+            plan.generation += 1;
+            tracing::info!(
+                trigger = why,
+                generation = plan.generation,
+                "configuration reloaded"
+            );
+            for c in children.values_mut() {
+                let _ = writeln!(c.control, "reload {}", text.len());
+                let _ = c.control.write_all(&text);
+            }
+        }
+        Err(e) => tracing::error!(
+            trigger = why,
+            "configuration rejected, the current one keeps serving: {e}"
+        ),
+    }
+}
+
+/// Reaps every exited child; returns the roles that died and how long they lived.
+fn reap(children: &mut HashMap<Role, Child>) -> Vec<(Role, Duration)> {
+    let mut dead = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: reaping our own children, non-blocking.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+        let Some(role) = children.iter().find(|(_, c)| c.pid == pid).map(|(r, _)| *r) else {
+            continue;
+        };
+        if let Some(c) = children.remove(&role) {
+            let how = if libc::WIFSIGNALED(status) {
+                format!("killed by signal {}", libc::WTERMSIG(status))
+            } else {
+                format!("exited with status {}", libc::WEXITSTATUS(status))
+            };
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                tracing::info!(?role, pid, "child {how}");
+            } else {
+                tracing::warn!(?role, pid, "child {how}");
+            }
+            dead.push((role, c.started.elapsed()));
+        }
+    }
+    dead
+}
+
+/// Forks a child for `role`. Returns in the master only.
+fn spawn(
+    role: Role,
+    listener: Option<TcpListener>,
+    plan: &Plan,
+    others: &HashMap<Role, Child>,
+) -> std::io::Result<Child> {
+    let (parent_end, child_end) = UnixStream::pair()?;
+    // SAFETY: the child only resets signal dispositions, closes descriptors, and then
+    // runs its own single-threaded code path to `_exit`, never returning here.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(parent_end);
+        for c in others.values() {
+            // SAFETY: closing the master's ends of other children's sockets in this copy.
+            unsafe { libc::close(c.control.as_raw_fd()) };
+        }
+        reset_signals();
+        // Never unwind into the master's frames (their descriptors are closed here).
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            child_main(role, listener, child_end, plan)
+        }))
+        .unwrap_or(101);
+        // SAFETY: leave without running the master's destructors or atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    Ok(Child {
+        pid,
+        control: parent_end,
+        started: Instant::now(),
+    })
+}
+
+fn reset_signals() {
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGCHLD,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: restoring default dispositions in a freshly forked child.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set; unblocks everything the parent may have blocked.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn set_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+fn pin_to_cpu(i: usize) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t with one bit set, passed with its size for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(i % n, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(cpu = i % n, "could not pin the worker to its CPU");
+        }
+    }
+}
+
+/// The body of a child process; returns its exit code.
+fn child_main(role: Role, listener: Option<TcpListener>, control: UnixStream, plan: &Plan) -> i32 {
+    let snapshot = Arc::new(Snapshot::new(
+        plan.region,
+        Arc::clone(&plan.config),
+        plan.generation,
+    ));
+    let (snapshots, snapshot_rx) = watch::channel(snapshot);
+    let (state, state_rx) = watch::channel(RunState::Serving);
+    let region = plan.region;
+    let path = plan.path.clone();
+    let overrides = plan.overrides.clone();
+    let reader = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || read_commands(control, snapshots, state, region, path, overrides));
+    if let Err(e) = reader {
+        tracing::error!("cannot start the control reader: {e}");
+        return 1;
+    }
+    let result = match role {
+        Role::Worker(i) => {
+            set_name(&format!("switchyard-w{i}"));
+            pin_to_cpu(i);
+            let Some(l) = listener else { return 1 };
+            worker::run(i, l, snapshot_rx, state_rx)
+        }
+        Role::Prober => {
+            set_name("switchyard-prb");
+            prober_main(snapshot_rx, state_rx)
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(?role, "child failed: {e}");
+            1
+        }
+    }
+}
+
+fn prober_main(
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut state: watch::Receiver<RunState>,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    rt.block_on(async move {
+        let probing = tokio::spawn(probe::run(snapshots, stop_rx));
+        while state.changed().await.is_ok() {
+            if matches!(*state.borrow(), RunState::Draining { .. }) {
+                break;
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = probing.await;
+    });
+    Ok(())
+}
+
+/// Reads `drain MS` and `reload LEN` + LEN bytes from the master. EOF (the master is
+/// gone) drains too.
+fn read_commands(
+    control: UnixStream,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    state: watch::Sender<RunState>,
+    region: &'static Region,
+    path: Option<PathBuf>,
+    overrides: Overrides,
+) {
+    let mut r = BufReader::new(control);
+    let mut line = String::new();
+    let drain_now = |ms: u64| {
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        state.send_replace(RunState::Draining { deadline });
+    };
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                let ms = snapshots.borrow().config.timeouts.drain.as_millis() as u64;
+                return drain_now(ms);
+            }
+            Ok(_) => {}
+        }
+        let mut words = line.split_whitespace();
+        match (
+            words.next(),
+            words.next().and_then(|n| n.parse::<u64>().ok()),
+        ) {
+            (Some("drain"), Some(ms)) => return drain_now(ms),
+            (Some("reload"), Some(len)) => {
+                let mut text = vec![0u8; len as usize];
+                if r.read_exact(&mut text).is_err() {
+                    continue;
+                }
+                let Some(path) = &path else { continue };
+                let parsed = std::str::from_utf8(&text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| Config::parse(path, t, &overrides).map_err(|e| e.to_string()));
+                match parsed {
+                    Ok(config) => {
+                        let old = Arc::clone(&snapshots.borrow());
+                        let config = keep_restart_only_settings(&old.config, config);
+                        let next = Snapshot::new(region, Arc::new(config), old.generation + 1);
+                        snapshots.send_replace(Arc::new(next));
+                    }
+                    Err(e) => tracing::error!("reload in child rejected: {e}"),
+                }
+            }
+            _ => tracing::warn!(command = line.trim(), "unknown control command"),
+        }
+    }
+}

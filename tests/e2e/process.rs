@@ -1,0 +1,262 @@
+//! Process mode: a master, forked workers and a prober, as a user runs them.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use crate::support::client::get;
+use crate::support::{Reply, TestBackend, dead_port, eventually};
+
+struct Master(Child);
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Master {
+    fn start(args: &[&str]) -> Master {
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .args(["--mode", "process"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        Master(child)
+    }
+
+    /// (pid, name) of every direct child.
+    fn children(&self) -> Vec<(u32, String)> {
+        let me = self.0.id();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ..."
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
+            let comm = stat[stat.find('(').unwrap() + 1..close].to_string();
+            let ppid: u32 = stat[close + 2..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            if ppid == me {
+                out.push((pid, comm));
+            }
+        }
+        out
+    }
+
+    fn workers(&self) -> Vec<u32> {
+        self.children()
+            .into_iter()
+            .filter(|(_, c)| c.starts_with("switchyard-w"))
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.0.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                let mut log = String::new();
+                if let Some(mut e) = self.0.stderr.take() {
+                    let _ = e.read_to_string(&mut log);
+                }
+                return (s.code(), log);
+            }
+            assert!(Instant::now() < end, "master did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn serving(addr: std::net::SocketAddr) -> bool {
+    eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    })
+}
+
+#[test]
+fn workers_are_pinned_children_and_a_killed_one_is_replaced() {
+    let be = TestBackend::named("a");
+    let listen = dead_port();
+    let m = Master::start(&[
+        "-l",
+        &listen.to_string(),
+        "-b",
+        &be.addr.to_string(),
+        "-w",
+        "2",
+    ]);
+    assert!(serving(listen));
+    assert!(
+        eventually(Duration::from_secs(5), || m.workers().len() == 2),
+        "{:?}",
+        m.children()
+    );
+    assert_eq!(
+        m.children()
+            .iter()
+            .filter(|(_, c)| c == "switchyard-prb")
+            .count(),
+        1,
+        "one prober process"
+    );
+    let workers = m.workers();
+    for (i, pid) in workers.iter().enumerate() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let cpus = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list"))
+            .unwrap()
+            .to_string();
+        assert!(
+            !cpus.contains(',') && !cpus.contains('-'),
+            "worker {i} not pinned to one CPU: {cpus}"
+        );
+    }
+
+    // A client loop, a new connection per request, while one worker is SIGKILLed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let (s, f, o) = (Arc::clone(&stop), Arc::clone(&failed), Arc::clone(&ok));
+    let looper = std::thread::spawn(move || {
+        while !s.load(SeqCst) {
+            match std::panic::catch_unwind(|| get(listen, "/").status) {
+                Ok(200) => o.fetch_add(1, SeqCst),
+                _ => f.fetch_add(1, SeqCst),
+            };
+        }
+    });
+    assert!(eventually(Duration::from_secs(5), || ok.load(SeqCst) > 50));
+    let victim = workers[0];
+    let killed = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            let w = m.workers();
+            w.len() == 2 && !w.contains(&victim)
+        }),
+        "no replacement within 2 s: {:?}",
+        m.children()
+    );
+    assert!(killed.elapsed() < Duration::from_secs(2));
+    let before = ok.load(SeqCst);
+    assert!(eventually(Duration::from_secs(5), || ok.load(SeqCst) > before + 100));
+    stop.store(true, SeqCst);
+    looper.join().unwrap();
+    let failed = failed.load(SeqCst);
+    // Only requests on the killed worker's own connections may fail.
+    assert!(
+        failed <= 3,
+        "{failed} requests failed of {}",
+        ok.load(SeqCst) + failed
+    );
+}
+
+#[test]
+fn process_mode_reloads_and_drains() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let slow = TestBackend::start(|r| {
+        if r.target == "/slow" {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        Reply::ok("slow")
+    });
+    let dir = std::env::temp_dir().join(format!("switchyard-proc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lb.yaml");
+    let listen = dead_port();
+    let yaml = |backends: &[std::net::SocketAddr]| {
+        let mut s = format!(
+            "listen: {listen}\nworkers: 2\nhealth:\n  interval: 100ms\n  timeout: 100ms\nbackends:\n"
+        );
+        for x in backends {
+            s.push_str(&format!("  - {x}\n"));
+        }
+        s
+    };
+    std::fs::write(&path, yaml(&[a.addr])).unwrap();
+    let mut m = Master::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    assert_eq!(get(listen, "/").text(), "a");
+
+    // Rename-over reload reaches every worker: only b answers afterwards.
+    let tmp = dir.join("lb.yaml.new");
+    std::fs::write(&tmp, yaml(&[b.addr, slow.addr])).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert!(eventually(Duration::from_secs(5), || {
+        (0..6).all(|_| get(listen, "/").text() != "a")
+    }));
+
+    // Probes run once per process: about one per 100 ms, not one per worker.
+    let before = b.request_count();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000)); // the measurement window itself
+    let probes = b.requests()[before..]
+        .iter()
+        .filter(|r| {
+            r.header("user-agent")
+                .is_some_and(|u| u.contains("switchyard"))
+        })
+        .count();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        (probes as f64) < 14.0 * secs,
+        "{probes} probes in {secs:.1}s: probing per worker?"
+    );
+    assert!(probes >= 3, "{probes} probes");
+
+    // SIGTERM with a request in flight: it completes, the master exits 0.
+    let client = std::thread::spawn(move || {
+        let mut c = crate::support::Conn::open(listen);
+        // Keep asking until the round-robin lands on the slow backend.
+        loop {
+            let r = c.get("/slow");
+            if r.text() == "slow" {
+                return r.status;
+            }
+        }
+    });
+    assert!(eventually(Duration::from_secs(5), || slow
+        .requests()
+        .iter()
+        .any(|r| r.target == "/slow")));
+    m.signal("-TERM");
+    assert_eq!(client.join().unwrap(), 200);
+    let (code, log) = m.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("configuration reloaded"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
