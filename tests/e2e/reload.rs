@@ -339,3 +339,25 @@ fn removed_backend_finishes_its_requests() {
         == "other"));
     assert_eq!(slow.request_count(), 1);
 }
+
+/// A Kubernetes ConfigMap volume: `lb.yaml -> ..data/lb.yaml`, `..data -> ..v1`; an
+/// update writes `..v2` and atomically renames a new `..data` symlink over the old one.
+#[test]
+fn configmap_symlink_swap_reloads() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("configmap");
+    let listen = dead_port();
+    std::fs::create_dir(dir.0.join("..v1")).unwrap();
+    std::fs::write(dir.0.join("..v1/lb.yaml"), yaml(listen, &[a.addr])).unwrap();
+    std::os::unix::fs::symlink("..v1", dir.0.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/lb.yaml", dir.0.join("lb.yaml")).unwrap();
+    let _p = Proc::start(&["-c", dir.0.join("lb.yaml").to_str().unwrap()]);
+    assert!(serving(listen));
+    assert_eq!(get(listen, "/").text(), "a");
+    std::fs::create_dir(dir.0.join("..v2")).unwrap();
+    std::fs::write(dir.0.join("..v2/lb.yaml"), yaml(listen, &[b.addr])).unwrap();
+    std::os::unix::fs::symlink("..v2", dir.0.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    assert!(eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"), "symlink swap not picked up");
+}
