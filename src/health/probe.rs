@@ -41,7 +41,11 @@ impl Drop for Prober {
 
 impl Prober {
     /// Starts probing the backends of the current snapshot, following reloads.
-    pub fn start(snapshots: watch::Receiver<Arc<Snapshot>>) -> std::io::Result<Prober> {
+    /// Serves the admin endpoints on `admin` too, when given.
+    pub fn start(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        admin: Option<std::net::TcpListener>,
+    ) -> std::io::Result<Prober> {
         let (tx, rx) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("prober".into())
@@ -56,7 +60,12 @@ impl Prober {
                         return;
                     }
                 };
-                rt.block_on(run(snapshots, rx));
+                rt.block_on(async move {
+                    if let Some(l) = admin {
+                        tokio::spawn(crate::admin::serve(l, snapshots.clone(), rx.clone()));
+                    }
+                    run(snapshots, rx).await;
+                });
             })?;
         Ok(Prober {
             shutdown: tx,

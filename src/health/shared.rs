@@ -8,12 +8,16 @@
 //! process finds the same slot. All-zero bytes are a valid new slot (up, unconfirmed,
 //! nothing in flight), so a slot is usable the instant it is claimed.
 //!
+//! The same mapping holds the metrics counters ([`GlobalStats`], one [`BackendStats`]
+//! per slot), so `/metrics` sums nothing: every worker already adds to one number.
+//!
 //! Nothing here locks. The only `unsafe` is the mapping itself and handing out
 //! references into it, which live as long as the process (the mapping is never unmapped).
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::backend::BackendId;
+use crate::metrics::{BackendStats, GlobalStats};
 
 /// Slots in a region: distinct backends over the life of the process, across reloads.
 pub const CAPACITY: usize = 4096;
@@ -32,16 +36,26 @@ pub struct Slot {
     pub(crate) last_reason: AtomicU8,
 }
 
-/// A shared mapping of [`CAPACITY`] slots.
+/// A shared mapping: global counters, then [`CAPACITY`] health slots and as many
+/// per-backend counter blocks (plus one overflow entry each).
 #[derive(Debug)]
 pub struct Region {
+    global: &'static GlobalStats,
     slots: &'static [Slot],
+    stats: &'static [BackendStats],
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
 }
 
 impl Region {
     /// Maps a new region, shared with every process forked after this call.
     pub fn new() -> std::io::Result<&'static Region> {
-        let len = CAPACITY * std::mem::size_of::<Slot>();
+        let n = CAPACITY + 1;
+        let slots_at = round_up(std::mem::size_of::<GlobalStats>(), 64);
+        let stats_at = slots_at + round_up(n * std::mem::size_of::<Slot>(), 64);
+        let len = stats_at + n * std::mem::size_of::<BackendStats>();
         // SAFETY: an anonymous shared mapping with no address hint; the result is
         // checked against MAP_FAILED before use.
         let ptr = unsafe {
@@ -57,30 +71,55 @@ impl Region {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: the mapping is page-aligned (so aligned for `Slot`), `len` bytes long,
-        // zero-filled by the kernel (all-zero is a valid `Slot`: atomics of zero), and
-        // never unmapped, so the slice is valid for 'static. Slots are only touched
-        // through atomics, which is sound for memory shared between processes.
-        let slots = unsafe { std::slice::from_raw_parts(ptr.cast::<Slot>(), CAPACITY) };
-        Ok(Box::leak(Box::new(Region { slots })))
+        let base = ptr.cast::<u8>();
+        // SAFETY: the mapping is page-aligned and `len` bytes long; each part starts at a
+        // multiple of 64 (the alignment of all three types) and the parts do not overlap.
+        // The kernel zero-fills it and all-zero bytes are valid for these types (atomics
+        // of zero). It is never unmapped, so the references are valid for 'static, and
+        // it is only touched through atomics, which is sound across processes.
+        let region = unsafe {
+            Region {
+                global: &*base.cast::<GlobalStats>(),
+                slots: std::slice::from_raw_parts(base.add(slots_at).cast::<Slot>(), n),
+                stats: std::slice::from_raw_parts(base.add(stats_at).cast::<BackendStats>(), n),
+            }
+        };
+        Ok(Box::leak(Box::new(region)))
+    }
+
+    /// The index of backend `id`'s slot, claiming a free one the first time.
+    pub fn index_for(&self, id: BackendId) -> usize {
+        let key = id.0.max(1);
+        let start = (key % CAPACITY as u64) as usize;
+        for probe in 0..CAPACITY {
+            let i = (start + probe) % CAPACITY;
+            match self.slots[i].key.compare_exchange(0, key, Relaxed, Relaxed) {
+                Ok(_) => return i,
+                Err(k) if k == key => return i,
+                Err(_) => {}
+            }
+        }
+        // Thousands of distinct backends over the process's life: keep serving on the
+        // shared overflow entry (its state then mixes those backends').
+        tracing::warn!(backend = %id, "shared health region is full; this backend shares an overflow slot");
+        CAPACITY
     }
 
     /// The slot of backend `id`, claiming a free one the first time.
     pub fn slot_for(&self, id: BackendId) -> &'static Slot {
-        let key = id.0.max(1);
-        let start = (key % CAPACITY as u64) as usize;
-        for probe in 0..CAPACITY {
-            let slot = &self.slots[(start + probe) % CAPACITY];
-            match slot.key.compare_exchange(0, key, Relaxed, Relaxed) {
-                Ok(_) => return slot,
-                Err(k) if k == key => return slot,
-                Err(_) => {}
-            }
-        }
-        // Thousands of distinct backends over the process's life: keep serving with a
-        // private slot (state then is per process, not shared).
-        tracing::warn!(backend = %id, "shared health region is full; this backend's state is not shared");
-        Box::leak(Box::default())
+        &self.slots[self.index_for(id)]
+    }
+
+    pub fn slot(&self, i: usize) -> &'static Slot {
+        &self.slots[i]
+    }
+
+    pub fn stats(&self, i: usize) -> &'static BackendStats {
+        &self.stats[i]
+    }
+
+    pub fn global(&self) -> &'static GlobalStats {
+        self.global
     }
 }
 

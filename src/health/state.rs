@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::breaker::{self, Breaker, Source, Thresholds, Transition};
 use super::shared::{Region, Slot, monotonic_ms};
 use crate::backend::{Backend, BackendId, BackendSet};
+use crate::metrics::{BackendStats, GlobalStats};
 
 /// Why the last failure happened (for logs and the admin view).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,8 @@ impl Reason {
 #[derive(Debug)]
 pub struct HealthTable {
     slots: Box<[&'static Slot]>,
+    stats: Box<[&'static BackendStats]>,
+    global: &'static GlobalStats,
     addresses: Box<[String]>,
     thresholds: Thresholds,
 }
@@ -71,8 +74,11 @@ pub struct HealthTable {
 impl HealthTable {
     /// The view of `set` in `region`: backends already known there keep their state.
     pub fn new(region: &Region, set: &BackendSet, thresholds: Thresholds) -> HealthTable {
+        let index: Vec<usize> = set.iter().map(|b| region.index_for(b.id)).collect();
         HealthTable {
-            slots: set.iter().map(|b| region.slot_for(b.id)).collect(),
+            slots: index.iter().map(|&i| region.slot(i)).collect(),
+            stats: index.iter().map(|&i| region.stats(i)).collect(),
+            global: region.global(),
             addresses: set.iter().map(|b| b.address.clone()).collect(),
             thresholds,
         }
@@ -141,6 +147,18 @@ impl HealthTable {
         self.slots[i].breaker.store(b.pack(), Relaxed);
     }
 
+    /// Backend `i`'s counters.
+    #[inline]
+    pub fn stats(&self, i: usize) -> &'static BackendStats {
+        self.stats[i]
+    }
+
+    /// Process-wide counters.
+    #[inline]
+    pub fn global(&self) -> &'static GlobalStats {
+        self.global
+    }
+
     #[inline]
     pub fn in_flight(&self, i: usize) -> u32 {
         self.slots[i].in_flight.load(Relaxed)
@@ -197,6 +215,9 @@ impl HealthTable {
             {
                 Ok(_) => {
                     let addr = &self.addresses[i];
+                    if let Some(t) = transition {
+                        self.stats[i].transition(t == Transition::Up);
+                    }
                     match transition {
                         Some(Transition::Down) => tracing::warn!(
                             backend = %addr,

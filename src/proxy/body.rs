@@ -28,7 +28,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log;
 use crate::health::InFlightGuard;
+use crate::metrics::BackendStats;
 use crate::server::conn_io::ConnState;
 use crate::upstream::{Conn, Pool};
 
@@ -248,6 +250,31 @@ pub struct Lease {
 pub struct ProxyBody {
     kind: Kind,
     clock: Option<Rc<ConnState>>,
+    /// What to record when the response is over (metrics, access log); `None` when
+    /// neither is on, so a plain request allocates nothing for it.
+    finish: Option<Box<Finish>>,
+    /// Body bytes handed to the client.
+    bytes: u64,
+}
+
+/// The end-of-response bookkeeping of one request.
+pub struct Finish {
+    pub start: Instant,
+    /// The backend's duration histogram, when metrics are on and a backend answered.
+    pub stats: Option<&'static BackendStats>,
+    pub log: Option<access_log::Entry>,
+}
+
+impl Finish {
+    fn done(&self, bytes: u64) {
+        let took = self.start.elapsed();
+        if let Some(s) = self.stats {
+            s.observe(took);
+        }
+        if let Some(entry) = &self.log {
+            access_log::write(entry, bytes, took);
+        }
+    }
 }
 
 enum Kind {
@@ -273,6 +300,8 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local(Some(text)),
             clock,
+            finish: None,
+            bytes: 0,
         }
     }
 
@@ -297,7 +326,15 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(Box::new(up)),
             clock,
+            finish: None,
+            bytes: 0,
         }
+    }
+
+    /// Records `finish` when the response is over.
+    pub fn with_finish(mut self, finish: Option<Box<Finish>>) -> ProxyBody {
+        self.finish = finish;
+        self
     }
 }
 
@@ -347,10 +384,17 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let r = match &mut this.kind {
             Kind::Local(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(up) => up.poll_frame(cx),
+        };
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.bytes += d.len() as u64;
+            }
         }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -372,6 +416,9 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let Some(clock) = &self.clock {
             clock.idle();
+        }
+        if let Some(f) = &self.finish {
+            f.done(self.bytes);
         }
         if let Kind::Upstream(up) = &mut self.kind {
             let response_done = up.ended || up.inner.is_end_stream();

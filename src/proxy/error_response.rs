@@ -11,6 +11,7 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use super::headers::VIA_VALUE;
+use crate::metrics::LocalReason;
 use crate::server::conn_io::ConnState;
 
 /// Everything that can end a request before (or instead of) a backend's response.
@@ -86,6 +87,26 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         self.parts().0
+    }
+
+    /// The `reason` label of `switchyard_local_responses_total`.
+    pub fn reason(&self) -> LocalReason {
+        use ProxyError::*;
+        match self {
+            BadRequest(_) => LocalReason::BadRequest,
+            UriTooLong => LocalReason::UriTooLong,
+            HeadersTooLarge => LocalReason::HeadersTooLarge,
+            UnsupportedTransferCoding => LocalReason::UnsupportedTransferCoding,
+            MethodNotSupported(_) => LocalReason::MethodNotSupported,
+            ExpectationFailed => LocalReason::ExpectationFailed,
+            BadBody => LocalReason::BadBody,
+            ClientBodyTimeout => LocalReason::ClientBodyTimeout,
+            NoHealthyBackend => LocalReason::NoHealthyBackend,
+            ConnectFailed => LocalReason::ConnectFailed,
+            BadGateway => LocalReason::BadGateway,
+            Timeout => LocalReason::Timeout,
+            UpgradeNotSupported => LocalReason::UpgradeNotSupported,
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::access_log;
 use crate::backend::{Backend, BackendId};
 use crate::balance::{AnyStrategy, Pick, Tried, View};
 use crate::config::Config;
@@ -31,7 +32,7 @@ use crate::health::{HealthTable, InFlightGuard, Reason, Source};
 use crate::server::Snapshot;
 use crate::server::conn_io::ConnState;
 use crate::upstream::{Exchange, Failed, Pool, UpstreamError, Upstreams};
-use body::{ClientFault, Lease, ProxyBody, ReqBody, Upload};
+use body::{ClientFault, Finish, Lease, ProxyBody, ReqBody, Upload};
 use error_response::ProxyError;
 use retry::AttemptFailure;
 
@@ -74,6 +75,9 @@ pub struct Proxy {
     strategy: AnyStrategy,
     slots: Vec<BackendSlot>,
     upstreams: Upstreams,
+    /// Count requests for `/metrics` (only when an admin listener can serve them).
+    record: bool,
+    access_log: bool,
 }
 
 impl Proxy {
@@ -105,13 +109,22 @@ impl Proxy {
             })
             .collect();
         let upstreams = Upstreams::new(config.timeouts.connect);
+        let record = config.admin.is_some();
+        let access_log = config.access_log;
         Proxy {
             config,
             health,
             strategy,
             slots,
             upstreams,
+            record,
+            access_log,
         }
+    }
+
+    /// Process-wide counters (open connections are counted by the worker).
+    pub fn global_stats(&self) -> &'static crate::metrics::GlobalStats {
+        self.health.global()
     }
 
     /// The client timeouts of this handler's config.
@@ -133,17 +146,49 @@ impl Proxy {
     /// Serves one request. Never fails: errors become responses.
     pub async fn handle(&self, conn: &ClientConn, req: Request<Incoming>) -> Response<ProxyBody> {
         conn.clock.busy();
-        let mut resp = match self.forward(conn, req).await {
-            Ok(resp) => resp,
+        let start = Instant::now();
+        let log = self.access_log.then(|| access_log::Entry {
+            client: String::from_utf8_lossy(conn.addr_value.as_bytes()).into_owned(),
+            method: req.method().clone(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
+            version: req.version(),
+            status: 0,
+            backend: None,
+        });
+        let (mut resp, backend) = match self.forward(conn, req).await {
+            Ok((resp, index)) => (resp, Some(index)),
             Err(e) => {
                 tracing::debug!(error = ?e, "answered locally");
-                error_response::respond(&e, Some(Rc::clone(&conn.clock)))
+                if self.record {
+                    self.health
+                        .global()
+                        .count_local(e.reason(), e.status().as_u16());
+                }
+                (
+                    error_response::respond(&e, Some(Rc::clone(&conn.clock))),
+                    None,
+                )
             }
         };
         if conn.clock.lost_sync() {
             // We can no longer vouch for where the next request starts: end here.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.record || log.is_some() {
+            let stats = backend
+                .filter(|_| self.record)
+                .map(|i| self.health.stats(i));
+            let log = log.map(|mut e| {
+                e.status = resp.status().as_u16();
+                e.backend = backend.map(|i| self.health.address(i).to_owned());
+                e
+            });
+            let finish = Box::new(Finish { start, stats, log });
+            resp = resp.map(|b| b.with_finish(Some(finish)));
         }
         resp
     }
@@ -152,7 +197,7 @@ impl Proxy {
         &self,
         conn: &ClientConn,
         req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
         if conn.clock.next_request_ambiguous() {
             return Err(ProxyError::BadRequest(
                 "Content-Length together with Transfer-Encoding is ambiguous",
@@ -249,7 +294,8 @@ impl Proxy {
                         tracing::warn!(backend = %backend.address, "backend switched protocols; upgrades are not supported yet");
                         return Err(ProxyError::UpgradeNotSupported);
                     }
-                    return Ok(self.relay(conn, exchange, pick, slot, in_flight, upload));
+                    let resp = self.relay(conn, exchange, pick, slot, in_flight, upload);
+                    return Ok((resp, pick.index));
                 }
                 Err(failed) => {
                     match upload.client_fault.get() {
@@ -278,6 +324,12 @@ impl Proxy {
                         return Err(last);
                     }
                     next = failed.request;
+                    if self.record {
+                        self.health
+                            .global()
+                            .retries
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -338,6 +390,11 @@ impl Proxy {
         upload: Rc<Upload>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = exchange.response.into_parts();
+        if self.record {
+            self.health
+                .stats(pick.index)
+                .count_response(parts.status.as_u16());
+        }
         headers::rewrite_response(&mut parts.headers);
         if pick.set_cookie {
             parts

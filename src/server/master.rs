@@ -38,7 +38,8 @@ enum Role {
 
 struct Child {
     pid: libc::pid_t,
-    control: UnixStream,
+    /// Dropping it tells the child the master is done with it.
+    control: Option<UnixStream>,
     started: Instant,
 }
 
@@ -49,6 +50,8 @@ struct Plan {
     generation: u64,
     path: Option<PathBuf>,
     overrides: Overrides,
+    /// The admin listener, kept by the master so a replacement prober can serve it.
+    admin: Option<TcpListener>,
 }
 
 /// Runs the master until SIGTERM/SIGINT and every child has drained.
@@ -62,12 +65,17 @@ pub fn run(
         Some(s) => (Some(s.path), s.overrides, Some(s.loaded)),
         None => (None, Overrides::default(), None),
     };
+    let admin = match config.admin {
+        Some(addr) => Some(super::bind_admin(addr)?),
+        None => None,
+    };
     let mut plan = Plan {
         region,
         config: Arc::new(config),
         generation: 0,
         path,
         overrides,
+        admin,
     };
     let mut children: HashMap<Role, Child> = HashMap::new();
     // Fork everything first: no runtime, no thread exists yet in this process.
@@ -97,6 +105,12 @@ pub fn run(
     loop {
         if draining.is_some() && children.is_empty() {
             break;
+        }
+        if draining.is_some() && !children.keys().any(|r| matches!(r, Role::Worker(_))) {
+            // Workers are gone: the prober (and /healthz, answering 503) may stop too.
+            if let Some(p) = children.get_mut(&Role::Prober) {
+                p.control = None;
+            }
         }
         let next_due = due.iter().map(|(t, _)| *t).min();
         match rt.block_on(ev.next(draining, next_due)) {
@@ -238,9 +252,15 @@ impl Events {
 
 fn start_drain(children: &mut HashMap<Role, Child>, plan: &Plan, why: &str) -> Instant {
     tracing::info!("{why}: draining");
+    plan.region
+        .global()
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let drain = plan.config.timeouts.drain;
-    for c in children.values_mut() {
-        let _ = writeln!(c.control, "drain {}", drain.as_millis());
+    for (role, c) in children.iter_mut() {
+        if let (Role::Worker(_), Some(control)) = (role, c.control.as_mut()) {
+            let _ = writeln!(control, "drain {}", drain.as_millis());
+        }
     }
     Instant::now() + drain
 }
@@ -276,9 +296,9 @@ fn reload_all(
                 generation = plan.generation,
                 "configuration reloaded"
             );
-            for c in children.values_mut() {
-                let _ = writeln!(c.control, "reload {}", text.len());
-                let _ = c.control.write_all(&text);
+            for control in children.values_mut().filter_map(|c| c.control.as_mut()) {
+                let _ = writeln!(control, "reload {}", text.len());
+                let _ = control.write_all(&text);
             }
         }
         Err(e) => tracing::error!(
@@ -334,9 +354,9 @@ fn spawn(
     }
     if pid == 0 {
         drop(parent_end);
-        for c in others.values() {
+        for c in others.values().filter_map(|c| c.control.as_ref()) {
             // SAFETY: closing the master's ends of other children's sockets in this copy.
-            unsafe { libc::close(c.control.as_raw_fd()) };
+            unsafe { libc::close(c.as_raw_fd()) };
         }
         reset_signals();
         // Never unwind into the master's frames (their descriptors are closed here).
@@ -349,7 +369,7 @@ fn spawn(
     }
     Ok(Child {
         pid,
-        control: parent_end,
+        control: Some(parent_end),
         started: Instant::now(),
     })
 }
@@ -422,7 +442,8 @@ fn child_main(role: Role, listener: Option<TcpListener>, control: UnixStream, pl
         }
         Role::Prober => {
             set_name("switchyard-prb");
-            prober_main(snapshot_rx, state_rx)
+            let admin = plan.admin.as_ref().and_then(|l| l.try_clone().ok());
+            prober_main(snapshot_rx, state_rx, admin)
         }
     };
     match result {
@@ -437,12 +458,16 @@ fn child_main(role: Role, listener: Option<TcpListener>, control: UnixStream, pl
 fn prober_main(
     snapshots: watch::Receiver<Arc<Snapshot>>,
     mut state: watch::Receiver<RunState>,
+    admin: Option<TcpListener>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     rt.block_on(async move {
+        if let Some(l) = admin {
+            tokio::spawn(crate::admin::serve(l, snapshots.clone(), stop_rx.clone()));
+        }
         let probing = tokio::spawn(probe::run(snapshots, stop_rx));
         while state.changed().await.is_ok() {
             if matches!(*state.borrow(), RunState::Draining { .. }) {

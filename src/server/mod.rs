@@ -126,6 +126,10 @@ impl Running {
     }
 
     fn stop_inner(&mut self, grace: Duration) {
+        self.region
+            .global()
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + grace;
         self.state.send_replace(RunState::Draining { deadline });
         for t in self.threads.drain(..) {
@@ -165,6 +169,16 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config) -> Confi
     new
 }
 
+/// Binds the admin listener (a plain socket: one process serves it).
+pub fn bind_admin(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on admin address {addr}: {e}"),
+        )
+    })
+}
+
 /// Starts one worker thread per listener, and the prober.
 pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Running> {
     let local_addr = match listeners.first() {
@@ -175,8 +189,12 @@ pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Run
     let first = Arc::new(Snapshot::new(region, config, 0));
     let (snapshots, snapshot_rx) = watch::channel(Arc::clone(&first));
     let (state, state_rx) = watch::channel(RunState::Serving);
-    // One prober per process, whatever the worker count.
-    let prober = Prober::start(snapshot_rx.clone())?;
+    // One prober (and the admin listener) per process, whatever the worker count.
+    let admin = match first.config.admin {
+        Some(addr) => Some(bind_admin(addr)?),
+        None => None,
+    };
+    let prober = Prober::start(snapshot_rx.clone(), admin)?;
     let mut threads = Vec::with_capacity(listeners.len());
     for (id, listener) in listeners.into_iter().enumerate() {
         let snapshots = snapshot_rx.clone();

@@ -98,6 +98,7 @@ pub fn run(
                 break;
             }
         }
+        crate::access_log::flush();
         Ok(())
     })
 }
@@ -136,11 +137,14 @@ fn server_builder(config: &Config) -> http1::Builder {
     b
 }
 
-/// Counts a connection open until dropped.
-struct OpenGuard(Rc<Connections>);
+/// Counts a connection open (per worker and in the shared gauge) until dropped.
+struct OpenGuard(Rc<Connections>, &'static crate::metrics::GlobalStats);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
+        self.1
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let c = &self.0;
         c.open.set(c.open.get() - 1);
         if c.open.get() == 0 {
@@ -164,7 +168,11 @@ fn serve(
     let current = Rc::clone(current);
     let builder = Rc::clone(builder);
     conns.open.set(conns.open.get() + 1);
-    let guard = OpenGuard(Rc::clone(conns));
+    let global = current.borrow().global_stats();
+    global
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let guard = OpenGuard(Rc::clone(conns), global);
     tokio::task::spawn_local(async move {
         let svc = service_fn(move |req| {
             // Each request runs on the handler current when it arrives.

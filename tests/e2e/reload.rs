@@ -359,5 +359,8 @@ fn configmap_symlink_swap_reloads() {
     std::fs::write(dir.0.join("..v2/lb.yaml"), yaml(listen, &[b.addr])).unwrap();
     std::os::unix::fs::symlink("..v2", dir.0.join("..data_tmp")).unwrap();
     std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
-    assert!(eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"), "symlink swap not picked up");
+    assert!(
+        eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+        "symlink swap not picked up"
+    );
 }

@@ -1,0 +1,152 @@
+//! The Prometheus text exposition (format 0.0.4) of the shared counters.
+//!
+//! Written by hand rather than through a registry crate: the values already live in
+//! shared memory (summed across workers by construction), so rendering is a walk over
+//! the current snapshot's backends. Label values are backend addresses (`host:port`),
+//! escaped per the format.
+
+use std::fmt::Write;
+
+use super::BUCKETS;
+use crate::health::HealthTable;
+
+/// `text/plain; version=0.0.4`.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders every metric for the backends of `health`.
+pub fn render(health: &HealthTable) -> String {
+    let mut out = String::with_capacity(4096);
+    let n = health.len();
+    let names: Vec<String> = (0..n).map(|i| escape(health.address(i))).collect();
+
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_requests_total Responses a backend gave a client, by backend and status code."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_requests_total counter");
+    for (i, name) in names.iter().enumerate() {
+        let mut codes = health.stats(i).responses();
+        codes.sort();
+        for (code, count) in codes {
+            let _ = writeln!(
+                out,
+                "switchyard_requests_total{{backend=\"{name}\",code=\"{code}\"}} {count}"
+            );
+        }
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_local_responses_total Responses the balancer made itself, by status code and reason."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_local_responses_total counter");
+    for (code, reason, count) in health.global().local_responses() {
+        let _ = writeln!(
+            out,
+            "switchyard_local_responses_total{{code=\"{code}\",reason=\"{reason}\"}} {count}"
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_request_duration_seconds Time from a request's head to the end of its response, by backend."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_request_duration_seconds histogram");
+    for (i, name) in names.iter().enumerate() {
+        let (buckets, sum) = health.stats(i).histogram();
+        let mut cumulative = 0u64;
+        for (j, le) in BUCKETS.iter().enumerate() {
+            cumulative += buckets[j];
+            let _ = writeln!(
+                out,
+                "switchyard_request_duration_seconds_bucket{{backend=\"{name}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        cumulative += buckets[BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_bucket{{backend=\"{name}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_sum{{backend=\"{name}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_count{{backend=\"{name}\"}} {cumulative}"
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_backend_up Whether the backend is up (1) or marked down (0)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_backend_up gauge");
+    for (i, name) in names.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "switchyard_backend_up{{backend=\"{name}\"}} {}",
+            u8::from(health.is_up(i))
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_backend_in_flight Requests in flight to the backend."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_backend_in_flight gauge");
+    for (i, name) in names.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "switchyard_backend_in_flight{{backend=\"{name}\"}} {}",
+            health.in_flight(i)
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_health_transitions_total Breaker transitions, by backend and new state."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_health_transitions_total counter");
+    for (i, name) in names.iter().enumerate() {
+        let (up, down) = health.stats(i).transitions();
+        let _ = writeln!(
+            out,
+            "switchyard_health_transitions_total{{backend=\"{name}\",to=\"up\"}} {up}"
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_health_transitions_total{{backend=\"{name}\",to=\"down\"}} {down}"
+        );
+    }
+
+    let g = health.global();
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_retries_total Requests sent again to another backend after a failed attempt."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_retries_total counter");
+    let _ = writeln!(
+        out,
+        "switchyard_retries_total {}",
+        g.retries.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_client_connections_open Client connections open now."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_client_connections_open gauge");
+    let _ = writeln!(
+        out,
+        "switchyard_client_connections_open {}",
+        g.connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    out
+}
