@@ -3,7 +3,7 @@
 # nginx as a proxy, in the same run. One worker each, proxy pinned to CPU 0, wrk and the
 # origin pinned to CPU 1. Prints req/s, latency and each row's ratio to direct.
 #
-#   bench/quick.sh [SECONDS] [CONNECTIONS]
+#   bench/quick.sh [SECONDS] [CONNECTIONS]        (SWITCHYARD_ARGS="--admin 127.0.0.1:9090" adds flags)
 #
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). Everything it starts,
 # it stops by PID. The full benchmark (rounds, HAProxy, CPU per request) is
@@ -37,7 +37,8 @@ conf origin "server { listen $ORIGIN; keepalive_requests 1000000; location / { r
 conf proxy "server { listen $NGINX_PROXY; keepalive_requests 1000000; location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
 taskset -c 1 nginx -c "$work/origin.conf" -p "$work" -e "$work/origin.log" & pids+=($!)
 taskset -c 0 nginx -c "$work/proxy.conf" -p "$work" -e "$work/proxy.log" & pids+=($!)
-taskset -c 0 ./target/release/switchyard -l "$SWITCHYARD" -b "$ORIGIN" -w 1 --mode thread --log-level error & pids+=($!)
+# shellcheck disable=SC2086 # SWITCHYARD_ARGS is a list of extra flags
+taskset -c 0 ./target/release/switchyard -l "$SWITCHYARD" -b "$ORIGIN" -w 1 --mode thread --log-level error ${SWITCHYARD_ARGS:-} & pids+=($!)
 for a in $ORIGIN $SWITCHYARD $NGINX_PROXY; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://$a/" && break; sleep 0.05; done
 done
