@@ -43,7 +43,12 @@ pub async fn serve(
             _ = stop.changed() => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
-                Err(_) => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             },
         };
         let snapshots = snapshots.clone();
@@ -52,9 +57,9 @@ pub async fn serve(
                 let snapshot = Arc::clone(&snapshots.borrow());
                 async move { Ok::<_, Infallible>(answer(&snapshot, &req)) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            // A scrape takes milliseconds; nothing holds an admin connection for long.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
         });
     }
 }

@@ -76,7 +76,7 @@ mod tests {
             .iter()
             .enumerate()
             .flat_map(|(i, &k)| (0..k).map(move |_| i))
-            .map(|i| health.start_request(i))
+            .map(|i| health.start_request(i, health.ledger(0)))
             .collect();
         (health, guards)
     }
@@ -127,7 +127,7 @@ mod tests {
         };
         for _ in 0..30 {
             let i = lc.pick(&view).unwrap();
-            guards.push((i, health.start_request(i)));
+            guards.push((i, health.start_request(i, health.ledger(0))));
             let loads: Vec<u32> = (0..3).map(|i| health.in_flight(i)).collect();
             assert!(loads.iter().max().unwrap() - loads.iter().min().unwrap() <= 1);
         }

@@ -21,6 +21,10 @@ const UNITS: [(&str, u128); 6] = [
 ];
 
 /// Parses `250ms`, `5s`, `1.5s`, `0.5s`, `1m`, `1h`, `100us`.
+/// Longest duration accepted anywhere (30 days): far beyond any sane timeout, and far
+/// from overflowing `Instant + Duration`.
+pub const MAX_SECS: u64 = 30 * 24 * 3600;
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -42,7 +46,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let nanos =
         scaled(number, scale).ok_or_else(|| format!("'{s}' is not a duration: {EXPECTED}"))?;
     let secs = u64::try_from(nanos / 1_000_000_000)
-        .map_err(|_| format!("'{s}' is too long a duration"))?;
+        .ok()
+        .filter(|&secs| secs <= MAX_SECS)
+        .ok_or_else(|| format!("'{s}' is too long: at most 30 days (e.g. 720h)"))?;
     // The remainder is below 1e9, so it always fits a u32.
     let sub = u32::try_from(nanos % 1_000_000_000).unwrap_or(0);
     Ok(Duration::new(secs, sub))
@@ -129,5 +135,13 @@ mod tests {
         assert!(parse_duration("999999999999999999999999999999999999999s").is_err());
         assert!(parse_duration("5124095576030432h").is_err());
         assert!(parse_duration("1.99999999999999999999999999999s").is_ok());
+        // Values that would overflow a deadline are refused with the limit.
+        assert!(
+            parse_duration("4000000000000000h")
+                .unwrap_err()
+                .contains("30 days")
+        );
+        assert!(parse_duration("721h").is_err());
+        assert!(parse_duration("720h").is_ok());
     }
 }

@@ -23,8 +23,14 @@ pub fn watch(path: &Path, tx: mpsc::UnboundedSender<()>) -> notify::Result<FileW
         _ => PathBuf::from("."),
     };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
+        match event {
+            // Opening and reading the file (which the reload itself does) must not
+            // count as a change, or the watch would trigger itself forever.
+            Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => {}
+            Ok(_) => {
+                let _ = tx.send(());
+            }
+            Err(e) => tracing::warn!("config file watch error: {e}"),
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;

@@ -36,13 +36,26 @@ pub struct Slot {
     pub(crate) last_reason: AtomicU8,
 }
 
+/// Ledgers: one per worker index (modulo), for what a dead worker leaves behind.
+pub const LEDGERS: usize = 64;
+
+/// What one worker has added to the shared gauges (in-flight per slot, open client
+/// connections), so the master can take it back out when that worker dies.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Ledger {
+    pub(crate) conns: std::sync::atomic::AtomicI64,
+    pub(crate) in_flight: [AtomicU32; CAPACITY + 1],
+}
+
 /// A shared mapping: global counters, then [`CAPACITY`] health slots and as many
-/// per-backend counter blocks (plus one overflow entry each).
+/// per-backend counter blocks (plus one overflow entry each), then the worker ledgers.
 #[derive(Debug)]
 pub struct Region {
     global: &'static GlobalStats,
     slots: &'static [Slot],
     stats: &'static [BackendStats],
+    ledgers: &'static [Ledger],
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -55,7 +68,8 @@ impl Region {
         let n = CAPACITY + 1;
         let slots_at = round_up(std::mem::size_of::<GlobalStats>(), 64);
         let stats_at = slots_at + round_up(n * std::mem::size_of::<Slot>(), 64);
-        let len = stats_at + n * std::mem::size_of::<BackendStats>();
+        let ledgers_at = stats_at + round_up(n * std::mem::size_of::<BackendStats>(), 64);
+        let len = ledgers_at + LEDGERS * std::mem::size_of::<Ledger>();
         // SAFETY: an anonymous shared mapping with no address hint; the result is
         // checked against MAP_FAILED before use.
         let ptr = unsafe {
@@ -82,6 +96,7 @@ impl Region {
                 global: &*base.cast::<GlobalStats>(),
                 slots: std::slice::from_raw_parts(base.add(slots_at).cast::<Slot>(), n),
                 stats: std::slice::from_raw_parts(base.add(stats_at).cast::<BackendStats>(), n),
+                ledgers: std::slice::from_raw_parts(base.add(ledgers_at).cast::<Ledger>(), LEDGERS),
             }
         };
         Ok(Box::leak(Box::new(region)))
@@ -120,6 +135,24 @@ impl Region {
 
     pub fn global(&self) -> &'static GlobalStats {
         self.global
+    }
+
+    /// The ledger of worker `w`.
+    pub fn ledger(&self, w: usize) -> &'static Ledger {
+        &self.ledgers[w % LEDGERS]
+    }
+
+    /// Takes a dead worker's share back out of the shared gauges.
+    pub fn settle(&self, w: usize) {
+        let ledger = self.ledger(w);
+        for (i, n) in ledger.in_flight.iter().enumerate() {
+            let n = n.swap(0, Relaxed);
+            if n > 0 {
+                self.slots[i].in_flight.fetch_sub(n, Relaxed);
+            }
+        }
+        let conns = ledger.conns.swap(0, Relaxed);
+        self.global.connections_open.fetch_sub(conns, Relaxed);
     }
 }
 

@@ -8,10 +8,10 @@
 //! [`breaker::step`], so each transition happens (and is logged) once, whichever
 //! worker or probe caused it.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::breaker::{self, Breaker, Source, Thresholds, Transition};
-use super::shared::{Region, Slot, monotonic_ms};
+use super::shared::{Ledger, Region, Slot, monotonic_ms};
 use crate::backend::{Backend, BackendId, BackendSet};
 use crate::metrics::{BackendStats, GlobalStats};
 
@@ -64,6 +64,9 @@ impl Reason {
 /// Lock-free health and load view of one snapshot's backend set.
 #[derive(Debug)]
 pub struct HealthTable {
+    region: &'static Region,
+    /// Each backend's index in the region.
+    index: Box<[usize]>,
     slots: Box<[&'static Slot]>,
     stats: Box<[&'static BackendStats]>,
     global: &'static GlobalStats,
@@ -73,12 +76,14 @@ pub struct HealthTable {
 
 impl HealthTable {
     /// The view of `set` in `region`: backends already known there keep their state.
-    pub fn new(region: &Region, set: &BackendSet, thresholds: Thresholds) -> HealthTable {
+    pub fn new(region: &'static Region, set: &BackendSet, thresholds: Thresholds) -> HealthTable {
         let index: Vec<usize> = set.iter().map(|b| region.index_for(b.id)).collect();
         HealthTable {
+            region,
             slots: index.iter().map(|&i| region.slot(i)).collect(),
             stats: index.iter().map(|&i| region.stats(i)).collect(),
             global: region.global(),
+            index: index.into_boxed_slice(),
             addresses: set.iter().map(|b| b.address.clone()).collect(),
             thresholds,
         }
@@ -173,12 +178,20 @@ impl HealthTable {
         Reason::from_u8(self.slots[i].last_reason.load(Relaxed))
     }
 
-    /// Counts one request in flight to backend `i` until the guard drops.
+    /// The ledger of worker `w` (see `shared::Ledger`).
+    pub fn ledger(&self, w: usize) -> &'static Ledger {
+        self.region.ledger(w)
+    }
+
+    /// Counts one request in flight to backend `i`, in the shared gauge and in the
+    /// worker's ledger, until the guard drops.
     #[inline]
-    pub fn start_request(&self, i: usize) -> InFlightGuard {
+    pub fn start_request(&self, i: usize, ledger: &'static Ledger) -> InFlightGuard {
         let slot = self.slots[i];
+        let mine = &ledger.in_flight[self.index[i]];
         slot.in_flight.fetch_add(1, Relaxed);
-        InFlightGuard { slot }
+        mine.fetch_add(1, Relaxed);
+        InFlightGuard { slot, mine }
     }
 
     /// A successful exchange or probe.
@@ -243,11 +256,13 @@ impl HealthTable {
 #[derive(Debug)]
 pub struct InFlightGuard {
     slot: &'static Slot,
+    mine: &'static AtomicU32,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.slot.in_flight.fetch_sub(1, Relaxed);
+        self.mine.fetch_sub(1, Relaxed);
     }
 }
 
@@ -271,8 +286,9 @@ mod tests {
     #[test]
     fn in_flight_counts_until_drop() {
         let t = HealthTable::new(Region::new().unwrap(), &set(), T);
-        let g1 = t.start_request(1);
-        let g2 = t.start_request(1);
+        let l = t.ledger(0);
+        let g1 = t.start_request(1, l);
+        let g2 = t.start_request(1, l);
         assert_eq!((t.in_flight(0), t.in_flight(1)), (0, 2));
         drop(g1);
         assert_eq!(t.in_flight(1), 1);
@@ -316,7 +332,10 @@ mod tests {
         assert!(t.is_up(2));
         assert_eq!(t.last_reason(1), Reason::ConnectRefused);
         // In flight on the old snapshot is visible in the new one.
-        let _g = old.start_request(0);
+        let _g = old.start_request(0, old.ledger(3));
         assert_eq!(t.in_flight(2), 1);
+        // A dead worker's share is taken back out.
+        region.settle(3);
+        assert_eq!(t.in_flight(2), 0);
     }
 }

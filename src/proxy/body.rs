@@ -55,6 +55,9 @@ pub struct Upload {
     pub sent_at: Cell<Option<Instant>>,
     /// Set when the client side of a streamed body failed.
     pub client_fault: Cell<Option<ClientFault>>,
+    /// The last time a streamed upload moved (a frame handed to the backend): a backend
+    /// that stops reading an upload is timed by it.
+    pub progress_at: Cell<Option<Instant>>,
 }
 
 /// The request body as sent to a backend.
@@ -191,6 +194,7 @@ impl Streaming {
     /// polling as soon as `is_end_stream` is true (a Content-Length body never sees a
     /// final `None`), so this is checked after every frame.
     fn note_if_done(&self) {
+        self.upload.progress_at.set(Some(Instant::now()));
         if self.prefix.is_none() && self.rest.is_end_stream() {
             self.upload.sent_at.set(Some(Instant::now()));
         }

@@ -28,6 +28,7 @@ use crate::access_log;
 use crate::backend::{Backend, BackendId};
 use crate::balance::{AnyStrategy, Pick, Tried, View};
 use crate::config::Config;
+use crate::health::shared::Ledger;
 use crate::health::{HealthTable, InFlightGuard, Reason, Source};
 use crate::server::Snapshot;
 use crate::server::conn_io::ConnState;
@@ -77,13 +78,15 @@ pub struct Proxy {
     upstreams: Upstreams,
     /// Count requests for `/metrics` (only when an admin listener can serve them).
     record: bool,
+    /// This worker's share of the shared gauges.
+    ledger: &'static Ledger,
     access_log: bool,
 }
 
 impl Proxy {
     /// A handler for `snapshot`. Backends that `previous` also served keep their pool
     /// (and its idle connections) when the pool settings did not change.
-    pub fn new(snapshot: &Snapshot, previous: Option<&Proxy>) -> Proxy {
+    pub fn new(snapshot: &Snapshot, previous: Option<&Proxy>, worker: usize) -> Proxy {
         let config = Arc::clone(&snapshot.config);
         let health = Arc::clone(&snapshot.health);
         let strategy = AnyStrategy::new(config.strategy, &config.backends);
@@ -111,6 +114,7 @@ impl Proxy {
         let upstreams = Upstreams::new(config.timeouts.connect);
         let record = config.admin.is_some();
         let access_log = config.access_log;
+        let ledger = health.ledger(worker);
         Proxy {
             config,
             health,
@@ -118,6 +122,7 @@ impl Proxy {
             slots,
             upstreams,
             record,
+            ledger,
             access_log,
         }
     }
@@ -125,6 +130,11 @@ impl Proxy {
     /// Process-wide counters (open connections are counted by the worker).
     pub fn global_stats(&self) -> &'static crate::metrics::GlobalStats {
         self.health.global()
+    }
+
+    /// This worker's ledger.
+    pub fn ledger(&self) -> &'static Ledger {
+        self.ledger
     }
 
     /// The client timeouts of this handler's config.
@@ -275,8 +285,13 @@ impl Proxy {
             if let Some(h) = host {
                 req.headers_mut().insert(header::HOST, h.clone());
             }
+            if attempts > 0 && self.record {
+                // Counted when the retry really goes out, not when it is merely allowed.
+                let retries = &self.health.global().retries;
+                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             attempts += 1;
-            let in_flight = self.health.start_request(pick.index);
+            let in_flight = self.health.start_request(pick.index, self.ledger);
             match self
                 .attempt(backend, slot, req, replay.as_ref(), host, &upload)
                 .await
@@ -324,12 +339,6 @@ impl Proxy {
                         return Err(last);
                     }
                     next = failed.request;
-                    if self.record {
-                        self.health
-                            .global()
-                            .retries
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
                 }
             }
         }
@@ -349,13 +358,18 @@ impl Proxy {
         upload: &Rc<Upload>,
     ) -> Result<Exchange, AttemptError> {
         upload.sent_at.set(None);
+        upload.progress_at.set(Some(Instant::now()));
         let first = self.upstreams.send(backend, &slot.pool, req, upload);
         let failed = match self.with_response_timeout(first, upload).await {
             Err(timeout) => return Err(AttemptError::timed_out(timeout)),
             Ok(Ok(x)) => return Ok(x),
             Ok(Err(f)) => f,
         };
-        let stale = failed.reused && failed.request.is_none();
+        // Stale: the pooled connection was closed under us (no response at all). A
+        // garbage response is not staleness: the backend did get the request.
+        let stale = failed.reused
+            && failed.request.is_none()
+            && matches!(&failed.error, UpstreamError::Send(e) if !e.is_parse());
         match replay {
             Some(r)
                 if stale
@@ -368,6 +382,7 @@ impl Proxy {
                     req.headers_mut().insert(header::HOST, h.clone());
                 }
                 upload.sent_at.set(None);
+                upload.progress_at.set(Some(Instant::now()));
                 let fresh = self.upstreams.send_fresh(backend, req, upload);
                 match self.with_response_timeout(fresh, upload).await {
                     Err(timeout) => Err(AttemptError::timed_out(timeout)),
@@ -445,7 +460,13 @@ impl Proxy {
                         return Err(ProxyError::Timeout);
                     }
                     Some(at) => deadline = at + t.backend_response,
-                    None => deadline = Instant::now() + step,
+                    // Still uploading: the backend must keep taking the body.
+                    None => match upload.progress_at.get() {
+                        Some(p) if p + t.backend_response <= Instant::now() => {
+                            return Err(ProxyError::Timeout);
+                        }
+                        _ => deadline = Instant::now() + step,
+                    },
                 },
             }
         }

@@ -14,17 +14,17 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::control::ReloadSource;
+use super::signals::{self, SignalFd, Signals};
 use super::{RunState, Snapshot, keep_restart_only_settings, listener, worker};
 use crate::config::{Config, Overrides, reload};
 use crate::health::{Region, probe};
@@ -52,6 +52,10 @@ struct Plan {
     overrides: Overrides,
     /// The admin listener, kept by the master so a replacement prober can serve it.
     admin: Option<TcpListener>,
+    /// Where workers listen (port 0 already resolved).
+    listen: std::net::SocketAddr,
+    /// The master's signalfd (closed in children).
+    signal_fd: RawFd,
 }
 
 /// Runs the master until SIGTERM/SIGINT and every child has drained.
@@ -60,7 +64,14 @@ pub fn run(
     reload_from: Option<ReloadSource>,
     listeners: Vec<TcpListener>,
 ) -> std::io::Result<()> {
+    // Before anything else: from here on the master's signals wait in the signalfd.
+    let sigfd = SignalFd::new()?;
     let region = Region::new()?;
+    // A replacement worker binds the address the first ones got (port 0 resolved).
+    let listen = match listeners.first() {
+        Some(l) => l.local_addr()?,
+        None => config.listen,
+    };
     let (path, overrides, mut loaded) = match reload_from {
         Some(s) => (Some(s.path), s.overrides, Some(s.loaded)),
         None => (None, Overrides::default(), None),
@@ -76,14 +87,20 @@ pub fn run(
         path,
         overrides,
         admin,
+        listen,
+        signal_fd: sigfd.raw(),
     };
     let mut children: HashMap<Role, Child> = HashMap::new();
     // Fork everything first: no runtime, no thread exists yet in this process.
-    for (i, l) in listeners.into_iter().enumerate() {
-        let c = spawn(Role::Worker(i), Some(l), &plan, &children)?;
+    let mut listeners: Vec<Option<TcpListener>> = listeners.into_iter().map(Some).collect();
+    for i in 0..listeners.len() {
+        let own = listeners[i].take();
+        // The listeners of workers not forked yet must not stay open in this one.
+        let theirs: Vec<RawFd> = listeners.iter().flatten().map(|l| l.as_raw_fd()).collect();
+        let c = spawn(Role::Worker(i), own, &plan, &children, &theirs)?;
         children.insert(Role::Worker(i), c);
     }
-    let c = spawn(Role::Prober, None, &plan, &children)?;
+    let c = spawn(Role::Prober, None, &plan, &children, &[])?;
     children.insert(Role::Prober, c);
     tracing::info!(
         listen = %plan.config.listen,
@@ -98,7 +115,7 @@ pub fn run(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut ev = rt.block_on(async { Events::new(plan.path.as_deref()) })?;
+    let mut ev = rt.block_on(async { Events::new(sigfd, plan.path.as_deref()) })?;
     let mut fast_exits: HashMap<Role, u32> = HashMap::new();
     let mut due: Vec<(Instant, Role)> = Vec::new();
     let mut draining: Option<Instant> = None;
@@ -123,7 +140,7 @@ pub fn run(
                 reload_all(&mut plan, &mut children, &mut loaded, why, force)
             }
             Event::ChildExited => {
-                for (role, lived) in reap(&mut children) {
+                for (role, lived) in reap(&mut children, plan.region) {
                     if draining.is_some() {
                         continue;
                     }
@@ -171,7 +188,7 @@ pub fn run(
                 continue;
             }
             let l = match role {
-                Role::Worker(_) => match listener::bind(plan.config.listen, 1) {
+                Role::Worker(_) => match listener::bind(plan.listen, 1) {
                     Ok(mut v) => v.pop(),
                     Err(e) => {
                         tracing::error!(?role, "cannot bind a listener for the replacement: {e}");
@@ -181,7 +198,7 @@ pub fn run(
                 },
                 Role::Prober => None,
             };
-            match spawn(role, l, &plan, &children) {
+            match spawn(role, l, &plan, &children, &[]) {
                 Ok(c) => {
                     tracing::info!(?role, pid = c.pid, "replacement started");
                     children.insert(role, c);
@@ -209,24 +226,28 @@ enum Event {
 
 /// The master's event sources (created inside its runtime).
 struct Events {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    chld: tokio::signal::unix::Signal,
+    signals: Signals,
     changes: mpsc::UnboundedReceiver<()>,
     _watch: Option<reload::FileWatch>,
 }
 
 impl Events {
-    fn new(path: Option<&std::path::Path>) -> std::io::Result<Events> {
+    fn new(signals: SignalFd, path: Option<&std::path::Path>) -> std::io::Result<Events> {
         let (tx, changes) = mpsc::unbounded_channel();
+        let watch = match path {
+            Some(p) => match reload::watch(p, tx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(path = %p.display(), "cannot watch the config file ({e}); reload with SIGHUP");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(Events {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-            chld: signal(SignalKind::child())?,
+            signals: signals.into_async()?,
             changes,
-            _watch: path.and_then(|p| reload::watch(p, tx).ok()),
+            _watch: watch,
         })
     }
 
@@ -234,10 +255,17 @@ impl Events {
         let far = Instant::now() + Duration::from_secs(3600);
         let kill_at = draining.map(|d| d + Duration::from_secs(2)).unwrap_or(far);
         tokio::select! {
-            _ = self.term.recv() => Event::Drain("SIGTERM"),
-            _ = self.int.recv() => Event::Drain("SIGINT"),
-            _ = self.hup.recv() => Event::Reload("SIGHUP", true),
-            _ = self.chld.recv() => Event::ChildExited,
+            sig = self.signals.recv() => match sig {
+                Ok(libc::SIGTERM) => Event::Drain("SIGTERM"),
+                Ok(libc::SIGINT) => Event::Drain("SIGINT"),
+                Ok(libc::SIGHUP) => Event::Reload("SIGHUP", true),
+                Ok(_) => Event::ChildExited,
+                Err(e) => {
+                    tracing::error!("reading signals failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Event::ChildExited
+                }
+            },
             Some(()) = self.changes.recv() => {
                 // Editors write in several steps: let them finish.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -246,6 +274,8 @@ impl Events {
             }
             _ = tokio::time::sleep_until(due.unwrap_or(far)) => Event::Tick,
             _ = tokio::time::sleep_until(kill_at), if draining.is_some() => Event::DrainTimeout,
+            // A safety net: reap even if a SIGCHLD was somehow missed.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => Event::ChildExited,
         }
     }
 }
@@ -309,7 +339,7 @@ fn reload_all(
 }
 
 /// Reaps every exited child; returns the roles that died and how long they lived.
-fn reap(children: &mut HashMap<Role, Child>) -> Vec<(Role, Duration)> {
+fn reap(children: &mut HashMap<Role, Child>, region: &Region) -> Vec<(Role, Duration)> {
     let mut dead = Vec::new();
     loop {
         let mut status = 0;
@@ -332,6 +362,10 @@ fn reap(children: &mut HashMap<Role, Child>) -> Vec<(Role, Duration)> {
             } else {
                 tracing::warn!(?role, pid, "child {how}");
             }
+            if let Role::Worker(w) = role {
+                // Its in-flight requests and connections died with it.
+                region.settle(w);
+            }
             dead.push((role, c.started.elapsed()));
         }
     }
@@ -344,6 +378,7 @@ fn spawn(
     listener: Option<TcpListener>,
     plan: &Plan,
     others: &HashMap<Role, Child>,
+    close_in_child: &[RawFd],
 ) -> std::io::Result<Child> {
     let (parent_end, child_end) = UnixStream::pair()?;
     // SAFETY: the child only resets signal dispositions, closes descriptors, and then
@@ -354,11 +389,26 @@ fn spawn(
     }
     if pid == 0 {
         drop(parent_end);
-        for c in others.values().filter_map(|c| c.control.as_ref()) {
-            // SAFETY: closing the master's ends of other children's sockets in this copy.
-            unsafe { libc::close(c.as_raw_fd()) };
+        // Descriptors of the master and of other children must not live on here: a
+        // listener kept open by the wrong process would keep receiving connections
+        // nobody accepts, a control socket would hide the master's death.
+        let mut close: Vec<RawFd> = close_in_child.to_vec();
+        close.extend(
+            others
+                .values()
+                .filter_map(|c| c.control.as_ref())
+                .map(|c| c.as_raw_fd()),
+        );
+        close.push(plan.signal_fd);
+        if role != Role::Prober {
+            close.extend(plan.admin.as_ref().map(|a| a.as_raw_fd()));
         }
-        reset_signals();
+        for fd in close {
+            // SAFETY: closing descriptors this copy of the process must not keep; their
+            // owning objects are never dropped here (the child leaves with `_exit`).
+            unsafe { libc::close(fd) };
+        }
+        signals::reset_in_child();
         // Never unwind into the master's frames (their descriptors are closed here).
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             child_main(role, listener, child_end, plan)
@@ -374,26 +424,6 @@ fn spawn(
     })
 }
 
-fn reset_signals() {
-    for sig in [
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGCHLD,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
-        // SAFETY: restoring default dispositions in a freshly forked child.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
-    // SAFETY: an empty set; unblocks everything the parent may have blocked.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
-}
-
 fn set_name(name: &str) {
     let mut buf = [0u8; 16];
     let n = name.len().min(15);
@@ -403,13 +433,26 @@ fn set_name(name: &str) {
 }
 
 fn pin_to_cpu(i: usize) {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: a zeroed cpu_set_t with one bit set, passed with its size for this process.
+    // SAFETY: cpu_set_t values are plain bitmaps; each call gets its size and a valid
+    // pointer, for this process (pid 0).
     unsafe {
+        // Worker i goes to the i-th CPU this process may use (cpusets, taskset).
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .collect();
+        if cpus.is_empty() {
+            return;
+        }
+        let cpu = cpus[i % cpus.len()];
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(i % n, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::warn!(cpu = i % n, "could not pin the worker to its CPU");
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size, &set) != 0 {
+            tracing::warn!(cpu, "could not pin the worker to its CPU");
         }
     }
 }

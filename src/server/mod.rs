@@ -15,6 +15,7 @@ pub mod conn_io;
 pub mod control;
 pub mod listener;
 pub mod master;
+pub mod signals;
 pub mod sniff;
 pub mod worker;
 
@@ -40,7 +41,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(region: &Region, config: Arc<Config>, generation: u64) -> Snapshot {
+    pub fn new(region: &'static Region, config: Arc<Config>, generation: u64) -> Snapshot {
         let health = Arc::new(HealthTable::new(
             region,
             &config.backends,
@@ -161,6 +162,10 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config) -> Confi
     if new.mode != old.mode {
         tracing::warn!("mode changed: restart switchyard to apply it");
         new.mode = old.mode;
+    }
+    if new.limits != old.limits {
+        tracing::warn!("limits changed: restart switchyard to apply them");
+        new.limits = old.limits.clone();
     }
     if new.admin != old.admin {
         tracing::warn!("admin changed: restart switchyard to apply it");

@@ -16,6 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -27,6 +28,7 @@ use tokio::sync::{Notify, watch};
 use super::conn_io::{ConnState, TimedIo};
 use super::{RunState, Snapshot};
 use crate::config::Config;
+use crate::health::shared::Ledger;
 use crate::proxy::{ClientConn, Proxy};
 
 /// The worker's current handler, swapped on reload.
@@ -58,8 +60,8 @@ pub fn run(
         let listener = TcpListener::from_std(listener)?;
         let first = Arc::clone(&snapshots.borrow());
         let builder = Rc::new(server_builder(&first.config));
-        let current: Current = Rc::new(RefCell::new(Rc::new(Proxy::new(&first, None))));
-        tokio::task::spawn_local(follow_snapshots(snapshots, Rc::clone(&current)));
+        let current: Current = Rc::new(RefCell::new(Rc::new(Proxy::new(&first, None, id))));
+        tokio::task::spawn_local(follow_snapshots(snapshots, Rc::clone(&current), id));
         tokio::task::spawn_local(sweep_pools(Rc::clone(&current)));
         let conns = Rc::new(Connections::default());
 
@@ -104,10 +106,14 @@ pub fn run(
 }
 
 /// Swaps in a new `Proxy` for every published snapshot.
-async fn follow_snapshots(mut snapshots: watch::Receiver<Arc<Snapshot>>, current: Current) {
+async fn follow_snapshots(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    current: Current,
+    worker: usize,
+) {
     while snapshots.changed().await.is_ok() {
         let snapshot = Arc::clone(&snapshots.borrow_and_update());
-        let next = Proxy::new(&snapshot, Some(&current.borrow()));
+        let next = Proxy::new(&snapshot, Some(&current.borrow()), worker);
         *current.borrow_mut() = Rc::new(next);
     }
 }
@@ -138,13 +144,16 @@ fn server_builder(config: &Config) -> http1::Builder {
 }
 
 /// Counts a connection open (per worker and in the shared gauge) until dropped.
-struct OpenGuard(Rc<Connections>, &'static crate::metrics::GlobalStats);
+struct OpenGuard(
+    Rc<Connections>,
+    &'static crate::metrics::GlobalStats,
+    &'static Ledger,
+);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.1
-            .connections_open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.1.connections_open.fetch_sub(1, Relaxed);
+        self.2.conns.fetch_sub(1, Relaxed);
         let c = &self.0;
         c.open.set(c.open.get() - 1);
         if c.open.get() == 0 {
@@ -168,11 +177,13 @@ fn serve(
     let current = Rc::clone(current);
     let builder = Rc::clone(builder);
     conns.open.set(conns.open.get() + 1);
-    let global = current.borrow().global_stats();
-    global
-        .connections_open
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let guard = OpenGuard(Rc::clone(conns), global);
+    let (global, ledger) = {
+        let p = current.borrow();
+        (p.global_stats(), p.ledger())
+    };
+    global.connections_open.fetch_add(1, Relaxed);
+    ledger.conns.fetch_add(1, Relaxed);
+    let guard = OpenGuard(Rc::clone(conns), global, ledger);
     tokio::task::spawn_local(async move {
         let svc = service_fn(move |req| {
             // Each request runs on the handler current when it arrives.

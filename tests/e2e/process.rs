@@ -260,3 +260,184 @@ fn process_mode_reloads_and_drains() {
     assert!(log.contains("configuration reloaded"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One GET on a fresh connection that must complete within `within`.
+fn get_within(addr: std::net::SocketAddr, within: Duration) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, within).ok()?;
+    s.set_read_timeout(Some(within)).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    String::from_utf8_lossy(&out)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Regression: a worker used to keep the listening sockets of the workers forked after
+/// it, so a killed worker's socket stayed in the SO_REUSEPORT group with nobody
+/// accepting, and new connections hung.
+#[test]
+fn killed_worker_leaves_no_orphan_listener() {
+    let be = TestBackend::named("a");
+    let listen = dead_port();
+    let m = Master::start(&[
+        "-l",
+        &listen.to_string(),
+        "-b",
+        &be.addr.to_string(),
+        "-w",
+        "3",
+    ]);
+    assert!(serving(listen));
+    assert!(eventually(Duration::from_secs(5), || m.workers().len() == 3));
+    let victim = *m.workers().last().unwrap();
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(2), || {
+        let w = m.workers();
+        w.len() == 3 && !w.contains(&victim)
+    }));
+    let answered = (0..40)
+        .filter(|_| get_within(listen, Duration::from_secs(1)) == Some(200))
+        .count();
+    assert_eq!(answered, 40, "connections hung after a worker was replaced");
+}
+
+/// Regression: replacement children used to steal the master's signals. After every
+/// child has been replaced, SIGHUP and SIGTERM must still reach the master.
+#[test]
+fn master_keeps_its_signals_after_replacing_children() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = std::env::temp_dir().join(format!("switchyard-sig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The config path is a symlink into another directory, so only SIGHUP can reload it.
+    let real = dir.join("real.yaml");
+    let link_dir = dir.join("watched");
+    std::fs::create_dir_all(&link_dir).unwrap();
+    let path = link_dir.join("lb.yaml");
+    let listen = dead_port();
+    let yaml =
+        |x: std::net::SocketAddr| format!("listen: {listen}\nworkers: 2\nbackends:\n  - {x}\n");
+    std::fs::write(&real, yaml(a.addr)).unwrap();
+    let _ = std::fs::remove_file(&path);
+    std::os::unix::fs::symlink(&real, &path).unwrap();
+    let mut m = Master::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    assert!(eventually(Duration::from_secs(5), || m.children().len() == 3));
+    for (pid, _) in m.children() {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+    assert!(eventually(Duration::from_secs(5), || m.children().len()
+        == 3
+        && get_within(listen, Duration::from_secs(1)) == Some(200)));
+    std::fs::write(&real, yaml(b.addr)).unwrap();
+    m.signal("-HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+        "SIGHUP lost after replacements"
+    );
+    m.signal("-TERM");
+    let (code, log) = m.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression: Ctrl-C (SIGINT to the whole process group) used to kill the workers at
+/// once; they must drain like on SIGTERM.
+#[test]
+fn sigint_to_the_process_group_still_drains() {
+    use std::os::unix::process::CommandExt;
+    let slow = TestBackend::start(|_| {
+        std::thread::sleep(Duration::from_millis(1500));
+        Reply::ok("finished")
+    });
+    let listen = dead_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "-l",
+            &listen.to_string(),
+            "-b",
+            &slow.addr.to_string(),
+            "-w",
+            "2",
+            "--mode",
+            "process",
+        ])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Master(Command::new("true").spawn().unwrap()); // placeholder for Drop order
+    drop(guard);
+    assert!(serving(listen));
+    let client = std::thread::spawn(move || get(listen, "/").text());
+    assert!(eventually(Duration::from_secs(5), || slow.request_count() == 1));
+    let pgid = format!("-{}", child.id());
+    Command::new("kill")
+        .args(["-INT", "--", &pgid])
+        .status()
+        .unwrap();
+    assert_eq!(client.join().unwrap(), "finished");
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "master did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Regression: in-flight counts of a killed worker used to stay in the shared gauge.
+#[test]
+fn killed_workers_in_flight_requests_are_settled() {
+    let slow = TestBackend::start(|_| {
+        std::thread::sleep(Duration::from_millis(800));
+        Reply::ok("ok")
+    });
+    let listen = dead_port();
+    let admin = dead_port();
+    let m = Master::start(&[
+        "-l",
+        &listen.to_string(),
+        "-b",
+        &slow.addr.to_string(),
+        "-w",
+        "2",
+        "--admin",
+        &admin.to_string(),
+    ]);
+    assert!(serving(listen) && serving(admin));
+    assert!(eventually(Duration::from_secs(5), || m.workers().len() == 2));
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || get_within(listen, Duration::from_secs(5))))
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || slow.request_count() >= 6));
+    for w in m.workers() {
+        Command::new("kill")
+            .args(["-9", &w.to_string()])
+            .status()
+            .unwrap();
+    }
+    for c in clients {
+        let _ = c.join();
+    }
+    let in_flight = || get(admin, "/backends").json()[0]["in_flight"].as_u64();
+    assert!(
+        eventually(Duration::from_secs(5), || in_flight() == Some(0)),
+        "in_flight stuck at {:?}",
+        in_flight()
+    );
+}

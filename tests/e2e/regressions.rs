@@ -243,3 +243,47 @@ fn host_survives_connection_and_absolute_form_tricks() {
     assert_eq!(got[1].header("host").as_deref(), Some("shop2"));
     assert_eq!(got[1].target, "/x");
 }
+
+/// A backend that stops reading a large upload used to hang the request forever.
+#[test]
+fn backend_that_stops_reading_an_upload_gets_a_504() {
+    let deaf = TestBackend::raw(|_s| std::thread::sleep(Duration::from_secs(10)));
+    let lb = Balancer::new()
+        .backend(deaf.addr)
+        .backend_response(Duration::from_millis(500))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    let total = 20 << 20;
+    c.send(format!("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {total}\r\n\r\n").as_bytes());
+    let mut w = c.stream.try_clone().unwrap();
+    let t = Instant::now();
+    // Keep pushing the body from another thread; the answer is read here meanwhile.
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..20 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let r = c.read_head();
+    assert_eq!(r.status, 504);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+/// `switchyard_retries_total` counts retries that went out, not ones that were merely
+/// allowed.
+#[test]
+fn retries_total_counts_only_real_retries() {
+    let admin = crate::support::dead_port();
+    let lb = Balancer::new()
+        .backend(crate::support::dead_port())
+        .with(move |c| c.admin = Some(admin))
+        .start();
+    assert!(eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(admin).is_ok()
+    }));
+    assert_eq!(get(lb.addr, "/").status, 502);
+    let s = get(admin, "/metrics").text();
+    assert!(s.contains("\nswitchyard_retries_total 0\n"), "{s}");
+}

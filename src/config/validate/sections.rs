@@ -22,7 +22,7 @@ pub(super) fn health(cx: &Ctx<'_>, h: Option<HealthFile>) -> Result<HealthConfig
         return Err(cx.err("health.path", problem, "write e.g. `path: /healthz`"));
     }
     let threshold = |key: &str, v: Option<u64>, default: u64| {
-        let n = cx.number(key, v, default, 1..=u64::from(u32::MAX))?;
+        let n = cx.number(key, v, default, 1..=1000)?;
         Ok::<u32, ConfigError>(u32::try_from(n).unwrap_or(u32::MAX))
     };
     Ok(HealthConfig {
