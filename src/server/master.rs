@@ -417,6 +417,8 @@ fn spawn(
         // SAFETY: leave without running the master's destructors or atexit handlers.
         unsafe { libc::_exit(code) };
     }
+    // A stopped child must not freeze the master: writes give up after a second.
+    let _ = parent_end.set_write_timeout(Some(Duration::from_secs(1)));
     Ok(Child {
         pid,
         control: Some(parent_end),
