@@ -140,6 +140,21 @@ impl Sniffer {
                         State::Fixed(n - take)
                     };
                 }
+                State::Head { started } => {
+                    // A line at a time: find its end, keep only what matters of it.
+                    match buf.iter().position(|&b| b == b'\n') {
+                        Some(i) => {
+                            self.take_line_bytes(&buf[..i], started);
+                            buf = &buf[i + 1..];
+                            let started = self.state == State::Head { started: true };
+                            self.end_head_line(started);
+                        }
+                        None => {
+                            self.take_line_bytes(buf, started);
+                            buf = &[];
+                        }
+                    }
+                }
                 State::ChunkData(n) => {
                     let take = (buf.len() as u64).min(n);
                     buf = &buf[take as usize..];
@@ -154,6 +169,35 @@ impl Sniffer {
                     buf = &buf[1..];
                     self.byte(b);
                 }
+            }
+        }
+    }
+
+    /// Adds bytes of the current head line (no LF). Only lines that may be
+    /// Content-Length or Transfer-Encoding (they start with c or t) are kept, up to
+    /// `KEEP` bytes; the rest only count as "not empty".
+    fn take_line_bytes(&mut self, bytes: &[u8], started: bool) {
+        let mut any = false;
+        for &b in bytes {
+            if b == b'\r' {
+                continue;
+            }
+            any = true;
+            if self.line_len > 0 && !matches!(self.line[0], b'c' | b't') {
+                break;
+            }
+            if self.line_len < KEEP {
+                self.line[self.line_len] = b.to_ascii_lowercase();
+                self.line_len += 1;
+            } else {
+                self.line_truncated = true;
+                break;
+            }
+        }
+        if any {
+            self.line_empty = false;
+            if !started {
+                self.state = State::Head { started: true };
             }
         }
     }

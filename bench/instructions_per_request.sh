@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# User-space instructions switchyard executes per proxied request, counted by
+# valgrind --tool=callgrind: repeatable to a fraction of a percent whatever else the
+# machine is doing, so it prices small request-path changes that wrk's noise hides.
+# Kernel work is not counted (see bench/compare.sh for whole-system CPU).
+#
+#   bench/instructions_per_request.sh [REQUESTS] [FLAGS...]   (default 20000 requests)
+#
+# One keep-alive client connection sends REQUESTS sequential GETs through switchyard
+# (1 worker, thread mode) to an nginx origin; the instruction total of the run minus a
+# run with no requests, divided by REQUESTS, is printed. Needs valgrind and nginx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-20000}; shift || true
+ORIGIN=127.0.0.1:18931 PROXY=127.0.0.1:18932
+work=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+cargo build --release -q
+cat > "$work/origin.conf" <<CONF
+worker_processes 1; daemon off; pid $work/o.pid; error_log $work/o.log crit;
+events { worker_connections 1024; }
+http { access_log off; server { listen $ORIGIN; keepalive_requests 1000000; location / { return 200 'hello'; } } }
+CONF
+nginx -c "$work/origin.conf" -e "$work/o.log" & pids+=($!)
+
+count() { # $1 = requests to send
+  local out="$work/cg.$1"
+  valgrind --tool=callgrind --callgrind-out-file="$out" \
+    ./target/release/switchyard -l "$PROXY" -b "$ORIGIN" -w 1 --mode thread --log-level error \
+    "${@:2}" >/dev/null 2>&1 &
+  local vg=$!
+  python3 - "$PROXY" "$1" <<'PY'
+import socket, sys, time
+host, port = sys.argv[1].split(':'); n = int(sys.argv[2])
+for _ in range(600):
+    try:
+        s = socket.create_connection((host, int(port))); break
+    except OSError:
+        time.sleep(0.1)
+req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+buf = b""
+if n == 0:
+    s.close()
+    sys.exit(0)
+for _ in range(n):
+    s.sendall(req)
+    while b"hello" not in buf:
+        buf += s.recv(65536)
+    buf = buf[buf.index(b"hello") + 5:]
+s.close()
+PY
+  kill -TERM "$vg"   # graceful drain, exit 0: callgrind writes its totals
+  wait "$vg" || true
+  awk '/^summary:|^totals:/ {print $2; exit}' "$out"
+}
+echo "callgrind: this takes a minute or two" >&2
+base=$(count 0 "$@")
+total=$(count "$N" "$@")
+awk -v b="$base" -v t="$total" -v n="$N" 'BEGIN { printf "instructions per request: %.0f  (%d requests; run %d, baseline %d)\n", (t - b) / n, n, t, b }'
