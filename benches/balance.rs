@@ -35,6 +35,7 @@ fn backends(n: usize) -> BackendSet {
                     scheme: Scheme::Http,
                     addrs: vec![],
                     weight: (i % 5) as u32 + 1,
+                    tls: Default::default(),
                 }
             })
             .collect(),

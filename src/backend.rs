@@ -63,6 +63,15 @@ pub enum Scheme {
     Https,
 }
 
+/// How to speak TLS to an `https` backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Extra trusted CA certificates (PEM), besides the system trust store.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Skip certificate verification (warned about at start).
+    pub insecure: bool,
+}
+
 /// One backend of a validated config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
@@ -76,6 +85,8 @@ pub struct Backend {
     pub addrs: Vec<SocketAddr>,
     /// Relative share of traffic for weighted strategies; always >= 1.
     pub weight: u32,
+    /// TLS settings; used when `scheme` is `Https`.
+    pub tls: TlsOptions,
 }
 
 /// The immutable list of backends one config snapshot serves. Strategies and the

@@ -33,6 +33,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -117,8 +118,8 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
 /// reloads on SIGHUP and when the config file changes.
 pub fn serve(config: Config, reload: Option<server::control::ReloadSource>) -> Result<(), Error> {
     // Parsed and validated today, served by later work: say so rather than ignore them.
-    if config.insecure {
-        tracing::warn!("--insecure has no effect: TLS to backends is not built yet");
+    for b in config.backends.iter().filter(|b| b.tls.insecure) {
+        tracing::warn!(backend = %b.address, "TLS certificate verification is OFF for this backend");
     }
     if config.mode == Mode::Process {
         let listeners = server::listener::bind(config.listen, config.workers)?;

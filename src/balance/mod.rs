@@ -187,6 +187,7 @@ pub(crate) mod test_support {
                         scheme: Scheme::Http,
                         addrs: vec![],
                         weight,
+                        tls: Default::default(),
                     }
                 })
                 .collect(),

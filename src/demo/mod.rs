@@ -114,6 +114,7 @@ pub fn backend_at(addr: SocketAddr, weight: u32) -> Backend {
         scheme: backend::Scheme::Http,
         addrs: vec![addr],
         weight,
+        tls: Default::default(),
     }
 }
 

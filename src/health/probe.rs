@@ -100,13 +100,18 @@ pub async fn run(
 async fn probe_loop(config: &Config, table: &HealthTable, i: usize) {
     let h = &config.health;
     let backend = config.backends.get(i);
+    // Probes speak TLS to TLS backends, with the same trust as live requests.
+    let tls = match backend.scheme {
+        crate::backend::Scheme::Http => Ok(None),
+        crate::backend::Scheme::Https => crate::tls::client::connector(backend).map(Some),
+    };
     let mut rng = seeded_rng(i);
     // Start soon (a backend dead from the start is found by the first probe), but
     // not all at the same instant.
     let first = h.interval.min(Duration::from_millis(250));
     tokio::time::sleep(first.mul_f64(rng.random_range(0.0..1.0))).await;
     loop {
-        match tokio::time::timeout(h.timeout, probe_once(backend, &h.path)).await {
+        match tokio::time::timeout(h.timeout, probe_once(backend, &tls, &h.path)).await {
             Ok(Ok(status)) if h.expect_status.contains(status.as_u16()) => {
                 tracing::debug!(backend = %backend.address, %status, "probe ok");
                 table.record_success(i, Source::Probe);
@@ -146,10 +151,18 @@ fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {
 }
 
 /// One probe on a fresh connection: the status, or why there was none.
-async fn probe_once(backend: &Backend, path: &str) -> Result<StatusCode, Reason> {
-    let stream = connect::tcp(backend)
+async fn probe_once(
+    backend: &Backend,
+    tls: &Result<Option<tokio_rustls::TlsConnector>, String>,
+    path: &str,
+) -> Result<StatusCode, Reason> {
+    let connector = tls.as_ref().map_err(|_| Reason::Tls)?;
+    let stream = connect::open(backend, connector.as_ref())
         .await
-        .map_err(|_| Reason::ConnectRefused)?;
+        .map_err(|e| match e {
+            connect::DialError::Tcp(_) => Reason::ConnectRefused,
+            connect::DialError::Tls(_) => Reason::Tls,
+        })?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
         .await

@@ -27,6 +27,7 @@ pub enum Reason {
     BadResponse,
     Status5xx,
     ProbeStatus,
+    Tls,
 }
 
 impl Reason {
@@ -57,6 +58,7 @@ impl Reason {
             Reason::BadResponse => "malformed response",
             Reason::Status5xx => "5xx response",
             Reason::ProbeStatus => "probe got an unexpected status",
+            Reason::Tls => "TLS handshake or certificate verification failed",
         }
     }
 }
@@ -100,6 +102,7 @@ impl HealthTable {
                 scheme: crate::backend::Scheme::Http,
                 addrs: Vec::new(),
                 weight: 1,
+                tls: Default::default(),
             })
             .collect();
         let region = match Region::new() {

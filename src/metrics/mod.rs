@@ -141,10 +141,11 @@ pub enum LocalReason {
     BadGateway,
     Timeout,
     UpgradeNotSupported,
+    TlsFailed,
 }
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 13] = [
+    pub const ALL: [LocalReason; 14] = [
         LocalReason::BadRequest,
         LocalReason::UriTooLong,
         LocalReason::HeadersTooLarge,
@@ -158,6 +159,7 @@ impl LocalReason {
         LocalReason::BadGateway,
         LocalReason::Timeout,
         LocalReason::UpgradeNotSupported,
+        LocalReason::TlsFailed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -175,6 +177,7 @@ impl LocalReason {
             LocalReason::BadGateway => "bad_gateway",
             LocalReason::Timeout => "timeout",
             LocalReason::UpgradeNotSupported => "upgrade_not_supported",
+            LocalReason::TlsFailed => "tls_failed",
         }
     }
 }
@@ -188,8 +191,8 @@ pub struct GlobalStats {
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,
     /// Responses the balancer made itself, by `LocalReason` (with the status of each).
-    local: [AtomicU64; 13],
-    local_code: [AtomicU32; 13],
+    local: [AtomicU64; 14],
+    local_code: [AtomicU32; 14],
 }
 
 impl GlobalStats {

@@ -43,6 +43,8 @@ pub enum ProxyError {
     Timeout,
     /// The backend answered 101 Switching Protocols, which we cannot tunnel yet: 502.
     UpgradeNotSupported,
+    /// TLS to the backend failed (the reason says how, e.g. the verification error): 502.
+    TlsFailed(String),
 }
 
 impl ProxyError {
@@ -82,6 +84,7 @@ impl ProxyError {
                 "backend switched protocols; upgrades are not supported yet",
                 false,
             ),
+            TlsFailed(_) => (StatusCode::BAD_GATEWAY, "TLS to the backend failed", false),
         }
     }
 
@@ -106,6 +109,7 @@ impl ProxyError {
             BadGateway => LocalReason::BadGateway,
             Timeout => LocalReason::Timeout,
             UpgradeNotSupported => LocalReason::UpgradeNotSupported,
+            TlsFailed(_) => LocalReason::TlsFailed,
         }
     }
 }
@@ -114,7 +118,11 @@ impl ProxyError {
 pub fn respond(err: &ProxyError, clock: Option<std::rc::Rc<ConnState>>) -> Response<ProxyBody> {
     let (status, why, close) = err.parts();
     let reason = status.canonical_reason().unwrap_or("");
-    let text = format!("{} {reason}: {why}\n", status.as_u16());
+    let text = match err {
+        // Say which check failed: an operator fixes trust from this line.
+        ProxyError::TlsFailed(detail) => format!("{} {reason}: {why}: {detail}\n", status.as_u16()),
+        _ => format!("{} {reason}: {why}\n", status.as_u16()),
+    };
     let mut resp = Response::new(ProxyBody::local(Bytes::from(text), clock));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

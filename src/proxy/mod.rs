@@ -63,10 +63,21 @@ impl ClientConn {
 struct BackendSlot {
     id: BackendId,
     pool: Rc<Pool>,
+    /// TLS connector for an `https` backend (or why one could not be built).
+    tls: Result<Option<tokio_rustls::TlsConnector>, String>,
     /// `Set-Cookie` value pinning a client to this backend (sticky strategy).
     cookie: HeaderValue,
     /// `Host` for HTTP/1.0 requests that carried none.
     host: HeaderValue,
+}
+
+impl BackendSlot {
+    fn tls(&self) -> crate::upstream::TlsChoice<'_> {
+        match &self.tls {
+            Ok(c) => Ok(c.as_ref()),
+            Err(e) => Err(e.as_str()),
+        }
+    }
 }
 
 /// One worker's request handler.
@@ -96,6 +107,10 @@ impl Proxy {
             .iter()
             .map(|b| BackendSlot {
                 id: b.id,
+                tls: match b.scheme {
+                    crate::backend::Scheme::Http => Ok(None),
+                    crate::backend::Scheme::Https => crate::tls::client::connector(b).map(Some),
+                },
                 pool: previous
                     .filter(|_| same_pool_settings)
                     .and_then(|p| p.slots.iter().find(|s| s.id == b.id))
@@ -359,7 +374,9 @@ impl Proxy {
     ) -> Result<Exchange, AttemptError> {
         upload.sent_at.set(None);
         upload.progress_at.set(Some(Instant::now()));
-        let first = self.upstreams.send(backend, &slot.pool, req, upload);
+        let first = self
+            .upstreams
+            .send(backend, slot.tls(), &slot.pool, req, upload);
         let failed = match self.with_response_timeout(first, upload).await {
             Err(timeout) => return Err(AttemptError::timed_out(timeout)),
             Ok(Ok(x)) => return Ok(x),
@@ -383,7 +400,7 @@ impl Proxy {
                 }
                 upload.sent_at.set(None);
                 upload.progress_at.set(Some(Instant::now()));
-                let fresh = self.upstreams.send_fresh(backend, req, upload);
+                let fresh = self.upstreams.send_fresh(backend, slot.tls(), req, upload);
                 match self.with_response_timeout(fresh, upload).await {
                     Err(timeout) => Err(AttemptError::timed_out(timeout)),
                     Ok(Ok(x)) => Ok(x),
@@ -524,6 +541,11 @@ impl From<Failed> for AttemptError {
             UpstreamError::ConnectTimeout => (
                 ProxyError::Timeout,
                 Reason::ConnectTimeout,
+                AttemptFailure::NotSent,
+            ),
+            UpstreamError::Tls(why) => (
+                ProxyError::TlsFailed(why.clone()),
+                Reason::Tls,
                 AttemptFailure::NotSent,
             ),
             UpstreamError::Send(e) => {

@@ -1,13 +1,20 @@
-//! Dialing a backend: TCP with `TCP_NODELAY`, trying each resolved address in turn.
+//! Dialing a backend: TCP with `TCP_NODELAY`, trying each resolved address in turn,
+//! then TLS for `https` backends.
 //!
-//! The caller bounds the whole dial with `timeouts.connect`. TLS arrives later and
-//! will wrap the stream here.
+//! The caller bounds the whole dial with `timeouts.connect`. [`Stream`] is what hyper
+//! then speaks HTTP over: a plain TCP stream or a rustls one.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::backend::Backend;
+use crate::tls;
 
 /// Connects to the first of the backend's addresses that accepts.
 pub async fn tcp(backend: &Backend) -> io::Result<TcpStream> {
@@ -22,4 +29,93 @@ pub async fn tcp(backend: &Backend) -> io::Result<TcpStream> {
         }
     }
     Err(last)
+}
+
+/// Why a dial failed.
+#[derive(Debug)]
+pub enum DialError {
+    /// No TCP connection.
+    Tcp(io::Error),
+    /// TCP connected but the TLS handshake failed (verification, protocol...).
+    Tls(String),
+}
+
+/// Dials `backend`, with TLS through `connector` when it is given.
+pub async fn open(
+    backend: &Backend,
+    connector: Option<&TlsConnector>,
+) -> Result<Stream, DialError> {
+    let tcp = tcp(backend).await.map_err(DialError::Tcp)?;
+    let Some(connector) = connector else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let name = tls::client::server_name(backend).map_err(DialError::Tls)?;
+    match connector.connect(name, tcp).await {
+        Ok(s) => Ok(Stream::Tls(Box::new(s))),
+        Err(e) => Err(DialError::Tls(e.to_string())),
+    }
+}
+
+/// A connection to a backend, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }

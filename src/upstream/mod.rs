@@ -33,6 +33,9 @@ pub use pool::Pool;
 /// The request half of a backend connection.
 pub type Sender = SendRequest<ReqBody>;
 
+/// How to dial a backend: plain (`Ok(None)`), TLS, or TLS that cannot work (why).
+pub type TlsChoice<'a> = Result<Option<&'a tokio_rustls::TlsConnector>, &'a str>;
+
 /// A backend connection: its request half and the task driving its socket.
 pub struct Conn {
     pub sender: Sender,
@@ -57,6 +60,9 @@ pub enum UpstreamError {
     ConnectTimeout,
     /// The connection failed after the request was (maybe partly) written.
     Send(hyper::Error),
+    /// TCP connected but TLS did not (certificate verification, handshake): nothing
+    /// was sent.
+    Tls(String),
 }
 
 /// The outcome of one successful exchange: the response head and the connection it
@@ -95,6 +101,7 @@ impl Upstreams {
     pub async fn send(
         &self,
         backend: &Backend,
+        tls: TlsChoice<'_>,
         pool: &Rc<Pool>,
         mut req: Request<ReqBody>,
         upload: &Upload,
@@ -126,17 +133,18 @@ impl Upstreams {
                 },
             }
         }
-        self.send_fresh(backend, req, upload).await
+        self.send_fresh(backend, tls, req, upload).await
     }
 
     /// Sends `req` on a newly dialed connection.
     pub async fn send_fresh(
         &self,
         backend: &Backend,
+        tls: TlsChoice<'_>,
         req: Request<ReqBody>,
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        let mut conn = match self.dial(backend).await {
+        let mut conn = match self.dial(backend, tls).await {
             Ok(c) => c,
             Err(error) => {
                 return Err(Failed {
@@ -165,10 +173,16 @@ impl Upstreams {
         }
     }
 
-    async fn dial(&self, backend: &Backend) -> Result<Conn, UpstreamError> {
-        let stream = match tokio::time::timeout(self.connect_timeout, connect::tcp(backend)).await {
+    async fn dial(&self, backend: &Backend, tls: TlsChoice<'_>) -> Result<Conn, UpstreamError> {
+        let connector = match tls {
+            Ok(c) => c,
+            Err(e) => return Err(UpstreamError::Tls(e.to_owned())),
+        };
+        let dial = connect::open(backend, connector);
+        let stream = match tokio::time::timeout(self.connect_timeout, dial).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Ok(Err(connect::DialError::Tcp(e))) => return Err(UpstreamError::Connect(e)),
+            Ok(Err(connect::DialError::Tls(e))) => return Err(UpstreamError::Tls(e)),
             Err(_) => return Err(UpstreamError::ConnectTimeout),
         };
         let io = hyper_util::rt::TokioIo::new(stream);

@@ -17,4 +17,5 @@ mod proxying;
 mod regressions;
 mod reload;
 mod strategies;
+mod tls;
 mod workers;

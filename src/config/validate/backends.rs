@@ -42,14 +42,6 @@ pub(super) fn from_file(
                 "add `address: HOST:PORT`",
             ));
         };
-        if item.tls.is_some() {
-            let hint = "remove `tls:`; TLS to backends arrives in a later release";
-            return Err(cx.err(
-                &format!("{base}.tls"),
-                "TLS to backends is not supported yet",
-                hint,
-            ));
-        }
         if let Some(p) = &item.protocol {
             let problem = format!("choosing the backend protocol ('{p}') is not supported yet");
             let hint = "remove `protocol:`; backends are spoken to over HTTP/1.1 for now";
@@ -69,7 +61,25 @@ pub(super) fn from_file(
             let (problem, hint) = split_hint(e);
             cx.err(&addr_key, problem, hint)
         })?;
-        out.push(make_backend(cx, &addr_key, &spec, &out)?);
+        let mut backend = make_backend(cx, &addr_key, &spec, &out)?;
+        if let Some(tls) = item.tls {
+            // `tls:` turns TLS on, whatever the port.
+            backend.scheme = Scheme::Https;
+            backend.tls.insecure = tls.insecure.unwrap_or(false);
+            if let Some(ca) = tls.ca_file {
+                let key = format!("{base}.tls.ca_file");
+                let path = cx.relative(&ca);
+                crate::tls::client::read_ca_file(&path).map_err(|e| {
+                    cx.err(
+                        &key,
+                        e,
+                        "give a PEM file holding one or more CA certificates",
+                    )
+                })?;
+                backend.tls.ca_file = Some(path);
+            }
+        }
+        out.push(backend);
     }
     Ok(out)
 }
@@ -98,12 +108,6 @@ fn make_backend(
     earlier: &[Backend],
 ) -> Result<Backend, ConfigError> {
     let address = spec.normalised();
-    if spec.scheme == Scheme::Https {
-        let problem = format!("{address}: TLS to backends is not supported yet");
-        let hint =
-            "TLS arrives in a later release; use a plain http:// backend on a port other than 443";
-        return Err(cx.err(key, problem, hint));
-    }
     let id = BackendId::of(&address);
     if let Some(j) = earlier.iter().position(|b| b.address == address) {
         let first = if key.starts_with("--") {
@@ -138,6 +142,7 @@ fn make_backend(
         scheme: spec.scheme,
         addrs,
         weight: spec.weight,
+        tls: Default::default(),
     })
 }
 
@@ -231,18 +236,16 @@ mod tests {
     }
 
     #[test]
-    fn tls_and_protocol_are_not_supported_yet() {
-        let tls = "TLS to backends is not supported yet";
-        assert_err(
-            "backends:\n  - example.com:443\n",
-            "backends[0]",
-            Some(2),
-            tls,
-        );
-        let t = "backends:\n  - address: https://example.com\n";
-        assert_err(t, "backends[0].address", Some(2), "a later release");
-        let t = "backends:\n  - address: 127.0.0.1:9001\n    tls: {insecure: true}\n";
-        assert_err(t, "backends[0].tls", Some(3), tls);
+    fn tls_backends_and_protocol() {
+        let ok = |t: &str| super::super::tests::load(t).expect("valid");
+        let c = ok("backends:\n  - localhost:443\n");
+        assert_eq!(c.backends.get(0).scheme, Scheme::Https);
+        let c = ok("backends:\n  - address: 127.0.0.1:9001\n    tls: {insecure: true}\n");
+        let b = c.backends.get(0);
+        assert_eq!((b.scheme, b.tls.insecure), (Scheme::Https, true));
+        let t =
+            "backends:\n  - address: https://localhost\n    tls: {ca_file: /nonexistent/ca.pem}\n";
+        assert_err(t, "backends[0].tls.ca_file", Some(3), "cannot read");
         let t = "backends:\n  - address: 127.0.0.1:9001\n    protocol: h2c\n";
         assert_err(t, "backends[0].protocol", Some(3), "not supported yet");
     }

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod balancer;
 pub mod client;
+pub mod tls;
 
 pub use backend::{Reply, TestBackend};
 pub use balancer::Balancer;

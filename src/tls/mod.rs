@@ -1,0 +1,3 @@
+//! TLS with rustls: to backends ([`client`]). Termination on the listener comes later.
+
+pub mod client;

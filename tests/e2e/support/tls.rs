@@ -1,0 +1,156 @@
+//! Certificates made in the test (rcgen) and an HTTPS backend that records the SNI of
+//! each handshake and counts its TLS connections.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// A server certificate (for `localhost` and 127.0.0.1) and its key.
+pub struct ServerCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key_der: Vec<u8>,
+}
+
+/// A test CA, and where its certificate is written as PEM.
+pub struct TestCa {
+    pub pem_path: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(dir: &std::path::Path) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let pem_path = dir.join("ca.pem");
+        std::fs::write(&pem_path, cert.pem()).unwrap();
+        TestCa {
+            pem_path,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate signed by this CA.
+    pub fn server_cert(&self) -> ServerCert {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        ServerCert {
+            chain: vec![cert.der().clone()],
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+/// A certificate signed by nobody anyone trusts.
+pub fn self_signed() -> ServerCert {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    ServerCert {
+        chain: vec![cert.der().clone()],
+        key_der: key.serialize_der(),
+    }
+}
+
+#[derive(Debug)]
+struct RecordSni {
+    key: Arc<CertifiedKey>,
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl ResolvesServerCert for RecordSni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(hello.server_name().map(str::to_owned));
+        Some(Arc::clone(&self.key))
+    }
+}
+
+/// An HTTPS backend answering `200 NAME` to everything.
+pub struct TlsBackend {
+    pub addr: SocketAddr,
+    pub sni: Arc<Mutex<Vec<Option<String>>>>,
+    pub handshakes: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl TlsBackend {
+    pub fn start(cert: ServerCert, name: &'static str) -> TlsBackend {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der));
+        let certified = CertifiedKey::from_der(cert.chain, key, &provider).unwrap();
+        let sni = Arc::new(Mutex::new(Vec::new()));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(RecordSni {
+                key: Arc::new(certified),
+                seen: Arc::clone(&sni),
+            }));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (h, r) = (Arc::clone(&handshakes), Arc::clone(&requests));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let acceptor = acceptor.clone();
+                    let (h, r) = (Arc::clone(&h), Arc::clone(&r));
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        h.fetch_add(1, SeqCst);
+                        let svc = service_fn(move |_req| {
+                            r.fetch_add(1, SeqCst);
+                            async move {
+                                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                                    name,
+                                ))))
+                            }
+                        });
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        TlsBackend {
+            addr,
+            sni,
+            handshakes,
+            requests,
+        }
+    }
+}

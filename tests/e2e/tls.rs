@@ -1,0 +1,139 @@
+//! HTTPS backends: verification against a CA file, refusal of an untrusted
+//! certificate (and `insecure`), SNI, pooled TLS connections, probes over TLS.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use switchyard::backend::{Backend, BackendId, BackendSet, Scheme, TlsOptions};
+
+use crate::support::client::get;
+use crate::support::tls::{TestCa, TlsBackend, self_signed};
+use crate::support::{Balancer, Conn, eventually};
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("switchyard-tls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An `https://localhost:PORT` backend with these TLS options.
+fn https(addr: SocketAddr, tls: TlsOptions) -> Backend {
+    let address = format!("localhost:{}", addr.port());
+    Backend {
+        id: BackendId::of(&address),
+        address,
+        host: "localhost".into(),
+        port: addr.port(),
+        scheme: Scheme::Https,
+        addrs: vec![addr],
+        weight: 1,
+        tls,
+    }
+}
+
+fn balancer_for(b: Backend) -> crate::support::balancer::Started {
+    // The builder needs one backend to build a config; it is then replaced.
+    let placeholder = b.addrs[0];
+    Balancer::new()
+        .backend(placeholder)
+        .with(move |c| c.backends = BackendSet::new(vec![b]))
+        .start()
+}
+
+#[test]
+fn backend_signed_by_a_ca_file_is_trusted_and_gets_sni() {
+    let dir = tempdir("ca");
+    let ca = TestCa::new(&dir);
+    let be = TlsBackend::start(ca.server_cert(), "secure");
+    let lb = balancer_for(https(
+        be.addr,
+        TlsOptions {
+            ca_file: Some(ca.pem_path.clone()),
+            insecure: false,
+        },
+    ));
+    let mut c = Conn::open(lb.addr);
+    for _ in 0..10 {
+        let r = c.get("/");
+        assert_eq!((r.status, r.text().as_str()), (200, "secure"));
+    }
+    assert_eq!(
+        be.sni.lock().unwrap()[0].as_deref(),
+        Some("localhost"),
+        "SNI is the backend's host name"
+    );
+    assert_eq!(
+        be.handshakes.load(SeqCst),
+        1,
+        "pooled TLS connection reused"
+    );
+    assert_eq!(be.requests.load(SeqCst), 10);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn untrusted_certificate_is_a_502_naming_the_error_unless_insecure() {
+    let be = TlsBackend::start(self_signed(), "selfsigned");
+    let lb = balancer_for(https(be.addr, TlsOptions::default()));
+    let r = get(lb.addr, "/");
+    assert_eq!(r.status, 502);
+    let text = r.text();
+    assert!(text.contains("TLS to the backend failed"), "{text}");
+    assert!(
+        text.contains("certificate"),
+        "the verification error is named: {text}"
+    );
+    assert_eq!(be.requests.load(SeqCst), 0);
+
+    let lb = balancer_for(https(
+        be.addr,
+        TlsOptions {
+            ca_file: None,
+            insecure: true,
+        },
+    ));
+    let r = get(lb.addr, "/");
+    assert_eq!((r.status, r.text().as_str()), (200, "selfsigned"));
+}
+
+#[test]
+fn probes_speak_tls() {
+    let dir = tempdir("probe");
+    let ca = TestCa::new(&dir);
+    let good = TlsBackend::start(ca.server_cert(), "good");
+    let bad = TlsBackend::start(self_signed(), "bad");
+    let ca_file = Some(ca.pem_path.clone());
+    let (g, b) = (
+        https(
+            good.addr,
+            TlsOptions {
+                ca_file: ca_file.clone(),
+                insecure: false,
+            },
+        ),
+        https(
+            bad.addr,
+            TlsOptions {
+                ca_file,
+                insecure: false,
+            },
+        ),
+    );
+    let lb = Balancer::new()
+        .backend(good.addr)
+        .with(move |c| c.backends = BackendSet::new(vec![g, b]))
+        .probes(Duration::from_millis(100))
+        .start();
+    // The untrusted one is marked down by its probes; the good one is probed over TLS.
+    assert!(eventually(Duration::from_secs(3), || !lb.health().is_up(1)));
+    assert!(eventually(Duration::from_secs(3), || good
+        .requests
+        .load(SeqCst)
+        > 0));
+    assert!(lb.health().is_up(0));
+    for _ in 0..5 {
+        assert_eq!(get(lb.addr, "/").text(), "good");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
