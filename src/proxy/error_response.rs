@@ -45,6 +45,8 @@ pub enum ProxyError {
     UpgradeNotSupported,
     /// TLS to the backend failed (the reason says how, e.g. the verification error): 502.
     TlsFailed(String),
+    /// An `Upgrade` to a protocol other than WebSocket: 501.
+    UpgradeRefused,
 }
 
 impl ProxyError {
@@ -85,6 +87,11 @@ impl ProxyError {
                 false,
             ),
             TlsFailed(_) => (StatusCode::BAD_GATEWAY, "TLS to the backend failed", false),
+            UpgradeRefused => (
+                StatusCode::NOT_IMPLEMENTED,
+                "only upgrades to websocket are proxied",
+                false,
+            ),
         }
     }
 
@@ -110,6 +117,7 @@ impl ProxyError {
             Timeout => LocalReason::Timeout,
             UpgradeNotSupported => LocalReason::UpgradeNotSupported,
             TlsFailed(_) => LocalReason::TlsFailed,
+            UpgradeRefused => LocalReason::UpgradeNotSupported,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod error_response;
 pub mod guard;
 pub mod headers;
 pub mod retry;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -229,6 +230,10 @@ impl Proxy {
             ));
         }
         guard::check(&req, &self.config.limits)?;
+        let mut req = req;
+        // A WebSocket upgrade becomes a tunnel once the backend agrees (101).
+        let tunnel =
+            upgrade::requested(req.headers())?.map(|token| (token, hyper::upgrade::on(&mut req)));
         let (mut parts, incoming) = req.into_parts();
 
         let upload = Rc::new(Upload::default());
@@ -242,6 +247,9 @@ impl Proxy {
 
         to_origin_form(&mut parts.uri, &mut parts.headers);
         headers::rewrite_request(&mut parts.headers, &conn.addr_value, &conn.proto);
+        if let Some((token, _)) = &tunnel {
+            headers::restore_upgrade(&mut parts.headers, token.clone());
+        }
         // An HTTP/1.0 request may lack Host; the backend gets its own address then.
         let needs_host =
             parts.version == Version::HTTP_10 && !parts.headers.contains_key(header::HOST);
@@ -320,9 +328,17 @@ impl Proxy {
                         self.health.record_success(pick.index, Source::Request);
                     }
                     if status == http::StatusCode::SWITCHING_PROTOCOLS {
-                        // No tunnel yet: relaying a bare 101 would strand the client.
-                        tracing::warn!(backend = %backend.address, "backend switched protocols; upgrades are not supported yet");
-                        return Err(ProxyError::UpgradeNotSupported);
+                        let Some((_, client_side)) = tunnel else {
+                            // Nobody asked for it: a bare 101 would strand the client.
+                            tracing::warn!(backend = %backend.address, "backend switched protocols unasked");
+                            return Err(ProxyError::UpgradeNotSupported);
+                        };
+                        if self.record {
+                            self.health.stats(pick.index).count_response(101);
+                        }
+                        let idle = self.config.timeouts.client_idle;
+                        let resp = upgrade::start(conn, exchange, client_side, in_flight, idle);
+                        return Ok((resp, pick.index));
                     }
                     let resp = self.relay(conn, exchange, pick, slot, in_flight, upload);
                     return Ok((resp, pick.index));
@@ -374,9 +390,19 @@ impl Proxy {
     ) -> Result<Exchange, AttemptError> {
         upload.sent_at.set(None);
         upload.progress_at.set(Some(Instant::now()));
-        let first = self
-            .upstreams
-            .send(backend, slot.tls(), &slot.pool, req, upload);
+        // An upgrade takes its connection for good: never a pooled one.
+        let is_upgrade = req.headers().contains_key(header::UPGRADE);
+        let first = async {
+            if is_upgrade {
+                self.upstreams
+                    .send_fresh(backend, slot.tls(), req, upload)
+                    .await
+            } else {
+                self.upstreams
+                    .send(backend, slot.tls(), &slot.pool, req, upload)
+                    .await
+            }
+        };
         let failed = match self.with_response_timeout(first, upload).await {
             Err(timeout) => return Err(AttemptError::timed_out(timeout)),
             Ok(Ok(x)) => return Ok(x),

@@ -40,6 +40,8 @@ enum Phase {
     Head,
     /// A request is being served; no client timeout from this clock.
     Busy,
+    /// The connection became a tunnel (an upgrade): the tunnel times itself.
+    Tunnel,
 }
 
 /// Phase and deadline of one client connection, shared by its socket and its requests.
@@ -94,6 +96,13 @@ impl ConnState {
                 self.deadline.set(Instant::now() + self.idle);
             }
         }
+    }
+
+    /// The connection is now a tunnel: no more HTTP on it, so no more HTTP clocks and
+    /// no more framing to follow.
+    pub fn tunnel(&self) {
+        self.phase.set(Phase::Tunnel);
+        self.sniffer.borrow_mut().stop();
     }
 
     /// True once the framing of this connection could not be followed: it must close
@@ -179,6 +188,14 @@ impl TimedIo {
     }
 }
 
+// SAFETY: hyper's upgrade support requires the connection's IO to be `Send` at the
+// type level (an upgraded IO is boxed as `dyn Io + Send`), but a `TimedIo` never leaves
+// its worker thread: it is made by the worker's accept loop, served by a connection task
+// spawned with `spawn_local` on that worker's current-thread runtime, and after an
+// upgrade it is consumed by a tunnel task spawned the same way. The `Rc<ConnState>` it
+// holds is therefore only ever touched from that one thread.
+unsafe impl Send for TimedIo {}
+
 impl AsyncRead for TimedIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -200,7 +217,11 @@ impl AsyncRead for TimedIo {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.clock.phase.get() != Phase::Busy && this.poll_deadline(cx).is_ready() {
+                let phase = this.clock.phase.get();
+                if phase != Phase::Busy
+                    && phase != Phase::Tunnel
+                    && this.poll_deadline(cx).is_ready()
+                {
                     let what = match this.clock.phase.get() {
                         Phase::Head => "client did not send a complete request head in time",
                         _ => "client connection idle for too long",

@@ -49,8 +49,10 @@ enum State {
     TrailerLf,
     /// The LF ending the trailer section (and the message).
     TrailersEndLf,
-    /// Stopped (upgrade, or framing we cannot follow): nothing more is tracked.
+    /// Stopped: framing we cannot follow; nothing more is tracked.
     Off,
+    /// Stopped on purpose: the connection became a tunnel.
+    Tunnel,
 }
 
 /// Per-connection framing follower.
@@ -123,14 +125,14 @@ impl Sniffer {
 
     /// Stops tracking (the connection became a tunnel).
     pub fn stop(&mut self) {
-        self.state = State::Off;
+        self.state = State::Tunnel;
     }
 
     /// Feeds bytes read from the client, in order.
     pub fn feed(&mut self, mut buf: &[u8]) {
         while !buf.is_empty() {
             match self.state {
-                State::Off => return,
+                State::Off | State::Tunnel => return,
                 State::Fixed(n) => {
                     let take = (buf.len() as u64).min(n);
                     buf = &buf[take as usize..];
@@ -297,7 +299,7 @@ impl Sniffer {
                     State::Off
                 };
             }
-            State::Fixed(_) | State::ChunkData(_) | State::Off => {}
+            State::Fixed(_) | State::ChunkData(_) | State::Off | State::Tunnel => {}
         }
     }
 

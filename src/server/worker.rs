@@ -191,7 +191,7 @@ fn serve(
             let client = Rc::clone(&client);
             async move { Ok::<_, Infallible>(proxy.handle(&client, req).await) }
         });
-        let conn = builder.serve_connection(io, svc);
+        let conn = builder.serve_connection(io, svc).with_upgrades();
         tokio::pin!(conn);
         let conns = Rc::clone(&guard.0);
         let result = if conns.draining.get() {

@@ -192,7 +192,7 @@ impl Upstreams {
             .await
             .map_err(UpstreamError::Send)?;
         let task = tokio::task::spawn_local(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("backend connection ended: {e}");
             }
         });

@@ -18,4 +18,5 @@ mod regressions;
 mod reload;
 mod strategies;
 mod tls;
+mod websocket;
 mod workers;

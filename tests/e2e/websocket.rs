@@ -1,0 +1,158 @@
+//! WebSocket tunnels: the upgrade handshake passes through, then frames flow both ways.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::client::raw;
+use crate::support::{Balancer, Conn, TestBackend};
+
+/// RFC 6455's example key and its accept value.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+fn read_frame(s: &mut impl Read) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).ok()?;
+    let masked = h[1] & 0x80 != 0;
+    let mut len = u64::from(h[1] & 0x7f);
+    if len == 126 {
+        let mut b = [0u8; 2];
+        s.read_exact(&mut b).ok()?;
+        len = u64::from(u16::from_be_bytes(b));
+    } else if len == 127 {
+        let mut b = [0u8; 8];
+        s.read_exact(&mut b).ok()?;
+        len = u64::from_be_bytes(b);
+    }
+    let mut mask = [0u8; 4];
+    if masked {
+        s.read_exact(&mut mask).ok()?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).ok()?;
+    if masked {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    Some((h[0] & 0x0f, payload))
+}
+
+fn frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    assert!(payload.len() < 126);
+    f.push(m | payload.len() as u8);
+    match mask {
+        Some(k) => {
+            f.extend_from_slice(&k);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4]));
+        }
+        None => f.extend_from_slice(payload),
+    }
+    f
+}
+
+/// A WebSocket echo server: answers the handshake, echoes every frame until Close.
+fn echo_backend() -> TestBackend {
+    TestBackend::raw(|mut s: TcpStream| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(
+            text.contains("upgrade: websocket") && text.contains(&KEY.to_ascii_lowercase()),
+            "{text}"
+        );
+        let reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        );
+        s.write_all(reply.as_bytes()).unwrap();
+        while let Some((op, payload)) = read_frame(&mut s) {
+            let _ = s.write_all(&frame(op, &payload, None));
+            if op == 8 {
+                return;
+            }
+        }
+    })
+}
+
+fn handshake(c: &mut Conn) {
+    c.send(format!("GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes());
+    let r = c.read_head();
+    assert_eq!(r.status, 101, "{:?}", r.headers);
+    assert_eq!(r.header("sec-websocket-accept"), Some(ACCEPT));
+    assert!(
+        r.header("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+    );
+    assert!(
+        r.header("connection")
+            .is_some_and(|u| u.eq_ignore_ascii_case("upgrade")),
+        "{:?}",
+        r.headers
+    );
+}
+
+#[test]
+fn websocket_echo_round_trip() {
+    let be = echo_backend();
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    handshake(&mut c);
+    for msg in ["hello switchyard", "second frame"] {
+        c.send(&frame(1, msg.as_bytes(), Some([1, 2, 3, 4])));
+        let (op, payload) = read_frame(&mut c.stream).expect("echo frame");
+        assert_eq!((op, payload.as_slice()), (1, msg.as_bytes()));
+    }
+    c.send(&frame(8, b"", Some([9, 9, 9, 9])));
+    let (op, _) = read_frame(&mut c.stream).expect("close frame");
+    assert_eq!(op, 8);
+    assert!(
+        c.closed_within(Duration::from_secs(3)),
+        "tunnel not closed after the backend closed"
+    );
+}
+
+#[test]
+fn idle_tunnel_is_closed() {
+    let be = echo_backend();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_millis(400))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    handshake(&mut c);
+    // Traffic keeps it open past the idle time...
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(200));
+        c.send(&frame(1, b"ping", Some([5, 6, 7, 8])));
+        assert!(read_frame(&mut c.stream).is_some());
+    }
+    // ...silence closes it.
+    assert!(
+        c.closed_within(Duration::from_secs(3)),
+        "idle tunnel never closed"
+    );
+}
+
+#[test]
+fn other_upgrades_are_refused_and_h2c_is_ignored() {
+    let be = TestBackend::start(|_| crate::support::Reply::ok("plain"));
+    let lb = Balancer::new().backend(be.addr).start();
+    let r = raw(
+        lb.addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: IRC/6.9\r\n\r\n",
+    );
+    assert_eq!(r.status, 501);
+    assert!(r.text().contains("websocket"), "{}", r.text());
+    let r = raw(lb.addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "plain"));
+    assert!(!be.requests()[0].has("upgrade"));
+}
