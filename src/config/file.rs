@@ -86,7 +86,6 @@ pub struct ListenTlsFile {
 }
 
 /// One `listen.tls.certificates` item.
-#[allow(dead_code)] // read once TLS arrives; parsed now so typos are caught
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a map with `cert` and `key`")]
 pub struct CertificateFile {

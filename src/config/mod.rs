@@ -80,10 +80,26 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
 }
 
+/// `listen.tls`: certificates for TLS termination, chosen by SNI (the first is the
+/// default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenTls {
+    pub certificates: Vec<CertificatePaths>,
+}
+
+/// One certificate chain and its private key (PEM files).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificatePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// TLS termination on the listener (HTTP/1.1 and HTTP/2 by ALPN).
+    pub listen_tls: Option<ListenTls>,
     pub admin: Option<SocketAddr>,
     pub workers: usize,
     pub mode: Mode,

@@ -110,10 +110,33 @@ pub fn build(
 
     // Listener and admin: the file's values are checked even when a flag overrides them.
     let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080));
+    let mut listen_tls = None;
     if let Some(l) = &file.listen {
-        if l.tls.is_some() {
-            let hint = "remove `tls:` from `listen:`; TLS termination arrives in a later release";
-            return Err(cx.err("listen.tls", "TLS termination is not supported yet", hint));
+        if let Some(tls) = &l.tls {
+            let certs = tls.certificates.as_deref().unwrap_or_default();
+            if certs.is_empty() {
+                let hint = "add `certificates: [{cert: server.pem, key: server.key}]`";
+                return Err(cx.err("listen.tls.certificates", "no certificate given", hint));
+            }
+            let mut paths = Vec::new();
+            for (i, c) in certs.iter().enumerate() {
+                let p = crate::config::CertificatePaths {
+                    cert: cx.relative(&c.cert),
+                    key: cx.relative(&c.key),
+                };
+                if let Err((which, e)) = crate::tls::server::load(&p) {
+                    let key = format!("listen.tls.certificates[{i}].{which}");
+                    return Err(cx.err(
+                        &key,
+                        e,
+                        "give PEM files: the certificate chain and its private key",
+                    ));
+                }
+                paths.push(p);
+            }
+            listen_tls = Some(crate::config::ListenTls {
+                certificates: paths,
+            });
         }
         let Some(addr) = &l.address else {
             let hint = "write `listen: 0.0.0.0:8080` or `listen: {address: 0.0.0.0:8080}`";
@@ -208,6 +231,7 @@ pub fn build(
 
     Ok(Config {
         listen,
+        listen_tls,
         admin,
         workers,
         mode,
@@ -379,12 +403,23 @@ pub(super) mod tests {
             ),
             ("listen:\n  address: x", "listen.address", "ADDR:PORT"),
             ("admin: 127.0.0.1", "admin", "e.g. `admin: 127.0.0.1:9090`"),
-            (
-                "listen:\n  tls: {certificates: []}",
-                "listen.tls",
-                "TLS termination is not supported yet",
-            ),
         ]);
+        let t = format!("{B}listen:\n  address: 0.0.0.0:8443\n  tls: {{certificates: []}}\n");
+        assert_err(
+            &t,
+            "listen.tls.certificates",
+            Some(4),
+            "no certificate given",
+        );
+        let t = format!(
+            "{B}listen:\n  address: 0.0.0.0:8443\n  tls: {{certificates: [{{cert: /nope.pem, key: /nope.key}}]}}\n"
+        );
+        assert_err(
+            &t,
+            "listen.tls.certificates[0].cert",
+            Some(4),
+            "cannot read",
+        );
         let t = format!("{B}listen: 0.0.0.0:8080\nadmin: 127.0.0.1:8080\n");
         assert_err(&t, "admin", Some(3), "clashes with the listen address");
         let t = format!("{B}listen: {{address: 127.0.0.1:81}}\nadmin: 127.0.0.1:82\n");

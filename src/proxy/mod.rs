@@ -48,14 +48,14 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(peer: SocketAddr, clock: Rc<ConnState>) -> ClientConn {
+    pub fn new(peer: SocketAddr, clock: Rc<ConnState>, https: bool) -> ClientConn {
         let ip = peer.ip().to_string();
         let addr_value =
             HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ClientConn {
             clock,
             addr_value,
-            proto: HeaderValue::from_static("http"),
+            proto: HeaderValue::from_static(if https { "https" } else { "http" }),
         }
     }
 }
@@ -92,6 +92,8 @@ pub struct Proxy {
     record: bool,
     /// This worker's share of the shared gauges.
     ledger: &'static Ledger,
+    /// TLS termination, built from this snapshot's certificates.
+    tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     access_log: bool,
 }
 
@@ -131,6 +133,17 @@ impl Proxy {
         let record = config.admin.is_some();
         let access_log = config.access_log;
         let ledger = health.ledger(worker);
+        let tls_acceptor =
+            config
+                .listen_tls
+                .as_ref()
+                .and_then(|t| match crate::tls::server::acceptor(t) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::error!("listener TLS unusable: {e}");
+                        None
+                    }
+                });
         Proxy {
             config,
             health,
@@ -139,6 +152,7 @@ impl Proxy {
             upstreams,
             record,
             ledger,
+            tls_acceptor,
             access_log,
         }
     }
@@ -151,6 +165,11 @@ impl Proxy {
     /// This worker's ledger.
     pub fn ledger(&self) -> &'static Ledger {
         self.ledger
+    }
+
+    /// The acceptor for TLS on the listener, when it is configured.
+    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls_acceptor.clone()
     }
 
     /// The client timeouts of this handler's config.

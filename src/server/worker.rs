@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use super::conn_io::{ConnState, TimedIo};
+use super::conn_io::{ClientStream, ConnState, TimedIo};
 use super::{RunState, Snapshot};
 use crate::config::Config;
 use crate::health::shared::Ledger;
@@ -170,10 +170,10 @@ fn serve(
     conns: &Rc<Connections>,
 ) {
     let _ = stream.set_nodelay(true);
-    let timeouts = current.borrow().timeouts();
-    let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
-    let client = Rc::new(ClientConn::new(peer, Rc::clone(&clock)));
-    let io = TokioIo::new(TimedIo::new(stream, clock));
+    let (timeouts, acceptor) = {
+        let p = current.borrow();
+        (p.timeouts(), p.tls_acceptor())
+    };
     let current = Rc::clone(current);
     let builder = Rc::clone(builder);
     conns.open.set(conns.open.get() + 1);
@@ -185,25 +185,70 @@ fn serve(
     ledger.conns.fetch_add(1, Relaxed);
     let guard = OpenGuard(Rc::clone(conns), global, ledger);
     tokio::task::spawn_local(async move {
+        let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
+        // TLS first when the listener terminates it (the handshake is bounded by the
+        // head clock); ALPN then says HTTP/2 or HTTP/1.1.
+        let (io, h2) = match acceptor {
+            None => (ClientStream::Plain(stream), false),
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                match tokio::time::timeout(timeouts.client_header, handshake).await {
+                    Ok(Ok(tls)) => {
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        (ClientStream::Tls(Box::new(tls)), h2)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        let https = matches!(io, ClientStream::Tls(_));
+        let client = Rc::new(ClientConn::new(peer, Rc::clone(&clock), https));
         let svc = service_fn(move |req| {
             // Each request runs on the handler current when it arrives.
             let proxy = Rc::clone(&current.borrow());
             let client = Rc::clone(&client);
             async move { Ok::<_, Infallible>(proxy.handle(&client, req).await) }
         });
-        let conn = builder.serve_connection(io, svc).with_upgrades();
-        tokio::pin!(conn);
         let conns = Rc::clone(&guard.0);
-        let result = if conns.draining.get() {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+        let result = if h2 {
+            // HTTP/2 multiplexes: no per-request HTTP/1 clocks or framing to follow.
+            clock.tunnel();
+            let conn = http2::Builder::new(LocalExec).serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            if conns.draining.get() {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            } else {
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = conns.drain.notified() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            }
         } else {
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = conns.drain.notified() => {
-                    // Finish the response in progress (if any), then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let io = TokioIo::new(TimedIo::new(io, clock));
+            let conn = builder.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(conn);
+            if conns.draining.get() {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            } else {
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = conns.drain.notified() => {
+                        // Finish the response in progress (if any), then close.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
                 }
             }
         };
@@ -212,4 +257,17 @@ fn serve(
         }
         drop(guard);
     });
+}
+
+/// Runs hyper's HTTP/2 stream tasks on this worker's `LocalSet`.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
 }

@@ -1,3 +1,4 @@
-//! TLS with rustls: to backends ([`client`]). Termination on the listener comes later.
+//! TLS with rustls: to backends ([`client`]) and on the listener ([`server`]).
 
 pub mod client;
+pub mod server;

@@ -137,3 +137,59 @@ fn probes_speak_tls() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// curl, over TLS to the listener: HTTP/2 by ALPN (HTTP/1.1 when asked), the
+/// certificate chosen by SNI, and `X-Forwarded-Proto: https` for the backend.
+#[test]
+fn listener_terminates_tls_with_sni_and_http2() {
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = tempdir("listen");
+    let ca = TestCa::new(&dir);
+    let (a_cert, a_key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
+    let (b_cert, b_key) = ca.server_cert_for(&["b.test"]).write(&dir, "b");
+    let be = crate::support::TestBackend::start(|r| {
+        crate::support::Reply::ok(&format!(
+            "{} {}",
+            r.header("x-forwarded-proto").unwrap_or_default(),
+            r.version
+        ))
+    });
+    let tls = ListenTls {
+        certificates: vec![
+            CertificatePaths {
+                cert: a_cert,
+                key: a_key,
+            },
+            CertificatePaths {
+                cert: b_cert,
+                key: b_key,
+            },
+        ],
+    };
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let port = lb.addr.port();
+    let curl = |host: &str, extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--cacert", ca.pem_path.to_str().unwrap()])
+            .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+            .args(["-w", "\n%{http_version}"])
+            .args(extra)
+            .arg(format!("https://{host}:{port}/"))
+            .output()
+            .expect("curl is needed for this test");
+        assert!(
+            out.status.success(),
+            "curl to {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Both names verify: each got its own certificate.
+    assert_eq!(curl("a.test", &["--http2"]), "https HTTP/1.1\n2");
+    assert_eq!(curl("b.test", &["--http2"]), "https HTTP/1.1\n2");
+    assert_eq!(curl("a.test", &["--http1.1"]), "https HTTP/1.1\n1.1");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,21 @@ use rustls::sign::CertifiedKey;
 pub struct ServerCert {
     pub chain: Vec<CertificateDer<'static>>,
     pub key_der: Vec<u8>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl ServerCert {
+    /// Writes `NAME.pem` and `NAME.key` into `dir`; returns their paths.
+    pub fn write(&self, dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, &self.cert_pem).unwrap();
+        std::fs::write(&k, &self.key_pem).unwrap();
+        (c, k)
+    }
 }
 
 /// A test CA, and where its certificate is written as PEM.
@@ -32,6 +47,12 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL (curl) takes a leaf whose issuer equals its subject
+        // for self-signed.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "switchyard test CA");
         let cert = params.self_signed(&key).unwrap();
         let pem_path = dir.join("ca.pem");
         std::fs::write(&pem_path, cert.pem()).unwrap();
@@ -41,14 +62,26 @@ impl TestCa {
         }
     }
 
-    /// A server certificate signed by this CA.
+    /// A server certificate signed by this CA, for `localhost` and 127.0.0.1.
     pub fn server_cert(&self) -> ServerCert {
+        self.server_cert_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A server certificate signed by this CA for these names.
+    pub fn server_cert_for(&self, names: &[&str]) -> ServerCert {
         let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0].as_str());
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         ServerCert {
             chain: vec![cert.der().clone()],
             key_der: key.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         }
     }
 }
@@ -63,6 +96,8 @@ pub fn self_signed() -> ServerCert {
     ServerCert {
         chain: vec![cert.der().clone()],
         key_der: key.serialize_der(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     }
 }
 
