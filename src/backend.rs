@@ -87,6 +87,9 @@ pub struct Backend {
     pub weight: u32,
     /// TLS settings; used when `scheme` is `Https`.
     pub tls: TlsOptions,
+    /// Speak HTTP/2 with prior knowledge to this plain backend (`protocol: h2c`). TLS
+    /// backends choose HTTP/2 or HTTP/1.1 by ALPN instead.
+    pub h2c: bool,
 }
 
 /// The immutable list of backends one config snapshot serves. Strategies and the

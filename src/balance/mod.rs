@@ -188,6 +188,7 @@ pub(crate) mod test_support {
                         addrs: vec![],
                         weight,
                         tls: Default::default(),
+                        h2c: false,
                     }
                 })
                 .collect(),

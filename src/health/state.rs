@@ -103,6 +103,7 @@ impl HealthTable {
                 addrs: Vec::new(),
                 weight: 1,
                 tls: Default::default(),
+                h2c: false,
             })
             .collect();
         let region = match Region::new() {

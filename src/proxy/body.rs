@@ -245,7 +245,8 @@ impl Streaming {
 /// A backend connection on loan to one response body.
 pub struct Lease {
     pub pool: Rc<Pool>,
-    pub conn: Conn,
+    /// `None` for an HTTP/2 stream: its connection is shared, nothing to return.
+    pub conn: Option<Conn>,
     /// The request's upload: the connection is clean only if it completed.
     pub upload: Rc<Upload>,
 }
@@ -429,12 +430,14 @@ impl Drop for ProxyBody {
             if let Some(lease) = up.lease.take() {
                 // A backend may answer before reading the whole upload; that connection
                 // is mid-request and must not be reused.
-                if response_done && lease.upload.sent_at.get().is_some() {
-                    lease.pool.checkin(lease.conn);
-                } else {
-                    // Mid-exchange (response cut short, or upload still going): close it,
-                    // which also ends the upload from the client.
-                    lease.conn.abort();
+                if let Some(conn) = lease.conn {
+                    if response_done && lease.upload.sent_at.get().is_some() {
+                        lease.pool.checkin(conn);
+                    } else {
+                        // Mid-exchange (response cut short, or upload still going): close
+                        // it, which also ends the upload from the client.
+                        conn.abort();
+                    }
                 }
             }
         }

@@ -414,7 +414,7 @@ impl Proxy {
         let first = async {
             if is_upgrade {
                 self.upstreams
-                    .send_fresh(backend, slot.tls(), req, upload)
+                    .send_fresh(backend, slot.tls(), &slot.pool, req, upload)
                     .await
             } else {
                 self.upstreams
@@ -445,7 +445,9 @@ impl Proxy {
                 }
                 upload.sent_at.set(None);
                 upload.progress_at.set(Some(Instant::now()));
-                let fresh = self.upstreams.send_fresh(backend, slot.tls(), req, upload);
+                let fresh = self
+                    .upstreams
+                    .send_fresh(backend, slot.tls(), &slot.pool, req, upload);
                 match self.with_response_timeout(fresh, upload).await {
                     Err(timeout) => Err(AttemptError::timed_out(timeout)),
                     Ok(Ok(x)) => Ok(x),

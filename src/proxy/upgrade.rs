@@ -76,7 +76,7 @@ pub fn start(
     }
     conn.clock.tunnel();
     // The backend connection's task finishes on its own once it hands the socket over.
-    drop(exchange.conn.sender);
+    drop(exchange.conn);
     tokio::task::spawn_local(run(client_side, backend_side, idle, in_flight));
     Response::from_parts(parts, ProxyBody::local(Bytes::new(), None))
 }

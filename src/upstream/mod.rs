@@ -20,6 +20,29 @@ use hyper::client::conn::http1::SendRequest;
 use crate::backend::Backend;
 use crate::proxy::body::{ReqBody, Upload};
 
+/// HTTP/2 carries the target as `:scheme` and `:authority`: the URI becomes absolute
+/// (authority from `Host`, which then goes), and the version HTTP/2.
+fn to_h2_form(backend: &Backend, req: &mut Request<ReqBody>) {
+    let scheme = match backend.scheme {
+        crate::backend::Scheme::Http => http::uri::Scheme::HTTP,
+        crate::backend::Scheme::Https => http::uri::Scheme::HTTPS,
+    };
+    let host = req.headers_mut().remove(http::header::HOST);
+    let authority = host
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| http::uri::Authority::try_from(backend.address.as_str()).ok());
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+}
+
 /// A held (or empty) body goes out with the head: the response clock starts now. A
 /// streamed body sets the time itself when its last byte is handed over.
 fn mark_sent(req: &Request<ReqBody>, upload: &Upload) {
@@ -69,7 +92,9 @@ pub enum UpstreamError {
 /// came on, to be returned to the pool when the response body is done.
 pub struct Exchange {
     pub response: Response<Incoming>,
-    pub conn: Conn,
+    /// The HTTP/1 connection it came on (to pool again); `None` for an HTTP/2 stream,
+    /// whose connection stays shared.
+    pub conn: Option<Conn>,
     /// True when the connection came from the pool rather than a fresh dial.
     pub reused: bool,
 }
@@ -85,15 +110,45 @@ pub struct Failed {
 pub struct Upstreams {
     connect_timeout: Duration,
     builder: hyper::client::conn::http1::Builder,
+    h2_builder: hyper::client::conn::http2::Builder<LocalExec>,
+}
+
+/// Runs hyper's HTTP/2 background tasks on the current worker's `LocalSet`.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// The request half of an HTTP/2 backend connection (cheap to clone: one per stream).
+pub type H2Sender = hyper::client::conn::http2::SendRequest<ReqBody>;
+
+/// What a dial produced.
+enum Dialed {
+    H1(Conn),
+    H2(H2Sender),
 }
 
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Upstreams {
         let mut builder = hyper::client::conn::http1::Builder::new();
         builder.max_buf_size(256 * 1024);
+        let mut h2_builder = hyper::client::conn::http2::Builder::new(LocalExec);
+        // Streams in flight on one backend connection, at most (the backend's own
+        // SETTINGS_MAX_CONCURRENT_STREAMS applies too).
+        h2_builder
+            .max_concurrent_reset_streams(64)
+            .initial_max_send_streams(128);
         Upstreams {
             connect_timeout,
             builder,
+            h2_builder,
         }
     }
 
@@ -106,6 +161,10 @@ impl Upstreams {
         mut req: Request<ReqBody>,
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
+        // HTTP/2: every request is a stream on the backend's one shared connection.
+        if let Some(h2) = pool.h2_after_dial(backend.h2c).await {
+            return Self::send_h2(backend, h2, req, upload, true).await;
+        }
         while let Some(mut conn) = pool.checkout() {
             if conn.sender.ready().await.is_err() {
                 continue; // closed while idle: never hand it out
@@ -115,7 +174,7 @@ impl Upstreams {
                 Ok(response) => {
                     return Ok(Exchange {
                         response,
-                        conn,
+                        conn: Some(conn),
                         reused: true,
                     });
                 }
@@ -133,19 +192,30 @@ impl Upstreams {
                 },
             }
         }
-        self.send_fresh(backend, tls, req, upload).await
+        self.send_fresh(backend, tls, pool, req, upload).await
     }
 
-    /// Sends `req` on a newly dialed connection.
+    /// Sends `req` on a newly dialed connection (which, if it speaks HTTP/2, becomes the
+    /// backend's shared connection in `pool`).
     pub async fn send_fresh(
         &self,
         backend: &Backend,
         tls: TlsChoice<'_>,
+        pool: &Pool,
         req: Request<ReqBody>,
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        let mut conn = match self.dial(backend, tls).await {
-            Ok(c) => c,
+        let mine = pool.h2_dial_start(backend.h2c);
+        let dialed = self.dial(backend, tls).await;
+        if let Ok(Dialed::H2(h2)) = &dialed {
+            pool.set_h2(h2.clone());
+        }
+        if mine {
+            pool.h2_dial_done();
+        }
+        let mut conn = match dialed {
+            Ok(Dialed::H1(c)) => c,
+            Ok(Dialed::H2(h2)) => return Self::send_h2(backend, h2, req, upload, false).await,
             Err(error) => {
                 return Err(Failed {
                     error,
@@ -158,7 +228,7 @@ impl Upstreams {
         match conn.sender.try_send_request(req).await {
             Ok(response) => Ok(Exchange {
                 response,
-                conn,
+                conn: Some(conn),
                 reused: false,
             }),
             Err(mut e) => {
@@ -173,7 +243,41 @@ impl Upstreams {
         }
     }
 
-    async fn dial(&self, backend: &Backend, tls: TlsChoice<'_>) -> Result<Conn, UpstreamError> {
+    async fn send_h2(
+        backend: &Backend,
+        mut h2: H2Sender,
+        mut req: Request<ReqBody>,
+        upload: &Upload,
+        reused: bool,
+    ) -> Result<Exchange, Failed> {
+        to_h2_form(backend, &mut req);
+        // Waits while the connection is at its concurrent-stream limit.
+        if let Err(e) = h2.ready().await {
+            return Err(Failed {
+                error: UpstreamError::Send(e),
+                request: Some(req),
+                reused,
+            });
+        }
+        mark_sent(&req, upload);
+        match h2.try_send_request(req).await {
+            Ok(response) => Ok(Exchange {
+                response,
+                conn: None,
+                reused,
+            }),
+            Err(mut e) => {
+                let request = e.take_message();
+                Err(Failed {
+                    error: UpstreamError::Send(e.into_error()),
+                    request,
+                    reused,
+                })
+            }
+        }
+    }
+
+    async fn dial(&self, backend: &Backend, tls: TlsChoice<'_>) -> Result<Dialed, UpstreamError> {
         let connector = match tls {
             Ok(c) => c,
             Err(e) => return Err(UpstreamError::Tls(e.to_owned())),
@@ -185,7 +289,21 @@ impl Upstreams {
             Ok(Err(connect::DialError::Tls(e))) => return Err(UpstreamError::Tls(e)),
             Err(_) => return Err(UpstreamError::ConnectTimeout),
         };
+        let h2 = backend.h2c || stream.negotiated_h2();
         let io = hyper_util::rt::TokioIo::new(stream);
+        if h2 {
+            let (sender, conn) = self
+                .h2_builder
+                .handshake::<_, ReqBody>(io)
+                .await
+                .map_err(UpstreamError::Send)?;
+            tokio::task::spawn_local(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("backend HTTP/2 connection ended: {e}");
+                }
+            });
+            return Ok(Dialed::H2(sender));
+        }
         let (sender, conn) = self
             .builder
             .handshake::<_, ReqBody>(io)
@@ -196,9 +314,9 @@ impl Upstreams {
                 tracing::debug!("backend connection ended: {e}");
             }
         });
-        Ok(Conn {
+        Ok(Dialed::H1(Conn {
             sender,
             task: task.abort_handle(),
-        })
+        }))
     }
 }

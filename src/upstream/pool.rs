@@ -24,6 +24,13 @@ struct Idle {
 /// One backend's idle connections in one worker.
 pub struct Pool {
     idle: RefCell<VecDeque<Idle>>,
+    /// The backend's shared HTTP/2 connection, once one was negotiated.
+    h2: RefCell<Option<super::H2Sender>>,
+    /// The backend speaks HTTP/2 (h2c, or a dial negotiated it): new connections are
+    /// dialed one at a time, and requests wait for it rather than dial their own.
+    h2_expected: std::cell::Cell<bool>,
+    h2_dialing: std::cell::Cell<bool>,
+    h2_ready: tokio::sync::Notify,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -32,9 +39,52 @@ impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             idle: RefCell::new(VecDeque::new()),
+            h2: RefCell::new(None),
+            h2_expected: std::cell::Cell::new(false),
+            h2_dialing: std::cell::Cell::new(false),
+            h2_ready: tokio::sync::Notify::new(),
             max_idle,
             idle_timeout,
         }
+    }
+
+    /// A handle on the shared HTTP/2 connection, if there is a live one.
+    pub fn h2(&self) -> Option<super::H2Sender> {
+        let mut h2 = self.h2.borrow_mut();
+        if h2.as_ref().is_some_and(|s| s.is_closed()) {
+            *h2 = None;
+        }
+        h2.clone()
+    }
+
+    /// Makes `sender` the backend's shared HTTP/2 connection.
+    pub fn set_h2(&self, sender: super::H2Sender) {
+        *self.h2.borrow_mut() = Some(sender);
+        self.h2_expected.set(true);
+    }
+
+    /// Waits for an HTTP/2 dial in progress, if the backend speaks HTTP/2 and one is;
+    /// then the shared connection, if it came up.
+    pub async fn h2_after_dial(&self, h2c: bool) -> Option<super::H2Sender> {
+        if (h2c || self.h2_expected.get()) && self.h2_dialing.get() {
+            self.h2_ready.notified().await;
+        }
+        self.h2()
+    }
+
+    /// Marks an HTTP/2 dial in progress (when the backend speaks HTTP/2); returns
+    /// whether this caller must call [`Pool::h2_dial_done`].
+    pub fn h2_dial_start(&self, h2c: bool) -> bool {
+        let mine = (h2c || self.h2_expected.get()) && !self.h2_dialing.get();
+        if mine {
+            self.h2_dialing.set(true);
+        }
+        mine
+    }
+
+    pub fn h2_dial_done(&self) {
+        self.h2_dialing.set(false);
+        self.h2_ready.notify_waiters();
     }
 
     /// The most recently returned live connection, if any.

@@ -29,6 +29,7 @@ fn https(addr: SocketAddr, tls: TlsOptions) -> Backend {
         addrs: vec![addr],
         weight: 1,
         tls,
+        h2c: false,
     }
 }
 
@@ -191,5 +192,60 @@ fn listener_terminates_tls_with_sni_and_http2() {
     assert_eq!(curl("a.test", &["--http2"]), "https HTTP/1.1\n2");
     assert_eq!(curl("b.test", &["--http2"]), "https HTTP/1.1\n2");
     assert_eq!(curl("a.test", &["--http1.1"]), "https HTTP/1.1\n1.1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Concurrent HTTP/1.1 clients in front of an HTTP/2 backend: one connection, many
+/// streams at once.
+fn multiplexed(be: &crate::support::tls::H2Backend, lb: &crate::support::balancer::Started) {
+    let addr = lb.addr;
+    let clients: Vec<_> = (0..6)
+        .map(|i| std::thread::spawn(move || get(addr, &format!("/r{i}"))))
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let r = c.join().unwrap();
+        assert_eq!((r.status, r.text()), (200, format!("HTTP/2.0 /r{i}")));
+    }
+    assert_eq!(
+        be.connections.load(SeqCst),
+        1,
+        "one shared HTTP/2 connection"
+    );
+    assert!(
+        be.max_in_flight.load(SeqCst) >= 2,
+        "streams were not multiplexed: {}",
+        be.max_in_flight.load(SeqCst)
+    );
+}
+
+#[test]
+fn h2c_backend_multiplexes_streams() {
+    let be = crate::support::tls::H2Backend::start(None, Duration::from_millis(300));
+    let mut b = switchyard::demo::backend_at(be.addr, 1);
+    b.h2c = true;
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.backends = BackendSet::new(vec![b]))
+        .start();
+    multiplexed(&be, &lb);
+}
+
+#[test]
+fn tls_backend_negotiating_h2_multiplexes_streams() {
+    let dir = tempdir("h2");
+    let ca = TestCa::new(&dir);
+    let be =
+        crate::support::tls::H2Backend::start(Some(ca.server_cert()), Duration::from_millis(300));
+    let b = https(
+        be.addr,
+        TlsOptions {
+            ca_file: Some(ca.pem_path.clone()),
+            insecure: false,
+        },
+    );
+    let lb = balancer_for(b);
+    // The first connection learns (by ALPN) that the backend speaks HTTP/2.
+    assert_eq!(get(lb.addr, "/warm").text(), "HTTP/2.0 /warm");
+    multiplexed(&be, &lb);
     let _ = std::fs::remove_dir_all(&dir);
 }

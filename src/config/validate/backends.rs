@@ -42,11 +42,6 @@ pub(super) fn from_file(
                 "add `address: HOST:PORT`",
             ));
         };
-        if let Some(p) = &item.protocol {
-            let problem = format!("choosing the backend protocol ('{p}') is not supported yet");
-            let hint = "remove `protocol:`; backends are spoken to over HTTP/1.1 for now";
-            return Err(cx.err(&format!("{base}.protocol"), problem, hint));
-        }
         let spec = if item.short {
             backend::parse_spec(&addr)
         } else if addr.contains(',') {
@@ -62,6 +57,21 @@ pub(super) fn from_file(
             cx.err(&addr_key, problem, hint)
         })?;
         let mut backend = make_backend(cx, &addr_key, &spec, &out)?;
+        if let Some(p) = &item.protocol {
+            let key = format!("{base}.protocol");
+            match p.as_str() {
+                "h2c" if item.tls.is_none() && spec.scheme == Scheme::Http => backend.h2c = true,
+                "h2c" => {
+                    let hint = "remove `protocol:`: TLS backends choose HTTP/2 or HTTP/1.1 by ALPN";
+                    return Err(cx.err(&key, "h2c is HTTP/2 without TLS", hint));
+                }
+                "http1" | "http/1.1" => {}
+                other => {
+                    let hint = "write `protocol: h2c` (HTTP/2 with prior knowledge) or `http1`";
+                    return Err(cx.err(&key, format!("unknown protocol '{other}'"), hint));
+                }
+            }
+        }
         if let Some(tls) = item.tls {
             // `tls:` turns TLS on, whatever the port.
             backend.scheme = Scheme::Https;
@@ -143,6 +153,7 @@ fn make_backend(
         addrs,
         weight: spec.weight,
         tls: Default::default(),
+        h2c: false,
     })
 }
 
@@ -246,8 +257,12 @@ mod tests {
         let t =
             "backends:\n  - address: https://localhost\n    tls: {ca_file: /nonexistent/ca.pem}\n";
         assert_err(t, "backends[0].tls.ca_file", Some(3), "cannot read");
-        let t = "backends:\n  - address: 127.0.0.1:9001\n    protocol: h2c\n";
-        assert_err(t, "backends[0].protocol", Some(3), "not supported yet");
+        let c = ok("backends:\n  - address: 127.0.0.1:9001\n    protocol: h2c\n");
+        assert!(c.backends.get(0).h2c);
+        let t = "backends:\n  - address: 127.0.0.1:9001\n    protocol: spdy\n";
+        assert_err(t, "backends[0].protocol", Some(3), "unknown protocol");
+        let t = "backends:\n  - address: https://localhost\n    protocol: h2c\n";
+        assert_err(t, "backends[0].protocol", Some(3), "without TLS");
     }
 
     #[test]

@@ -189,3 +189,88 @@ impl TlsBackend {
         }
     }
 }
+
+/// An HTTP/2 backend (h2c, or TLS with ALPN h2) that counts its connections and the
+/// most streams it had in flight at once. Each request takes `delay`.
+pub struct H2Backend {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub max_in_flight: Arc<AtomicUsize>,
+}
+
+impl H2Backend {
+    pub fn start(tls: Option<ServerCert>, delay: std::time::Duration) -> H2Backend {
+        let acceptor = tls.map(|cert| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der));
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(cert.chain, key)
+                .unwrap();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let max_in_flight = Arc::new(AtomicUsize::new(0));
+        let (c, m) = (Arc::clone(&connections), Arc::clone(&max_in_flight));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let now = Arc::new(AtomicUsize::new(0));
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    c.fetch_add(1, SeqCst);
+                    let (m, now, acceptor) = (Arc::clone(&m), Arc::clone(&now), acceptor.clone());
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (m, now) = (Arc::clone(&m), Arc::clone(&now));
+                            async move {
+                                let n = now.fetch_add(1, SeqCst) + 1;
+                                m.fetch_max(n, SeqCst);
+                                tokio::time::sleep(delay).await;
+                                now.fetch_sub(1, SeqCst);
+                                let body = format!("{:?} {}", req.version(), req.uri().path());
+                                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                                    body,
+                                ))))
+                            }
+                        });
+                        let builder = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        );
+                        match acceptor {
+                            None => {
+                                let _ = builder
+                                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                                    .await;
+                            }
+                            Some(a) => {
+                                if let Ok(tls) = a.accept(tcp).await {
+                                    let _ = builder
+                                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                                        .await;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        H2Backend {
+            addr,
+            connections,
+            max_in_flight,
+        }
+    }
+}
