@@ -9,8 +9,3 @@ fn main() {
         std::process::exit(2);
     }
 }
-
-/// mimalloc: fewer instructions per allocation than glibc's malloc on the request path
-/// and it returns freed memory to the system (see bench/instructions_per_request.sh).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -30,6 +30,7 @@ use super::{RunState, Snapshot};
 use crate::config::Config;
 use crate::health::shared::Ledger;
 use crate::proxy::{ClientConn, Proxy};
+use crate::upstream::LocalExec;
 
 /// The worker's current handler, swapped on reload.
 type Current = Rc<RefCell<Rc<Proxy>>>;
@@ -221,7 +222,9 @@ fn serve(
             // HTTP/2 multiplexes: no per-request HTTP/1 clocks or framing to follow.
             clock.tunnel();
             let conn = http2::Builder::new(LocalExec).serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(conn);
+            // Boxed: HTTP/2 state is large, and keeping it out of line keeps every
+            // HTTP/1 connection task small.
+            let mut conn = Box::pin(conn);
             if conns.draining.get() {
                 conn.as_mut().graceful_shutdown();
                 conn.await
@@ -257,17 +260,4 @@ fn serve(
         }
         drop(guard);
     });
-}
-
-/// Runs hyper's HTTP/2 stream tasks on this worker's `LocalSet`.
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: std::future::Future + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
 }
