@@ -129,6 +129,15 @@ where
 /// The request half of an HTTP/2 backend connection (cheap to clone: one per stream).
 pub type H2Sender = hyper::client::conn::http2::SendRequest<ReqBody>;
 
+/// Marks the end of a single-flight HTTP/2 dial when dropped.
+struct DialDone<'a>(&'a Pool);
+
+impl Drop for DialDone<'_> {
+    fn drop(&mut self) {
+        self.0.h2_dial_done();
+    }
+}
+
 /// What a dial produced.
 enum Dialed {
     H1(Conn),
@@ -205,14 +214,14 @@ impl Upstreams {
         req: Request<ReqBody>,
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        let mine = pool.h2_dial_start(backend.h2c);
+        // Ends the single-flight dial even if this future is dropped mid-dial (client
+        // gone, deadline): waiters must never wait on a dial nobody finishes.
+        let _dialing = pool.h2_dial_start(backend.h2c).then_some(DialDone(pool));
         let dialed = self.dial(backend, tls).await;
         if let Ok(Dialed::H2(h2)) = &dialed {
             pool.set_h2(h2.clone());
         }
-        if mine {
-            pool.h2_dial_done();
-        }
+        drop(_dialing);
         let mut conn = match dialed {
             Ok(Dialed::H1(c)) => c,
             Ok(Dialed::H2(h2)) => return Self::send_h2(backend, h2, req, upload, false).await,
