@@ -103,7 +103,7 @@ async fn probe_loop(config: &Config, table: &HealthTable, i: usize) {
     // Probes speak TLS to TLS backends, with the same trust as live requests.
     let tls = match backend.scheme {
         crate::backend::Scheme::Http => Ok(None),
-        crate::backend::Scheme::Https => crate::tls::client::connector(backend).map(Some),
+        crate::backend::Scheme::Https => crate::tls::client::connector(backend, false).map(Some),
     };
     let mut rng = seeded_rng(i);
     // Start soon (a backend dead from the start is found by the first probe), but

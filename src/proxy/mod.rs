@@ -112,7 +112,9 @@ impl Proxy {
                 id: b.id,
                 tls: match b.scheme {
                     crate::backend::Scheme::Http => Ok(None),
-                    crate::backend::Scheme::Https => crate::tls::client::connector(b).map(Some),
+                    crate::backend::Scheme::Https => {
+                        crate::tls::client::connector(b, true).map(Some)
+                    }
                 },
                 pool: previous
                     .filter(|_| same_pool_settings)

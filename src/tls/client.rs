@@ -48,7 +48,7 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
 }
 
 /// The connector for one TLS backend.
-pub fn connector(backend: &Backend) -> Result<TlsConnector, String> {
+pub fn connector(backend: &Backend, offer_h2: bool) -> Result<TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -73,7 +73,11 @@ pub fn connector(backend: &Backend) -> Result<TlsConnector, String> {
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if offer_h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
