@@ -163,6 +163,26 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Runs a pinned hyper connection (HTTP/1 or HTTP/2: the same methods, no shared
+/// trait) to its end; when the worker starts draining, the connection finishes the
+/// response in progress (if any) and closes.
+macro_rules! drive {
+    ($conn:ident, $conns:ident) => {
+        if $conns.draining.get() {
+            $conn.as_mut().graceful_shutdown();
+            $conn.await
+        } else {
+            tokio::select! {
+                r = $conn.as_mut() => r,
+                _ = $conns.drain.notified() => {
+                    $conn.as_mut().graceful_shutdown();
+                    $conn.await
+                }
+            }
+        }
+    };
+}
+
 fn serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
@@ -225,35 +245,12 @@ fn serve(
             // Boxed: HTTP/2 state is large, and keeping it out of line keeps every
             // HTTP/1 connection task small.
             let mut conn = Box::pin(conn);
-            if conns.draining.get() {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            } else {
-                tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = conns.drain.notified() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                }
-            }
+            drive!(conn, conns)
         } else {
             let io = TokioIo::new(TimedIo::new(io, clock));
             let conn = builder.serve_connection(io, svc).with_upgrades();
             tokio::pin!(conn);
-            if conns.draining.get() {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            } else {
-                tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = conns.drain.notified() => {
-                        // Finish the response in progress (if any), then close.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                }
-            }
+            drive!(conn, conns)
         };
         if let Err(e) = result {
             tracing::debug!(%peer, "client connection ended: {e}");
