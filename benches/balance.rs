@@ -36,7 +36,7 @@ fn backends(n: usize) -> BackendSet {
                     addrs: vec![],
                     weight: (i % 5) as u32 + 1,
                     tls: Default::default(),
-                    h2c: false,
+                    protocol: Default::default(),
                 }
             })
             .collect(),

@@ -87,9 +87,41 @@ pub struct Backend {
     pub weight: u32,
     /// TLS settings; used when `scheme` is `Https`.
     pub tls: TlsOptions,
-    /// Speak HTTP/2 with prior knowledge to this plain backend (`protocol: h2c`). TLS
-    /// backends choose HTTP/2 or HTTP/1.1 by ALPN instead.
-    pub h2c: bool,
+    /// Which HTTP version to speak (`protocol:`).
+    pub protocol: Protocol,
+}
+
+/// A backend's `protocol:` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 to plain backends; TLS backends choose HTTP/2 or HTTP/1.1 by ALPN.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only (`protocol: http1`): ALPN offers only `http/1.1`.
+    Http1,
+    /// HTTP/2 with prior knowledge to a plain backend (`protocol: h2c`).
+    H2c,
+}
+
+impl Backend {
+    /// True when requests go to this backend as HTTP/2 without asking first.
+    pub fn h2c(&self) -> bool {
+        self.protocol == Protocol::H2c
+    }
+
+    /// True when a TLS handshake with this backend may offer `h2` by ALPN.
+    pub fn offers_h2(&self) -> bool {
+        self.protocol == Protocol::Auto
+    }
+
+    /// True when connections made for `other` would be made the same way for `self`
+    /// (same addresses, scheme, TLS settings and protocol): its pool may carry over.
+    pub fn dials_like(&self, other: &Backend) -> bool {
+        self.addrs == other.addrs
+            && self.scheme == other.scheme
+            && self.tls == other.tls
+            && self.protocol == other.protocol
+    }
 }
 
 /// The immutable list of backends one config snapshot serves. Strategies and the

@@ -188,7 +188,7 @@ pub(crate) mod test_support {
                         addrs: vec![],
                         weight,
                         tls: Default::default(),
-                        h2c: false,
+                        protocol: Default::default(),
                     }
                 })
                 .collect(),

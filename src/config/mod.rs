@@ -81,10 +81,27 @@ pub struct PoolConfig {
 }
 
 /// `listen.tls`: certificates for TLS termination, chosen by SNI (the first is the
-/// default).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// default), loaded when the config is built: a config that holds a `ListenTls` can
+/// serve TLS, so a reload can never fall back to plaintext over a bad file.
+#[derive(Clone, Debug)]
 pub struct ListenTls {
     pub certificates: Vec<CertificatePaths>,
+    /// The rustls settings made from them (certificates resolved by SNI, ALPN).
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl ListenTls {
+    /// Loads every certificate and key; the error names the item (its index), the
+    /// file (`cert` or `key`) and what is wrong.
+    pub fn load(
+        certificates: Vec<CertificatePaths>,
+    ) -> Result<ListenTls, (usize, &'static str, String)> {
+        let server = crate::tls::server::server_config(&certificates)?;
+        Ok(ListenTls {
+            certificates,
+            server,
+        })
+    }
 }
 
 /// One certificate chain and its private key (PEM files).

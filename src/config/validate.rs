@@ -118,13 +118,16 @@ pub fn build(
                 let hint = "add `certificates: [{cert: server.pem, key: server.key}]`";
                 return Err(cx.err("listen.tls.certificates", "no certificate given", hint));
             }
-            let mut paths = Vec::new();
-            for (i, c) in certs.iter().enumerate() {
-                let p = crate::config::CertificatePaths {
+            let paths = certs
+                .iter()
+                .map(|c| crate::config::CertificatePaths {
                     cert: cx.relative(&c.cert),
                     key: cx.relative(&c.key),
-                };
-                if let Err((which, e)) = crate::tls::server::load(&p) {
+                })
+                .collect();
+            match crate::config::ListenTls::load(paths) {
+                Ok(t) => listen_tls = Some(t),
+                Err((i, which, e)) => {
                     let key = format!("listen.tls.certificates[{i}].{which}");
                     return Err(cx.err(
                         &key,
@@ -132,11 +135,7 @@ pub fn build(
                         "give PEM files: the certificate chain and its private key",
                     ));
                 }
-                paths.push(p);
             }
-            listen_tls = Some(crate::config::ListenTls {
-                certificates: paths,
-            });
         }
         let Some(addr) = &l.address else {
             let hint = "write `listen: 0.0.0.0:8080` or `listen: {address: 0.0.0.0:8080}`";

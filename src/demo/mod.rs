@@ -115,7 +115,7 @@ pub fn backend_at(addr: SocketAddr, weight: u32) -> Backend {
         addrs: vec![addr],
         weight,
         tls: Default::default(),
-        h2c: false,
+        protocol: Default::default(),
     }
 }
 

@@ -150,20 +150,46 @@ fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {
     rand::rngs::SysRng.try_fill_bytes(buf).map_err(|_| ())
 }
 
-/// One probe on a fresh connection: the status, or why there was none.
+/// One probe on a fresh connection (HTTP/2 to h2c backends, HTTP/1.1 to the rest): the
+/// status, or why there was none.
 async fn probe_once(
     backend: &Backend,
     tls: &Result<Option<tokio_rustls::TlsConnector>, String>,
     path: &str,
 ) -> Result<StatusCode, Reason> {
     let connector = tls.as_ref().map_err(|_| Reason::Tls)?;
-    let stream = connect::open(backend, connector.as_ref())
+    let stream = connect::open(backend, connector.as_ref(), true)
         .await
         .map_err(|e| match e {
             connect::DialError::Tcp(_) => Reason::ConnectRefused,
             connect::DialError::Tls(_) => Reason::Tls,
         })?;
     let io = hyper_util::rt::TokioIo::new(stream);
+    if backend.h2c() {
+        // An h2c backend speaks HTTP/2 only: so does its probe.
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(exec, io)
+                .await
+                .map_err(|_| Reason::Reset)?;
+        let conn = tokio::spawn(conn);
+        let authority = http::uri::Authority::try_from(backend.address.as_str())
+            .map_err(|_| Reason::BadResponse)?;
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| Reason::BadResponse)?;
+        let req = Request::get(uri)
+            .version(http::Version::HTTP_2)
+            .header(header::USER_AGENT, "switchyard-health-check")
+            .body(Empty::new())
+            .map_err(|_| Reason::BadResponse)?;
+        let result = sender.send_request(req).await;
+        conn.abort();
+        return status_of(result);
+    }
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
         .await
         .map_err(|_| Reason::Reset)?;
@@ -176,11 +202,15 @@ async fn probe_once(
         .header(header::CONNECTION, "close")
         .body(Empty::new())
         .map_err(|_| Reason::BadResponse)?;
-    let result = match sender.send_request(req).await {
+    let result = sender.send_request(req).await;
+    conn.abort();
+    status_of(result)
+}
+
+fn status_of<B>(result: hyper::Result<http::Response<B>>) -> Result<StatusCode, Reason> {
+    match result {
         Ok(resp) => Ok(resp.status()),
         Err(e) if e.is_parse() => Err(Reason::BadResponse),
         Err(_) => Err(Reason::Reset),
-    };
-    conn.abort();
-    result
+    }
 }

@@ -103,7 +103,7 @@ impl HealthTable {
                 addrs: Vec::new(),
                 weight: 1,
                 tls: Default::default(),
-                h2c: false,
+                protocol: Default::default(),
             })
             .collect();
         let region = match Region::new() {

@@ -4,9 +4,10 @@
 //! values, spaces in names, a whitespace-led first header line, invalid or differing
 //! Content-Lengths, and a Transfer-Encoding whose last coding is not chunked. Those get
 //! hyper's own 400/414/431. This guard adds the rules hyper leaves to us: the Host
-//! header (exactly one in HTTP/1.1), our limits on the request line and the header
-//! section (414/431 with a text body), transfer codings we do not implement (501),
-//! methods we do not proxy, and `Expect` values other than `100-continue`.
+//! header (exactly one in HTTP/1.1; `:authority` or `Host` in HTTP/2), our limits on the
+//! request line and the header section (414/431 with a text body), transfer codings we
+//! do not implement (501), methods we do not proxy, and `Expect` values other than
+//! `100-continue`.
 
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Version};
@@ -35,7 +36,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
     if size > limits.header_section {
         return Err(ProxyError::HeadersTooLarge);
     }
-    check_host(headers, req.version())?;
+    check_host(headers, req.version(), req.uri().authority().is_some())?;
     if let Some(te) = single(headers, &header::TRANSFER_ENCODING)? {
         // hyper guarantees the last coding is chunked; any other coding before it
         // (gzip, chunked) is one we would have to pass on and cannot re-frame.
@@ -60,9 +61,16 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
     Ok(())
 }
 
-fn check_host(headers: &HeaderMap, version: Version) -> Result<(), ProxyError> {
+fn check_host(
+    headers: &HeaderMap,
+    version: Version,
+    has_authority: bool,
+) -> Result<(), ProxyError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_2 && !has_authority => Err(ProxyError::BadRequest(
+            "HTTP/2 request without :authority or Host",
+        )),
         (None, _) if version == Version::HTTP_11 => Err(ProxyError::BadRequest(
             "missing Host header (required in HTTP/1.1)",
         )),
@@ -153,6 +161,19 @@ mod tests {
     fn http10_may_omit_host() {
         let mut r = req("/", &[]);
         *r.version_mut() = Version::HTTP_10;
+        assert!(check(&r, &limits()).is_ok());
+    }
+
+    #[test]
+    fn http2_needs_authority_or_host() {
+        let mut r = req("/", &[]);
+        *r.version_mut() = Version::HTTP_2;
+        let got = check(&r, &limits()).err().map(|e| e.status().as_u16());
+        assert_eq!(got, Some(400));
+        *r.uri_mut() = "https://example.com/".parse().unwrap();
+        assert!(check(&r, &limits()).is_ok());
+        let mut r = req("/", &[("host", "example.com")]);
+        *r.version_mut() = Version::HTTP_2;
         assert!(check(&r, &limits()).is_ok());
     }
 }

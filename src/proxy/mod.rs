@@ -45,10 +45,18 @@ pub struct ClientConn {
     pub addr_value: HeaderValue,
     /// `http` or `https`: the scheme the client used.
     pub proto: HeaderValue,
+    /// Keeps the connection counted open (for draining) while something outlives
+    /// its HTTP task: a tunnel holds a clone.
+    pub open: Rc<dyn std::any::Any>,
 }
 
 impl ClientConn {
-    pub fn new(peer: SocketAddr, clock: Rc<ConnState>, https: bool) -> ClientConn {
+    pub fn new(
+        peer: SocketAddr,
+        clock: Rc<ConnState>,
+        https: bool,
+        open: Rc<dyn std::any::Any>,
+    ) -> ClientConn {
         let ip = peer.ip().to_string();
         let addr_value =
             HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
@@ -56,13 +64,13 @@ impl ClientConn {
             clock,
             addr_value,
             proto: HeaderValue::from_static(if https { "https" } else { "http" }),
+            open,
         }
     }
 }
 
 /// Per-backend things the request path needs, built once per snapshot.
 struct BackendSlot {
-    id: BackendId,
     pool: Rc<Pool>,
     /// TLS connector for an `https` backend (or why one could not be built).
     tls: Result<Option<tokio_rustls::TlsConnector>, String>,
@@ -109,16 +117,21 @@ impl Proxy {
             .backends
             .iter()
             .map(|b| BackendSlot {
-                id: b.id,
                 tls: match b.scheme {
                     crate::backend::Scheme::Http => Ok(None),
                     crate::backend::Scheme::Https => {
-                        crate::tls::client::connector(b, true).map(Some)
+                        crate::tls::client::connector(b, b.offers_h2()).map(Some)
                     }
                 },
+                // A pool carries over only to a backend dialed the same way (a reload
+                // that changes its TLS settings must not reuse the old connections).
                 pool: previous
                     .filter(|_| same_pool_settings)
-                    .and_then(|p| p.slots.iter().find(|s| s.id == b.id))
+                    .and_then(|p| {
+                        let old = p.config.backends.iter().position(|o| o.id == b.id)?;
+                        let same = p.config.backends.get(old).dials_like(b);
+                        p.slots.get(old).filter(|_| same)
+                    })
                     .map(|s| Rc::clone(&s.pool))
                     .unwrap_or_else(|| {
                         Rc::new(Pool::new(
@@ -135,17 +148,7 @@ impl Proxy {
         let record = config.admin.is_some();
         let access_log = config.access_log;
         let ledger = health.ledger(worker);
-        let tls_acceptor =
-            config
-                .listen_tls
-                .as_ref()
-                .and_then(|t| match crate::tls::server::acceptor(t) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        tracing::error!("listener TLS unusable: {e}");
-                        None
-                    }
-                });
+        let tls_acceptor = config.listen_tls.as_ref().map(crate::tls::server::acceptor);
         Proxy {
             config,
             health,
@@ -193,6 +196,9 @@ impl Proxy {
     /// Serves one request. Never fails: errors become responses.
     pub async fn handle(&self, conn: &ClientConn, req: Request<Incoming>) -> Response<ProxyBody> {
         conn.clock.busy();
+        // The response body marks the connection idle when it is done; until there is
+        // one (or if this future is dropped: an HTTP/2 stream reset), this does.
+        let mut busy = BusyGuard(Some(&conn.clock));
         let start = Instant::now();
         let log = self.access_log.then(|| access_log::Entry {
             client: String::from_utf8_lossy(conn.addr_value.as_bytes()).into_owned(),
@@ -220,6 +226,7 @@ impl Proxy {
                 )
             }
         };
+        busy.0 = None;
         if conn.clock.lost_sync() {
             // We can no longer vouch for where the next request starts: end here.
             resp.headers_mut()
@@ -252,9 +259,13 @@ impl Proxy {
         }
         guard::check(&req, &self.config.limits)?;
         let mut req = req;
-        // A WebSocket upgrade becomes a tunnel once the backend agrees (101).
-        let tunnel =
-            upgrade::requested(req.headers())?.map(|token| (token, hyper::upgrade::on(&mut req)));
+        // A WebSocket upgrade becomes a tunnel once the backend agrees (101). Only
+        // HTTP/1.1 has `Upgrade` (HTTP/2 refuses connection-specific headers).
+        let tunnel = match req.version() {
+            Version::HTTP_11 => upgrade::requested(req.headers())?,
+            _ => None,
+        };
+        let tunnel = tunnel.map(|token| (token, hyper::upgrade::on(&mut req)));
         let (mut parts, incoming) = req.into_parts();
 
         let upload = Rc::new(Upload::default());
@@ -416,7 +427,7 @@ impl Proxy {
         let first = async {
             if is_upgrade {
                 self.upstreams
-                    .send_fresh(backend, slot.tls(), &slot.pool, req, upload)
+                    .send_upgrade(backend, slot.tls(), req, upload)
                     .await
             } else {
                 self.upstreams
@@ -535,6 +546,17 @@ impl Proxy {
                     },
                 },
             }
+        }
+    }
+}
+
+/// Marks the client connection idle when dropped, unless disarmed (`.0 = None`).
+struct BusyGuard<'a>(Option<&'a ConnState>);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(clock) = self.0 {
+            clock.idle();
         }
     }
 }

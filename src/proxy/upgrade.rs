@@ -8,6 +8,7 @@
 //! backend stays counted in flight while the tunnel lives. Other upgrade tokens are
 //! refused with 501; `h2c` (an HTTP/2 offer that HTTP/1.1 may ignore) is ignored.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,11 +78,19 @@ pub fn start(
     conn.clock.tunnel();
     // The backend connection's task finishes on its own once it hands the socket over.
     drop(exchange.conn);
-    tokio::task::spawn_local(run(client_side, backend_side, idle, in_flight));
+    let open = Rc::clone(&conn.open);
+    tokio::task::spawn_local(run(client_side, backend_side, idle, (in_flight, open)));
     Response::from_parts(parts, ProxyBody::local(Bytes::new(), None))
 }
 
-async fn run(client: OnUpgrade, backend: OnUpgrade, idle: Duration, _in_flight: InFlightGuard) {
+/// `_held` lives as long as the tunnel: the backend stays counted in flight, the client
+/// connection counted open (a drain waits for it, up to its deadline).
+async fn run(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    idle: Duration,
+    _held: (InFlightGuard, Rc<dyn std::any::Any>),
+) {
     let (c, b) = match tokio::join!(client, backend) {
         (Ok(c), Ok(b)) => (c, b),
         (c, b) => {
@@ -99,11 +108,11 @@ async fn run(client: OnUpgrade, backend: OnUpgrade, idle: Duration, _in_flight: 
     loop {
         tokio::select! {
             r = c.read(&mut from_client) => match r {
-                Ok(n) if n > 0 => if b.write_all(&from_client[..n]).await.is_err() { break },
+                Ok(n) if n > 0 => if !forward(&mut b, &from_client[..n], idle).await { break },
                 _ => break,
             },
             r = b.read(&mut from_backend) => match r {
-                Ok(n) if n > 0 => if c.write_all(&from_backend[..n]).await.is_err() { break },
+                Ok(n) if n > 0 => if !forward(&mut c, &from_backend[..n], idle).await { break },
                 _ => break,
             },
             _ = tokio::time::sleep(idle) => {
@@ -112,8 +121,25 @@ async fn run(client: OnUpgrade, backend: OnUpgrade, idle: Duration, _in_flight: 
             }
         }
     }
-    let _ = c.shutdown().await;
-    let _ = b.shutdown().await;
+    // A clean close where the peers let us; a peer that stopped reading gets none.
+    let close = async {
+        let _ = c.shutdown().await;
+        let _ = b.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+}
+
+/// Writes `bytes` to one side; false when it failed or the side took nothing for
+/// `idle` (a peer that stopped reading must not hold the tunnel open forever).
+async fn forward<W: AsyncWriteExt + Unpin>(to: &mut W, bytes: &[u8], idle: Duration) -> bool {
+    match tokio::time::timeout(idle, to.write_all(bytes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::debug!("tunnel peer stopped reading for {idle:?}: closing it");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

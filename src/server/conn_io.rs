@@ -7,7 +7,8 @@
 //! `client_header` from the first byte of a head until the head is complete. The
 //! [`ConnState`] holds the phase (idle, reading a head, busy with a request): the read
 //! path moves idle -> head on the first byte, the proxy marks busy when hyper hands
-//! it a request, and the response body marks idle again when it is done.
+//! it a request, and the response body marks idle again when it is done. An HTTP/2
+//! connection counts its open streams instead: its idle clock runs while none is open.
 //!
 //! The timer is lazy: one `Sleep` per connection, armed only when a read would block,
 //! and re-armed only when it fires early or a nearer deadline appears, so a busy
@@ -42,6 +43,10 @@ enum Phase {
     Busy,
     /// The connection became a tunnel (an upgrade): the tunnel times itself.
     Tunnel,
+    /// HTTP/2: requests come as streams. The idle clock runs while no stream is open;
+    /// open streams time themselves (request body, backend response), and pings find
+    /// a client that vanished.
+    Multiplex,
 }
 
 /// Phase and deadline of one client connection, shared by its socket and its requests.
@@ -54,6 +59,8 @@ pub struct ConnState {
     sniffer: RefCell<Sniffer>,
     /// Requests handed to the proxy so far on this connection.
     requests: Cell<u64>,
+    /// HTTP/2 streams being served (`Multiplex` only).
+    streams: Cell<u32>,
 }
 
 impl ConnState {
@@ -65,6 +72,7 @@ impl ConnState {
             header,
             sniffer: RefCell::new(Sniffer::new()),
             requests: Cell::new(0),
+            streams: Cell::new(0),
         }
     }
 
@@ -76,15 +84,27 @@ impl ConnState {
         self.sniffer.borrow_mut().was_ambiguous(index)
     }
 
-    /// A request head is complete and being served.
+    /// A request head is complete and being served (HTTP/2: one more stream).
     #[inline]
     pub fn busy(&self) {
-        self.phase.set(Phase::Busy);
+        match self.phase.get() {
+            Phase::Multiplex => self.streams.set(self.streams.get() + 1),
+            _ => self.phase.set(Phase::Busy),
+        }
     }
 
-    /// The response is done; the connection waits for its next request.
+    /// The response is done; the connection waits for its next request (HTTP/2: one
+    /// stream fewer, and the idle clock starts again when it was the last).
     #[inline]
     pub fn idle(&self) {
+        if self.phase.get() == Phase::Multiplex {
+            let open = self.streams.get().saturating_sub(1);
+            self.streams.set(open);
+            if open == 0 {
+                self.deadline.set(Instant::now() + self.idle);
+            }
+            return;
+        }
         if self.phase.get() == Phase::Busy {
             // Part of the next head may have arrived with this request (pipelining):
             // then its `client_header` clock runs now, not the idle one.
@@ -103,6 +123,19 @@ impl ConnState {
     pub fn tunnel(&self) {
         self.phase.set(Phase::Tunnel);
         self.sniffer.borrow_mut().stop();
+    }
+
+    /// The connection speaks HTTP/2: streams instead of one request at a time, and no
+    /// HTTP/1 framing to follow.
+    pub fn multiplex(&self) {
+        self.phase.set(Phase::Multiplex);
+        self.deadline.set(Instant::now() + self.idle);
+        self.sniffer.borrow_mut().stop();
+    }
+
+    /// True while HTTP/1 clocks and framing apply (not a tunnel, not HTTP/2).
+    pub fn is_http1(&self) -> bool {
+        !matches!(self.phase.get(), Phase::Tunnel | Phase::Multiplex)
     }
 
     /// True once the framing of this connection could not be followed: it must close
@@ -220,11 +253,12 @@ impl AsyncRead for TimedIo {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let phase = this.clock.phase.get();
-                if phase != Phase::Busy
-                    && phase != Phase::Tunnel
-                    && this.poll_deadline(cx).is_ready()
-                {
+                let timed = match this.clock.phase.get() {
+                    Phase::Idle | Phase::Head => true,
+                    Phase::Busy | Phase::Tunnel => false,
+                    Phase::Multiplex => this.clock.streams.get() == 0,
+                };
+                if timed && this.poll_deadline(cx).is_ready() {
                     let what = match this.clock.phase.get() {
                         Phase::Head => "client did not send a complete request head in time",
                         _ => "client connection idle for too long",
@@ -297,5 +331,30 @@ mod tests {
         // idle() outside a request changes nothing.
         c.idle();
         assert_eq!(c.deadline.get(), t0 + Duration::from_secs(66));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_idle_clock_runs_only_without_streams() {
+        let c = ConnState::new(Duration::from_secs(60), Duration::from_secs(10));
+        c.multiplex();
+        let t0 = Instant::now();
+        assert_eq!(c.deadline.get(), t0 + Duration::from_secs(60));
+        // Bytes (pings, settings) do not start a head clock.
+        c.on_bytes();
+        assert_eq!(c.phase.get(), Phase::Multiplex);
+        c.busy();
+        c.busy();
+        tokio::time::advance(Duration::from_secs(100)).await;
+        c.idle();
+        assert_eq!(c.streams.get(), 1);
+        assert_eq!(
+            c.deadline.get(),
+            t0 + Duration::from_secs(60),
+            "a stream is still open"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        c.idle();
+        assert_eq!(c.deadline.get(), t0 + Duration::from_secs(165));
+        assert!(!c.is_http1());
     }
 }

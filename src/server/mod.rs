@@ -167,6 +167,18 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config) -> Confi
         tracing::warn!("limits changed: restart switchyard to apply them");
         new.limits = old.limits.clone();
     }
+    if new.listen_tls.is_some() != old.listen_tls.is_some() {
+        // Never turn an HTTPS port into a plaintext one (or the reverse) under clients.
+        let now = if old.listen_tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        };
+        tracing::warn!(
+            "listen.tls added or removed: restart switchyard to apply it; the listener stays {now}"
+        );
+        new.listen_tls = old.listen_tls.clone();
+    }
     if new.admin != old.admin {
         tracing::warn!("admin changed: restart switchyard to apply it");
         new.admin = old.admin;

@@ -60,7 +60,7 @@ pub fn run(
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
         let first = Arc::clone(&snapshots.borrow());
-        let builder = Rc::new(server_builder(&first.config));
+        let builder = Rc::new(Builders::new(&first.config));
         let current: Current = Rc::new(RefCell::new(Rc::new(Proxy::new(&first, None, id))));
         tokio::task::spawn_local(follow_snapshots(snapshots, Rc::clone(&current), id));
         tokio::task::spawn_local(sweep_pools(Rc::clone(&current)));
@@ -130,18 +130,35 @@ async fn sweep_pools(current: Current) {
     }
 }
 
-fn server_builder(config: &Config) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    let limits = &config.limits;
-    b.keep_alive(true)
-        .half_close(false)
-        .header_read_timeout(None)
-        .max_headers(limits.headers)
-        // Room for our own limits to be the ones that answer (with a text body).
-        .max_buf_size((limits.request_line + limits.header_section + 4096).max(8192));
-    // Not `pipeline_flush`: it defers flushing while unread bytes are buffered, which
-    // also swallows hyper's automatic 400 for a malformed head.
-    b
+/// hyper's connection settings, made once per worker (limits are restart-only).
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<LocalExec>,
+}
+
+impl Builders {
+    fn new(config: &Config) -> Builders {
+        let limits = &config.limits;
+        let mut h1 = http1::Builder::new();
+        h1.keep_alive(true)
+            .half_close(false)
+            .header_read_timeout(None)
+            .max_headers(limits.headers)
+            // Room for our own limits to be the ones that answer (with a text body).
+            .max_buf_size((limits.request_line + limits.header_section + 4096).max(8192));
+        // Not `pipeline_flush`: it defers flushing while unread bytes are buffered, which
+        // also swallows hyper's automatic 400 for a malformed head.
+        let mut h2 = http2::Builder::new(LocalExec);
+        // Pings find a client that vanished or stopped reading while streams are open
+        // (the idle clock covers connections without streams). HPACK-decoded headers
+        // may be as large as the header-section limit, so that our guard answers.
+        let header_list = limits.header_section + limits.request_line + 1024;
+        h2.timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(crate::upstream::H2_PING_INTERVAL)
+            .keep_alive_timeout(crate::upstream::H2_PING_TIMEOUT)
+            .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX));
+        Builders { h1, h2 }
+    }
 }
 
 /// Counts a connection open (per worker and in the shared gauge) until dropped.
@@ -187,7 +204,7 @@ fn serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     current: &Current,
-    builder: &Rc<http1::Builder>,
+    builder: &Rc<Builders>,
     conns: &Rc<Connections>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -230,7 +247,9 @@ fn serve(
             }
         };
         let https = matches!(io, ClientStream::Tls(_));
-        let client = Rc::new(ClientConn::new(peer, Rc::clone(&clock), https));
+        let guard = Rc::new(guard);
+        let client = ClientConn::new(peer, Rc::clone(&clock), https, guard.clone());
+        let client = Rc::new(client);
         let svc = service_fn(move |req| {
             // Each request runs on the handler current when it arrives.
             let proxy = Rc::clone(&current.borrow());
@@ -239,16 +258,18 @@ fn serve(
         });
         let conns = Rc::clone(&guard.0);
         let result = if h2 {
-            // HTTP/2 multiplexes: no per-request HTTP/1 clocks or framing to follow.
-            clock.tunnel();
-            let conn = http2::Builder::new(LocalExec).serve_connection(TokioIo::new(io), svc);
+            // HTTP/2 multiplexes: an idle clock while no stream is open, no HTTP/1
+            // framing to follow.
+            clock.multiplex();
+            let io = TokioIo::new(TimedIo::new(io, clock));
+            let conn = builder.h2.serve_connection(io, svc);
             // Boxed: HTTP/2 state is large, and keeping it out of line keeps every
             // HTTP/1 connection task small.
             let mut conn = Box::pin(conn);
             drive!(conn, conns)
         } else {
             let io = TokioIo::new(TimedIo::new(io, clock));
-            let conn = builder.serve_connection(io, svc).with_upgrades();
+            let conn = builder.h1.serve_connection(io, svc).with_upgrades();
             tokio::pin!(conn);
             drive!(conn, conns)
         };

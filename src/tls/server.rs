@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
@@ -71,18 +72,26 @@ impl ResolvesServerCert for BySni {
     }
 }
 
-/// The acceptor for `tls`.
-pub fn acceptor(tls: &ListenTls) -> Result<TlsAcceptor, String> {
+/// The server settings for `certificates`; the error names the failing item's index,
+/// its file (`cert` or `key`) and why.
+pub fn server_config(
+    certificates: &[CertificatePaths],
+) -> Result<Arc<ServerConfig>, (usize, &'static str, String)> {
     let mut keys = Vec::new();
-    for p in &tls.certificates {
-        keys.push(Arc::new(load(p).map_err(|(_, e)| e)?));
+    for (i, p) in certificates.iter().enumerate() {
+        keys.push(Arc::new(load(p).map_err(|(which, e)| (i, which, e))?));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| (0, "cert", e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni { keys }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
+}
+
+/// The acceptor for `tls` (cheap: the settings were built with the config).
+pub fn acceptor(tls: &ListenTls) -> TlsAcceptor {
+    TlsAcceptor::from(Arc::clone(&tls.server))
 }

@@ -37,17 +37,26 @@ pub enum DialError {
     Tls(String),
 }
 
-/// Dials `backend`, with TLS through `connector` when it is given.
+/// Dials `backend`, with TLS through `connector` when it is given. `http1_only` makes
+/// ALPN offer only `http/1.1` whatever the connector offers (upgrades, probes).
 pub async fn open(
     backend: &Backend,
     connector: Option<&TlsConnector>,
+    http1_only: bool,
 ) -> Result<Stream, DialError> {
     let tcp = tcp(backend).await.map_err(DialError::Tcp)?;
     let Some(connector) = connector else {
         return Ok(Stream::Plain(tcp));
     };
     let name = tls::client::server_name(backend).map_err(DialError::Tls)?;
-    match connector.connect(name, tcp).await {
+    let handshake = if http1_only {
+        connector
+            .with_alpn(vec![b"http/1.1".to_vec()])
+            .connect(name, tcp)
+    } else {
+        connector.connect(name, tcp)
+    };
+    match handshake.await {
         Ok(s) => Ok(Stream::Tls(Box::new(s))),
         Err(e) => Err(DialError::Tls(e.to_string())),
     }

@@ -43,6 +43,25 @@ fn to_h2_form(backend: &Backend, req: &mut Request<ReqBody>) {
     *req.version_mut() = http::Version::HTTP_2;
 }
 
+/// Undoes [`to_h2_form`] for a request handed back unsent, which may go next to an
+/// HTTP/1.1 backend: `Host` from the authority, origin-form target, HTTP/1.1.
+fn from_h2_form(req: &mut Request<ReqBody>) {
+    if let Some(host) = req
+        .uri()
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = http::Uri::from(pq);
+    *req.version_mut() = http::Version::HTTP_11;
+}
+
 /// A held (or empty) body goes out with the head: the response clock starts now. A
 /// streamed body sets the time itself when its last byte is handed over.
 fn mark_sent(req: &Request<ReqBody>, upload: &Upload) {
@@ -106,6 +125,11 @@ pub struct Failed {
     pub reused: bool,
 }
 
+/// How often an HTTP/2 connection (to a backend or from a client) is pinged, and how
+/// long the answer may take before the connection is closed as dead.
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Per-worker backend connections.
 pub struct Upstreams {
     connect_timeout: Duration,
@@ -153,7 +177,13 @@ impl Upstreams {
         // SETTINGS_MAX_CONCURRENT_STREAMS applies too).
         h2_builder
             .max_concurrent_reset_streams(64)
-            .initial_max_send_streams(128);
+            .initial_max_send_streams(128)
+            // A shared connection whose backend vanished (no FIN, no RST) is found by
+            // pings, not by the next requests timing out on it.
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .keep_alive_while_idle(true);
         Upstreams {
             connect_timeout,
             builder,
@@ -171,7 +201,7 @@ impl Upstreams {
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
         // HTTP/2: every request is a stream on the backend's one shared connection.
-        if let Some(h2) = pool.h2_after_dial(backend.h2c).await {
+        if let Some(h2) = pool.h2_after_dial(backend.h2c()).await {
             return Self::send_h2(backend, h2, req, upload, true).await;
         }
         while let Some(mut conn) = pool.checkout() {
@@ -216,37 +246,64 @@ impl Upstreams {
     ) -> Result<Exchange, Failed> {
         // Ends the single-flight dial even if this future is dropped mid-dial (client
         // gone, deadline): waiters must never wait on a dial nobody finishes.
-        let _dialing = pool.h2_dial_start(backend.h2c).then_some(DialDone(pool));
+        let _dialing = pool.h2_dial_start(backend.h2c()).then_some(DialDone(pool));
         let dialed = self.dial(backend, tls).await;
         if let Ok(Dialed::H2(h2)) = &dialed {
             pool.set_h2(h2.clone());
         }
         drop(_dialing);
-        let mut conn = match dialed {
-            Ok(Dialed::H1(c)) => c,
-            Ok(Dialed::H2(h2)) => return Self::send_h2(backend, h2, req, upload, false).await,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    request: Some(req),
-                    reused: false,
-                });
-            }
-        };
+        match dialed {
+            Ok(Dialed::H1(conn)) => Self::send_on(conn, req, upload, false).await,
+            Ok(Dialed::H2(h2)) => Self::send_h2(backend, h2, req, upload, false).await,
+            Err(error) => Err(Failed {
+                error,
+                request: Some(req),
+                reused: false,
+            }),
+        }
+    }
+
+    /// Sends an upgrade request (WebSocket) on a new HTTP/1.1 connection of its own:
+    /// an upgrade consumes its connection, and HTTP/2 has no `Upgrade`. A TLS backend
+    /// is offered only `http/1.1`; an h2c backend is spoken HTTP/1.1 to for this one
+    /// request (servers that take h2c usually take HTTP/1.1 on the same port).
+    pub async fn send_upgrade(
+        &self,
+        backend: &Backend,
+        tls: TlsChoice<'_>,
+        req: Request<ReqBody>,
+        upload: &Upload,
+    ) -> Result<Exchange, Failed> {
+        match self.dial_http1(backend, tls).await {
+            Ok(conn) => Self::send_on(conn, req, upload, false).await,
+            Err(error) => Err(Failed {
+                error,
+                request: Some(req),
+                reused: false,
+            }),
+        }
+    }
+
+    /// Sends `req` on HTTP/1 connection `conn`.
+    async fn send_on(
+        mut conn: Conn,
+        req: Request<ReqBody>,
+        upload: &Upload,
+        reused: bool,
+    ) -> Result<Exchange, Failed> {
         mark_sent(&req, upload);
         match conn.sender.try_send_request(req).await {
             Ok(response) => Ok(Exchange {
                 response,
                 conn: Some(conn),
-                reused: false,
+                reused,
             }),
             Err(mut e) => {
                 let request = e.take_message();
-                let error = UpstreamError::Send(e.into_error());
                 Err(Failed {
-                    error,
+                    error: UpstreamError::Send(e.into_error()),
                     request,
-                    reused: false,
+                    reused,
                 })
             }
         }
@@ -262,6 +319,7 @@ impl Upstreams {
         to_h2_form(backend, &mut req);
         // Waits while the connection is at its concurrent-stream limit.
         if let Err(e) = h2.ready().await {
+            from_h2_form(&mut req);
             return Err(Failed {
                 error: UpstreamError::Send(e),
                 request: Some(req),
@@ -276,7 +334,10 @@ impl Upstreams {
                 reused,
             }),
             Err(mut e) => {
-                let request = e.take_message();
+                let request = e.take_message().map(|mut r| {
+                    from_h2_form(&mut r);
+                    r
+                });
                 Err(Failed {
                     error: UpstreamError::Send(e.into_error()),
                     request,
@@ -286,33 +347,62 @@ impl Upstreams {
         }
     }
 
+    /// Dials `backend`: HTTP/2 when it is h2c or ALPN chose it, HTTP/1.1 otherwise.
     async fn dial(&self, backend: &Backend, tls: TlsChoice<'_>) -> Result<Dialed, UpstreamError> {
+        let stream = self.open(backend, tls, false).await?;
+        if backend.h2c() || stream.negotiated_h2() {
+            return self.handshake_h2(stream).await.map(Dialed::H2);
+        }
+        self.handshake_h1(stream).await.map(Dialed::H1)
+    }
+
+    /// Dials `backend` for HTTP/1.1 whatever it would otherwise speak.
+    async fn dial_http1(
+        &self,
+        backend: &Backend,
+        tls: TlsChoice<'_>,
+    ) -> Result<Conn, UpstreamError> {
+        let stream = self.open(backend, tls, true).await?;
+        self.handshake_h1(stream).await
+    }
+
+    /// TCP (and TLS) to `backend`, bounded by `timeouts.connect`.
+    async fn open(
+        &self,
+        backend: &Backend,
+        tls: TlsChoice<'_>,
+        http1_only: bool,
+    ) -> Result<connect::Stream, UpstreamError> {
         let connector = match tls {
             Ok(c) => c,
             Err(e) => return Err(UpstreamError::Tls(e.to_owned())),
         };
-        let dial = connect::open(backend, connector);
-        let stream = match tokio::time::timeout(self.connect_timeout, dial).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(connect::DialError::Tcp(e))) => return Err(UpstreamError::Connect(e)),
-            Ok(Err(connect::DialError::Tls(e))) => return Err(UpstreamError::Tls(e)),
-            Err(_) => return Err(UpstreamError::ConnectTimeout),
-        };
-        let h2 = backend.h2c || stream.negotiated_h2();
-        let io = hyper_util::rt::TokioIo::new(stream);
-        if h2 {
-            let (sender, conn) = self
-                .h2_builder
-                .handshake::<_, ReqBody>(io)
-                .await
-                .map_err(UpstreamError::Send)?;
-            tokio::task::spawn_local(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("backend HTTP/2 connection ended: {e}");
-                }
-            });
-            return Ok(Dialed::H2(sender));
+        let dial = connect::open(backend, connector, http1_only);
+        match tokio::time::timeout(self.connect_timeout, dial).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(connect::DialError::Tcp(e))) => Err(UpstreamError::Connect(e)),
+            Ok(Err(connect::DialError::Tls(e))) => Err(UpstreamError::Tls(e)),
+            Err(_) => Err(UpstreamError::ConnectTimeout),
         }
+    }
+
+    async fn handshake_h2(&self, stream: connect::Stream) -> Result<H2Sender, UpstreamError> {
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (sender, conn) = self
+            .h2_builder
+            .handshake::<_, ReqBody>(io)
+            .await
+            .map_err(UpstreamError::Send)?;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("backend HTTP/2 connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn handshake_h1(&self, stream: connect::Stream) -> Result<Conn, UpstreamError> {
+        let io = hyper_util::rt::TokioIo::new(stream);
         let (sender, conn) = self
             .builder
             .handshake::<_, ReqBody>(io)
@@ -323,9 +413,9 @@ impl Upstreams {
                 tracing::debug!("backend connection ended: {e}");
             }
         });
-        Ok(Dialed::H1(Conn {
+        Ok(Conn {
             sender,
             task: task.abort_handle(),
-        }))
+        })
     }
 }

@@ -29,7 +29,7 @@ fn https(addr: SocketAddr, tls: TlsOptions) -> Backend {
         addrs: vec![addr],
         weight: 1,
         tls,
-        h2c: false,
+        protocol: Default::default(),
     }
 }
 
@@ -155,18 +155,17 @@ fn listener_terminates_tls_with_sni_and_http2() {
             r.version
         ))
     });
-    let tls = ListenTls {
-        certificates: vec![
-            CertificatePaths {
-                cert: a_cert,
-                key: a_key,
-            },
-            CertificatePaths {
-                cert: b_cert,
-                key: b_key,
-            },
-        ],
-    };
+    let tls = ListenTls::load(vec![
+        CertificatePaths {
+            cert: a_cert,
+            key: a_key,
+        },
+        CertificatePaths {
+            cert: b_cert,
+            key: b_key,
+        },
+    ])
+    .unwrap();
     let lb = Balancer::new()
         .backend(be.addr)
         .with(move |c| c.listen_tls = Some(tls))
@@ -222,7 +221,7 @@ fn multiplexed(be: &crate::support::tls::H2Backend, lb: &crate::support::balance
 fn h2c_backend_multiplexes_streams() {
     let be = crate::support::tls::H2Backend::start(None, Duration::from_millis(300));
     let mut b = switchyard::demo::backend_at(be.addr, 1);
-    b.h2c = true;
+    b.protocol = switchyard::backend::Protocol::H2c;
     let lb = Balancer::new()
         .backend(be.addr)
         .with(move |c| c.backends = BackendSet::new(vec![b]))

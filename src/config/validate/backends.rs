@@ -60,12 +60,14 @@ pub(super) fn from_file(
         if let Some(p) = &item.protocol {
             let key = format!("{base}.protocol");
             match p.as_str() {
-                "h2c" if item.tls.is_none() && spec.scheme == Scheme::Http => backend.h2c = true,
+                "h2c" if item.tls.is_none() && spec.scheme == Scheme::Http => {
+                    backend.protocol = crate::backend::Protocol::H2c
+                }
                 "h2c" => {
                     let hint = "remove `protocol:`: TLS backends choose HTTP/2 or HTTP/1.1 by ALPN";
                     return Err(cx.err(&key, "h2c is HTTP/2 without TLS", hint));
                 }
-                "http1" | "http/1.1" => {}
+                "http1" | "http/1.1" => backend.protocol = crate::backend::Protocol::Http1,
                 other => {
                     let hint = "write `protocol: h2c` (HTTP/2 with prior knowledge) or `http1`";
                     return Err(cx.err(&key, format!("unknown protocol '{other}'"), hint));
@@ -153,7 +155,7 @@ fn make_backend(
         addrs,
         weight: spec.weight,
         tls: Default::default(),
-        h2c: false,
+        protocol: Default::default(),
     })
 }
 
@@ -258,7 +260,9 @@ mod tests {
             "backends:\n  - address: https://localhost\n    tls: {ca_file: /nonexistent/ca.pem}\n";
         assert_err(t, "backends[0].tls.ca_file", Some(3), "cannot read");
         let c = ok("backends:\n  - address: 127.0.0.1:9001\n    protocol: h2c\n");
-        assert!(c.backends.get(0).h2c);
+        assert!(c.backends.get(0).h2c());
+        let c = ok("backends:\n  - address: https://localhost\n    protocol: http1\n");
+        assert!(!c.backends.get(0).offers_h2());
         let t = "backends:\n  - address: 127.0.0.1:9001\n    protocol: spdy\n";
         assert_err(t, "backends[0].protocol", Some(3), "unknown protocol");
         let t = "backends:\n  - address: https://localhost\n    protocol: h2c\n";
