@@ -419,3 +419,26 @@ impl Upstreams {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsent_http2_request_goes_back_to_http1_form() {
+        let backend = crate::demo::backend_at("127.0.0.1:9001".parse().unwrap(), 1);
+        let mut req = Request::get("/a?b=c")
+            .header(http::header::HOST, "example.com")
+            .header("x-other", "1")
+            .body(ReqBody::Empty)
+            .unwrap();
+        to_h2_form(&backend, &mut req);
+        assert_eq!(req.uri(), "http://example.com/a?b=c");
+        assert!(!req.headers().contains_key(http::header::HOST));
+        from_h2_form(&mut req);
+        assert_eq!(req.uri(), "/a?b=c");
+        assert_eq!(req.headers()[http::header::HOST], "example.com");
+        assert_eq!(req.headers()["x-other"], "1");
+        assert_eq!(req.version(), http::Version::HTTP_11);
+    }
+}

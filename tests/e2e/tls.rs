@@ -180,18 +180,120 @@ fn listener_terminates_tls_with_sni_and_http2() {
             .arg(format!("https://{host}:{port}/"))
             .output()
             .expect("curl is needed for this test");
-        assert!(
-            out.status.success(),
-            "curl to {host}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return format!("curl to {host}: {}", String::from_utf8_lossy(&out.stderr));
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     // Both names verify: each got its own certificate.
     assert_eq!(curl("a.test", &["--http2"]), "https HTTP/1.1\n2");
     assert_eq!(curl("b.test", &["--http2"]), "https HTTP/1.1\n2");
     assert_eq!(curl("a.test", &["--http1.1"]), "https HTTP/1.1\n1.1");
+
+    // A reload that drops `listen.tls` must not turn the HTTPS port into plain HTTP
+    // (TLS on/off is restart-only); the rest of the reload applies.
+    let other = crate::support::TestBackend::named("other");
+    lb.reload(move |c| {
+        c.listen_tls = None;
+        c.backends = BackendSet::new(vec![switchyard::demo::backend_at(other.addr, 1)]);
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || curl("a.test", &["--http2"])
+            == "other\n2"),
+        "{}",
+        curl("a.test", &["--http2"])
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTP/2 client connection stays open while a stream is in flight (longer than
+/// the idle timeout), and is closed once it has been idle, with no stream, for
+/// `client_idle`.
+#[test]
+fn http2_client_connection_idles_out_only_without_streams() {
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = tempdir("h2idle");
+    let ca = TestCa::new(&dir);
+    let (cert, key) = ca.server_cert().write(&dir, "lb");
+    let be = crate::support::TestBackend::start(|r| {
+        if r.target == "/slow" {
+            std::thread::sleep(Duration::from_millis(900));
+        }
+        crate::support::Reply::ok("ok")
+    });
+    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_millis(400))
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let config = crate::support::tls::client_config(&ca, &[b"h2"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                exec, io,
+            )
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let get = |path: &str| {
+            hyper::Request::get(format!("https://localhost{path}"))
+                .body(http_body_util::Empty::new())
+                .unwrap()
+        };
+        let r = send.send_request(get("/slow")).await.expect("slow stream");
+        assert_eq!(
+            r.status(),
+            200,
+            "a stream longer than client_idle is not cut"
+        );
+        drop(r);
+        let r = send.send_request(get("/")).await.expect("second stream");
+        assert_eq!(r.status(), 200);
+        drop(r);
+        let idle = std::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(closed.is_ok(), "idle HTTP/2 connection never closed");
+        assert!(
+            idle.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            idle.elapsed()
+        );
+        assert!(send.is_closed());
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An h2c backend is probed over HTTP/2: an HTTP/1.1 probe would never reach it as a
+/// request and would mark it down.
+#[test]
+fn h2c_backend_passes_its_probes() {
+    let be = crate::support::tls::H2Backend::start(None, Duration::ZERO);
+    let mut b = switchyard::demo::backend_at(be.addr, 1);
+    b.protocol = switchyard::backend::Protocol::H2c;
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.backends = BackendSet::new(vec![b]))
+        .probes(Duration::from_millis(100))
+        .start();
+    assert!(
+        eventually(Duration::from_secs(3), || be.requests.load(SeqCst) >= 3),
+        "no HTTP/2 probe reached the h2c backend"
+    );
+    assert!(lb.health().is_up(0));
 }
 
 /// Concurrent HTTP/1.1 clients in front of an HTTP/2 backend: one connection, many

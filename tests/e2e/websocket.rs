@@ -2,6 +2,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
 use crate::support::client::raw;
@@ -155,4 +157,81 @@ fn other_upgrades_are_refused_and_h2c_is_ignored() {
     let r = raw(lb.addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
     assert_eq!((r.status, r.text().as_str()), (200, "plain"));
     assert!(!be.requests()[0].has("upgrade"));
+}
+
+/// An HTTPS backend that also speaks HTTP/2: once a plain request has made the
+/// balancer's connection to it HTTP/2, a WebSocket upgrade still goes out as
+/// HTTP/1.1 on a connection of its own (HTTP/2 has no `Upgrade`).
+#[test]
+fn websocket_to_an_https_backend_that_speaks_h2_goes_over_http1() {
+    let dir = std::env::temp_dir().join(format!("switchyard-ws-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = crate::support::tls::TestCa::new(&dir);
+    let addr = crate::support::tls::ws_tls_backend(ca.server_cert(), ACCEPT);
+    let address = format!("localhost:{}", addr.port());
+    let b = switchyard::backend::Backend {
+        id: switchyard::backend::BackendId::of(&address),
+        address,
+        host: "localhost".into(),
+        port: addr.port(),
+        scheme: switchyard::backend::Scheme::Https,
+        addrs: vec![addr],
+        weight: 1,
+        tls: switchyard::backend::TlsOptions {
+            ca_file: Some(ca.pem_path.clone()),
+            insecure: false,
+        },
+        protocol: Default::default(),
+    };
+    let lb = Balancer::new()
+        .backend(addr)
+        .with(move |c| c.backends = switchyard::backend::BackendSet::new(vec![b]))
+        .start();
+    // Plain requests learn (by ALPN) that the backend speaks HTTP/2.
+    assert_eq!(crate::support::client::get(lb.addr, "/x").text(), "h2 /x");
+    let mut c = Conn::open(lb.addr);
+    handshake(&mut c);
+    c.send(&frame(1, b"over tls", Some([1, 2, 3, 4])));
+    let (op, payload) = read_frame(&mut c.stream).expect("echo frame");
+    assert_eq!((op, payload.as_slice()), (1, &b"over tls"[..]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that stops reading while the backend keeps sending cannot hold the tunnel
+/// (and the backend connection) open: writes that make no progress for `client_idle`
+/// close both sides.
+#[test]
+fn tunnel_to_a_client_that_stopped_reading_is_closed() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
+    let be = TestBackend::raw(move |mut s: TcpStream| {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+        );
+        s.write_all(reply.as_bytes()).unwrap();
+        // Flood until the balancer gives up on the client and closes us.
+        let chunk = vec![0x42u8; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+        flag.store(true, SeqCst);
+    });
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_millis(300))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    handshake(&mut c);
+    // The client reads nothing more.
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || closed.load(SeqCst)),
+        "the tunnel kept writing to a client that stopped reading"
+    );
+    drop(c);
 }

@@ -40,6 +40,7 @@ impl ServerCert {
 pub struct TestCa {
     pub pem_path: PathBuf,
     issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
 }
 
 impl TestCa {
@@ -58,8 +59,14 @@ impl TestCa {
         std::fs::write(&pem_path, cert.pem()).unwrap();
         TestCa {
             pem_path,
+            der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         }
+    }
+
+    /// The CA certificate, to trust it in a rustls client.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.der.clone()
     }
 
     /// A server certificate signed by this CA, for `localhost` and 127.0.0.1.
@@ -196,6 +203,8 @@ pub struct H2Backend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
     pub max_in_flight: Arc<AtomicUsize>,
+    /// Requests (streams) served.
+    pub requests: Arc<AtomicUsize>,
 }
 
 impl H2Backend {
@@ -217,7 +226,12 @@ impl H2Backend {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let max_in_flight = Arc::new(AtomicUsize::new(0));
-        let (c, m) = (Arc::clone(&connections), Arc::clone(&max_in_flight));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, m, r) = (
+            Arc::clone(&connections),
+            Arc::clone(&max_in_flight),
+            Arc::clone(&requests),
+        );
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -232,9 +246,11 @@ impl H2Backend {
                     };
                     c.fetch_add(1, SeqCst);
                     let (m, now, acceptor) = (Arc::clone(&m), Arc::clone(&now), acceptor.clone());
+                    let r = Arc::clone(&r);
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                             let (m, now) = (Arc::clone(&m), Arc::clone(&now));
+                            r.fetch_add(1, SeqCst);
                             async move {
                                 let n = now.fetch_add(1, SeqCst) + 1;
                                 m.fetch_max(n, SeqCst);
@@ -271,6 +287,99 @@ impl H2Backend {
             addr,
             connections,
             max_in_flight,
+            requests,
         }
     }
+}
+
+/// An HTTPS backend offering `h2` and `http/1.1` by ALPN: over HTTP/2 it answers
+/// `h2 PATH`; over HTTP/1.1 it takes a WebSocket handshake (answering 101 with
+/// `accept`) and then echoes every byte.
+pub fn ws_tls_backend(cert: ServerCert, accept: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                            let body = format!("h2 {}", req.uri().path());
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                        });
+                        let _ = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                        return;
+                    }
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if tls.read(&mut b).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(b[0]);
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                    );
+                    if tls.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match tls.read(&mut buf).await {
+                            Ok(n) if n > 0 => {
+                                if tls.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                            _ => return,
+                        }
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// A TLS client config trusting `ca` and offering `alpn`.
+pub fn client_config(ca: &TestCa, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
