@@ -258,14 +258,13 @@ impl Proxy {
             ));
         }
         guard::check(&req, &self.config.limits)?;
-        let mut req = req;
+        let req = req;
         // A WebSocket upgrade becomes a tunnel once the backend agrees (101). Only
         // HTTP/1.1 has `Upgrade` (HTTP/2 refuses connection-specific headers).
         let tunnel = match req.version() {
             Version::HTTP_11 => upgrade::requested(req.headers())?,
             _ => None,
         };
-        let tunnel = tunnel.map(|token| (token, hyper::upgrade::on(&mut req)));
         let (mut parts, incoming) = req.into_parts();
 
         let upload = Rc::new(Upload::default());
@@ -279,7 +278,7 @@ impl Proxy {
 
         to_origin_form(&mut parts.uri, &mut parts.headers);
         headers::rewrite_request(&mut parts.headers, &conn.addr_value, &conn.proto);
-        if let Some((token, _)) = &tunnel {
+        if let Some(token) = &tunnel {
             headers::restore_upgrade(&mut parts.headers, token.clone());
         }
         // An HTTP/1.0 request may lack Host; the backend gets its own address then.
@@ -360,16 +359,16 @@ impl Proxy {
                         self.health.record_success(pick.index, Source::Request);
                     }
                     if status == http::StatusCode::SWITCHING_PROTOCOLS {
-                        let Some((_, client_side)) = tunnel else {
+                        if tunnel.is_none() {
                             // Nobody asked for it: a bare 101 would strand the client.
                             tracing::warn!(backend = %backend.address, "backend switched protocols unasked");
                             return Err(ProxyError::UpgradeNotSupported);
-                        };
+                        }
                         if self.record {
                             self.health.stats(pick.index).count_response(101);
                         }
                         let idle = self.config.timeouts.client_idle;
-                        let resp = upgrade::start(conn, exchange, client_side, in_flight, idle);
+                        let resp = upgrade::start(conn, exchange, in_flight, idle);
                         return Ok((resp, pick.index));
                     }
                     let resp = self.relay(conn, exchange, pick, slot, in_flight, upload);

@@ -17,11 +17,13 @@ use http::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use super::body::ProxyBody;
 use super::error_response::ProxyError;
 use super::{ClientConn, headers};
 use crate::health::InFlightGuard;
+use crate::server::conn_io::Upgraded;
 use crate::upstream::Exchange;
 
 /// The `Upgrade` value of a request that asks for a WebSocket tunnel, `None` for a
@@ -63,7 +65,6 @@ pub fn requested(h: &HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
 pub fn start(
     conn: &ClientConn,
     exchange: Exchange,
-    client_side: OnUpgrade,
     in_flight: InFlightGuard,
     idle: Duration,
 ) -> Response<ProxyBody> {
@@ -75,7 +76,8 @@ pub fn start(
     if let Some(t) = token {
         headers::restore_upgrade(&mut parts.headers, t);
     }
-    conn.clock.tunnel();
+    // The worker hands the client socket over once hyper has written the 101.
+    let client_side = conn.clock.await_upgrade();
     // The backend connection's task finishes on its own once it hands the socket over.
     drop(exchange.conn);
     let open = Rc::clone(&conn.open);
@@ -86,7 +88,7 @@ pub fn start(
 /// `_held` lives as long as the tunnel: the backend stays counted in flight, the client
 /// connection counted open (a drain waits for it, up to its deadline).
 async fn run(
-    client: OnUpgrade,
+    client: oneshot::Receiver<Upgraded>,
     backend: OnUpgrade,
     idle: Duration,
     _held: (InFlightGuard, Rc<dyn std::any::Any>),
@@ -102,7 +104,15 @@ async fn run(
             return;
         }
     };
-    let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+    let Upgraded {
+        io: mut c,
+        read_buf,
+    } = c;
+    let mut b = TokioIo::new(b);
+    // Bytes the client sent right behind its request head belong to the tunnel.
+    if !read_buf.is_empty() && !forward(&mut b, &read_buf, idle).await {
+        return;
+    }
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_backend = vec![0u8; 16 * 1024];
     loop {

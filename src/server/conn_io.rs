@@ -19,6 +19,13 @@
 //! write pending) for longer than `client_idle` gets its connection closed, so it
 //! cannot hold a connection and a backend response open forever. Its `Sleep` is only
 //! created the first time a write would block.
+//!
+//! Parking: an HTTP/1 connection idle for [`PARK_AFTER`] asks (through the same lazy
+//! timer) to be parked: the worker then hands hyper's connection state back (its read
+//! and write buffers are 16 KiB together) and waits for the next byte holding only the
+//! socket and this state, so thousands of idle keep-alive clients cost little memory.
+//! A busy connection never parks; the timer is re-armed at most once per
+//! `PARK_AFTER`. An upgrade (101) hands the socket to the tunnel the same way.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -27,8 +34,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use super::sniff::Sniffer;
@@ -61,6 +70,31 @@ pub struct ConnState {
     requests: Cell<u64>,
     /// HTTP/2 streams being served (`Multiplex` only).
     streams: Cell<u32>,
+    /// When an idle HTTP/1 connection should be parked (set when it turns idle).
+    park_at: Cell<Option<Instant>>,
+    park_requested: Cell<bool>,
+    /// Wakes the connection task when parking is due.
+    park: Notify,
+    /// Where the socket goes once hyper has sent a 101 (the tunnel waits on it).
+    upgrade: RefCell<Option<oneshot::Sender<Upgraded>>>,
+}
+
+/// How long an HTTP/1 connection waits for its next request before it gives its
+/// buffers back (see "Parking" above).
+pub const PARK_AFTER: Duration = Duration::from_millis(20);
+
+/// A client connection after an upgrade: the socket, and bytes read past the head.
+pub struct Upgraded {
+    pub io: ClientStream,
+    pub read_buf: Bytes,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("read_buf", &self.read_buf.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnState {
@@ -73,6 +107,10 @@ impl ConnState {
             sniffer: RefCell::new(Sniffer::new()),
             requests: Cell::new(0),
             streams: Cell::new(0),
+            park_at: Cell::new(None),
+            park_requested: Cell::new(false),
+            park: Notify::new(),
+            upgrade: RefCell::new(None),
         }
     }
 
@@ -89,7 +127,10 @@ impl ConnState {
     pub fn busy(&self) {
         match self.phase.get() {
             Phase::Multiplex => self.streams.set(self.streams.get() + 1),
-            _ => self.phase.set(Phase::Busy),
+            _ => {
+                self.phase.set(Phase::Busy);
+                self.park_at.set(None);
+            }
         }
     }
 
@@ -112,8 +153,10 @@ impl ConnState {
                 self.phase.set(Phase::Head);
                 self.deadline.set(Instant::now() + self.header);
             } else {
+                let now = Instant::now();
                 self.phase.set(Phase::Idle);
-                self.deadline.set(Instant::now() + self.idle);
+                self.deadline.set(now + self.idle);
+                self.park_at.set(Some(now + PARK_AFTER));
             }
         }
     }
@@ -122,7 +165,45 @@ impl ConnState {
     /// no more framing to follow.
     pub fn tunnel(&self) {
         self.phase.set(Phase::Tunnel);
+        self.park_at.set(None);
         self.sniffer.borrow_mut().stop();
+    }
+
+    /// The connection becomes a tunnel once hyper has written the 101: the returned
+    /// receiver gets the socket then (see [`ConnState::take_upgrade`]).
+    pub fn await_upgrade(&self) -> oneshot::Receiver<Upgraded> {
+        self.tunnel();
+        let (tx, rx) = oneshot::channel();
+        *self.upgrade.borrow_mut() = Some(tx);
+        rx
+    }
+
+    /// Where the socket goes after an upgrade, if one was answered with a 101.
+    pub fn take_upgrade(&self) -> Option<oneshot::Sender<Upgraded>> {
+        self.upgrade.borrow_mut().take()
+    }
+
+    /// Resolves when this idle connection should be parked.
+    pub async fn park_due(&self) {
+        self.park.notified().await
+    }
+
+    /// The connection left its parked state: it may park again after [`PARK_AFTER`]
+    /// if no request comes.
+    pub fn unparked(&self) {
+        if self.phase.get() == Phase::Idle {
+            self.park_at.set(Some(Instant::now() + PARK_AFTER));
+        }
+    }
+
+    /// True (once) when parking was asked for; clears the request.
+    pub fn take_park_request(&self) -> bool {
+        self.park_requested.replace(false)
+    }
+
+    /// When an idle connection times out.
+    pub fn deadline(&self) -> Instant {
+        self.deadline.get()
     }
 
     /// The connection speaks HTTP/2: streams instead of one request at a time, and no
@@ -149,6 +230,15 @@ impl ConnState {
         if self.phase.get() == Phase::Idle {
             self.phase.set(Phase::Head);
             self.deadline.set(Instant::now() + self.header);
+            self.park_at.set(None);
+        }
+    }
+
+    /// The next time the read timer must look: the deadline, or parking if sooner.
+    fn next_wake(&self) -> Instant {
+        match self.park_at.get() {
+            Some(p) if self.phase.get() == Phase::Idle => p.min(self.deadline.get()),
+            _ => self.deadline.get(),
         }
     }
 }
@@ -156,6 +246,8 @@ impl ConnState {
 /// A TCP stream whose reads fail with `TimedOut` once the clock's deadline passes.
 pub struct TimedIo {
     io: ClientStream,
+    /// Bytes read before this `TimedIo` existed (kept over a park), served first.
+    unread: Bytes,
     clock: std::rc::Rc<ConnState>,
     sleep: Pin<Box<Sleep>>,
     armed: bool,
@@ -165,16 +257,22 @@ pub struct TimedIo {
 }
 
 impl TimedIo {
-    pub fn new(io: ClientStream, clock: std::rc::Rc<ConnState>) -> TimedIo {
+    pub fn new(io: ClientStream, clock: std::rc::Rc<ConnState>, unread: Bytes) -> TimedIo {
         let deadline = clock.deadline.get();
         TimedIo {
             io,
+            unread,
             clock,
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             armed: false,
             write_sleep: None,
             write_stalled: false,
         }
+    }
+
+    /// The socket back (after hyper handed the connection over).
+    pub fn into_inner(self) -> ClientStream {
+        self.io
     }
 
     /// Passes a write result through, failing it once writes have blocked for longer
@@ -201,10 +299,11 @@ impl TimedIo {
         Poll::Pending
     }
 
-    /// Polls the deadline; `Ready` means the connection has timed out.
+    /// Polls the deadline; `Ready` means the connection has timed out. On the way, an
+    /// idle connection past its park time asks its task to park it.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let want = self.clock.deadline.get();
+            let want = self.clock.next_wake();
             if !self.armed || want < self.sleep.deadline() {
                 self.sleep.as_mut().reset(want);
                 self.armed = true;
@@ -213,8 +312,16 @@ impl TimedIo {
                 return Poll::Pending;
             }
             // Fired: really expired, or the deadline moved later since we armed it?
-            if self.clock.deadline.get() <= Instant::now() {
+            let now = Instant::now();
+            if self.clock.deadline.get() <= now {
                 return Poll::Ready(());
+            }
+            if let Some(p) = self.clock.park_at.get() {
+                if p <= now && self.clock.phase.get() == Phase::Idle {
+                    self.clock.park_at.set(None);
+                    self.clock.park_requested.set(true);
+                    self.clock.park.notify_one();
+                }
             }
             self.armed = false;
         }
@@ -224,14 +331,6 @@ impl TimedIo {
 /// A client connection: plain TCP, or TLS terminated here.
 pub type ClientStream = crate::tls::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
-// SAFETY: hyper's upgrade support requires the connection's IO to be `Send` at the
-// type level (an upgraded IO is boxed as `dyn Io + Send`), but a `TimedIo` never leaves
-// its worker thread: it is made by the worker's accept loop, served by a connection task
-// spawned with `spawn_local` on that worker's current-thread runtime, and after an
-// upgrade it is consumed by a tunnel task spawned the same way. The `Rc<ConnState>` it
-// holds is therefore only ever touched from that one thread.
-unsafe impl Send for TimedIo {}
-
 impl AsyncRead for TimedIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -239,6 +338,13 @@ impl AsyncRead for TimedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.unread.is_empty() {
+            // Already seen by the sniffer when first read.
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -299,11 +405,24 @@ impl AsyncWrite for TimedIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_flush(cx);
+        if r.is_ready() && this.clock.phase.get() == Phase::Idle {
+            // A response just ended: hyper may not read again before the client does
+            // (its last read was polled while the request was busy), so the idle and
+            // park timer is armed here, once the response is out.
+            if this.poll_deadline(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
         this.on_write(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.clock.park_requested.get() {
+            // Parking: hyper lets go of the connection, the client keeps it.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 

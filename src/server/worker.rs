@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use super::conn_io::{ClientStream, ConnState, TimedIo};
+use super::conn_io::{ClientStream, ConnState, TimedIo, Upgraded};
 use super::{RunState, Snapshot};
 use crate::config::Config;
 use crate::health::shared::Ledger;
@@ -229,7 +229,8 @@ fn serve(
         let (io, h2) = match acceptor {
             None => (ClientStream::Plain(stream), false),
             Some(acceptor) => {
-                let handshake = acceptor.accept(stream);
+                // Boxed: the handshake state is large and the task outlives it.
+                let handshake = Box::pin(acceptor.accept(stream));
                 match tokio::time::timeout(timeouts.client_header, handshake).await {
                     Ok(Ok(tls)) => {
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -261,21 +262,112 @@ fn serve(
             // HTTP/2 multiplexes: an idle clock while no stream is open, no HTTP/1
             // framing to follow.
             clock.multiplex();
-            let io = TokioIo::new(TimedIo::new(io, clock));
+            let io = TokioIo::new(TimedIo::new(io, clock, bytes::Bytes::new()));
             let conn = builder.h2.serve_connection(io, svc);
             // Boxed: HTTP/2 state is large, and keeping it out of line keeps every
             // HTTP/1 connection task small.
             let mut conn = Box::pin(conn);
             drive!(conn, conns)
         } else {
-            let io = TokioIo::new(TimedIo::new(io, clock));
-            let conn = builder.h1.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(conn);
-            drive!(conn, conns)
+            serve_http1(io, clock, &builder.h1, svc, &conns).await
         };
         if let Err(e) = result {
             tracing::debug!(%peer, "client connection ended: {e}");
         }
         drop(guard);
     });
+}
+
+/// Serves an HTTP/1 connection: hyper while requests come, parked (hyper's state
+/// dropped, only the socket kept) after [`PARK_AFTER`] without one, hyper again at
+/// the next byte. Ends when the client or hyper closes, the idle clock expires, a
+/// drain closes it, or an upgrade hands the socket to its tunnel.
+async fn serve_http1<S>(
+    mut io: ClientStream,
+    clock: Rc<ConnState>,
+    builder: &http1::Builder,
+    svc: S,
+    conns: &Connections,
+) -> hyper::Result<()>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::proxy::body::ProxyBody>
+        + Clone,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut unread = bytes::Bytes::new();
+    loop {
+        let timed = TimedIo::new(io, Rc::clone(&clock), std::mem::take(&mut unread));
+        // Boxed, so that a parked connection's task holds a pointer, not hyper's state.
+        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(timed), svc.clone()));
+        let mut stopping = false;
+        let done = loop {
+            if !stopping && conns.draining.get() {
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = conns.drain.notified(), if !stopping => {}
+                _ = clock.park_due(), if !stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    stopping = true;
+                }
+            }
+        };
+        done?;
+        // hyper is done with the socket. Closed for good (by the client, `Connection:
+        // close`, a drain...) unless it is parked or upgraded: then `TimedIo` left it
+        // open, and it is taken back.
+        let upgrade = clock.take_upgrade();
+        if upgrade.is_none() && !clock.take_park_request() {
+            return Ok(());
+        }
+        let parts = std::pin::Pin::into_inner(conn).into_parts();
+        let stream = parts.io.into_inner().into_inner();
+        if let Some(tunnel) = upgrade {
+            let _ = tunnel.send(Upgraded {
+                io: stream,
+                read_buf: parts.read_buf,
+            });
+            return Ok(());
+        }
+        // A copy (usually of nothing): the `Bytes` hyper hands back keeps its whole
+        // 8 KiB read buffer alive.
+        unread = bytes::Bytes::copy_from_slice(&parts.read_buf);
+        drop(parts.read_buf);
+        if unread.is_empty() && !wait_parked(&stream, &clock, conns).await {
+            close(stream).await;
+            return Ok(());
+        }
+        io = stream;
+    }
+}
+
+/// Waits, parked, for the client's next byte: true when it can be read, false when the
+/// idle clock ran out or the worker is draining.
+async fn wait_parked(stream: &ClientStream, clock: &ConnState, conns: &Connections) -> bool {
+    if conns.draining.get() {
+        return false;
+    }
+    let tcp = match stream {
+        ClientStream::Plain(s) => s,
+        ClientStream::Tls(s) => s.get_ref().0,
+    };
+    let woke = tokio::select! {
+        r = tcp.readable() => r.is_ok() && !conns.draining.get(),
+        _ = tokio::time::sleep_until(clock.deadline()) => false,
+        _ = conns.drain.notified() => false,
+    };
+    if woke {
+        // Readiness without a request (a spurious wake-up) parks again later.
+        clock.unparked();
+    }
+    woke
+}
+
+/// Closes a client connection hyper has finished with (TLS: with close_notify, if the
+/// client takes it within a second).
+async fn close(mut stream: ClientStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
