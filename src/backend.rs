@@ -115,9 +115,15 @@ impl Backend {
     }
 
     /// True when connections made for `other` would be made the same way for `self`
-    /// (same addresses, scheme, TLS settings and protocol): its pool may carry over.
+    /// (same addresses in any order, scheme, TLS settings and protocol): its pool may
+    /// carry over.
     pub fn dials_like(&self, other: &Backend) -> bool {
-        self.addrs == other.addrs
+        let sorted = |b: &Backend| {
+            let mut a = b.addrs.clone();
+            a.sort_unstable();
+            a
+        };
+        sorted(self) == sorted(other)
             && self.scheme == other.scheme
             && self.tls == other.tls
             && self.protocol == other.protocol

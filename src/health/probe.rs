@@ -103,7 +103,9 @@ async fn probe_loop(config: &Config, table: &HealthTable, i: usize) {
     // Probes speak TLS to TLS backends, with the same trust as live requests.
     let tls = match backend.scheme {
         crate::backend::Scheme::Http => Ok(None),
-        crate::backend::Scheme::Https => crate::tls::client::connector(backend, false).map(Some),
+        crate::backend::Scheme::Https => {
+            crate::tls::client::connector(backend, backend.offers_h2()).map(Some)
+        }
     };
     let mut rng = seeded_rng(i);
     // Start soon (a backend dead from the start is found by the first probe), but
@@ -150,23 +152,25 @@ fn getrandom_fill(buf: &mut [u8]) -> Result<(), ()> {
     rand::rngs::SysRng.try_fill_bytes(buf).map_err(|_| ())
 }
 
-/// One probe on a fresh connection (HTTP/2 to h2c backends, HTTP/1.1 to the rest): the
-/// status, or why there was none.
+/// One probe on a fresh connection (HTTP/2 to h2c backends and to TLS backends that
+/// choose it by ALPN, HTTP/1.1 to the rest): the status, or why there was none.
 async fn probe_once(
     backend: &Backend,
     tls: &Result<Option<tokio_rustls::TlsConnector>, String>,
     path: &str,
 ) -> Result<StatusCode, Reason> {
     let connector = tls.as_ref().map_err(|_| Reason::Tls)?;
-    let stream = connect::open(backend, connector.as_ref(), true)
+    let stream = connect::open(backend, connector.as_ref(), false)
         .await
         .map_err(|e| match e {
             connect::DialError::Tcp(_) => Reason::ConnectRefused,
             connect::DialError::Tls(_) => Reason::Tls,
         })?;
+    let h2 = backend.h2c() || stream.negotiated_h2();
     let io = hyper_util::rt::TokioIo::new(stream);
-    if backend.h2c() {
-        // An h2c backend speaks HTTP/2 only: so does its probe.
+    if h2 {
+        // A backend that speaks HTTP/2 (h2c, or chosen by ALPN like live requests)
+        // is probed in HTTP/2: it may speak nothing else.
         let exec = hyper_util::rt::TokioExecutor::new();
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(exec, io)
@@ -176,7 +180,10 @@ async fn probe_once(
         let authority = http::uri::Authority::try_from(backend.address.as_str())
             .map_err(|_| Reason::BadResponse)?;
         let uri = http::Uri::builder()
-            .scheme("http")
+            .scheme(match backend.scheme {
+                crate::backend::Scheme::Http => "http",
+                crate::backend::Scheme::Https => "https",
+            })
             .authority(authority)
             .path_and_query(path)
             .build()

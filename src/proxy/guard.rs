@@ -78,6 +78,9 @@ fn check_host(
         (Some(h), None) if h.is_empty() && version == Version::HTTP_11 => {
             Err(ProxyError::BadRequest("empty Host header"))
         }
+        (Some(h), None) if h.is_empty() && version == Version::HTTP_2 && !has_authority => Err(
+            ProxyError::BadRequest("HTTP/2 request without :authority and with an empty Host"),
+        ),
         _ => Ok(()),
     }
 }
@@ -175,5 +178,9 @@ mod tests {
         let mut r = req("/", &[("host", "example.com")]);
         *r.version_mut() = Version::HTTP_2;
         assert!(check(&r, &limits()).is_ok());
+        let mut r = req("/", &[("host", "")]);
+        *r.version_mut() = Version::HTTP_2;
+        let got = check(&r, &limits()).err().map(|e| e.status().as_u16());
+        assert_eq!(got, Some(400));
     }
 }

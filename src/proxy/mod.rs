@@ -371,6 +371,12 @@ impl Proxy {
                         let resp = upgrade::start(conn, exchange, in_flight, idle);
                         return Ok((resp, pick.index));
                     }
+                    let mut exchange = exchange;
+                    if tunnel.is_some() {
+                        // A refused upgrade's connection was dialed for it alone (HTTP/1.1
+                        // even to an HTTP/2 backend): it closes after this response.
+                        exchange.conn = None;
+                    }
                     let resp = self.relay(conn, exchange, pick, slot, in_flight, upload);
                     return Ok((resp, pick.index));
                 }

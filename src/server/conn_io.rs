@@ -73,7 +73,10 @@ pub struct ConnState {
     /// When an idle HTTP/1 connection should be parked (set when it turns idle).
     park_at: Cell<Option<Instant>>,
     park_requested: Cell<bool>,
-    /// Wakes the connection task when parking is due.
+    /// HTTP/2: the idle clock ran out and the connection was asked to close gracefully.
+    goaway: Cell<bool>,
+    /// Wakes the connection task when parking (HTTP/1) or a graceful close (HTTP/2,
+    /// idle) is due.
     park: Notify,
     /// Where the socket goes once hyper has sent a 101 (the tunnel waits on it).
     upgrade: RefCell<Option<oneshot::Sender<Upgraded>>>,
@@ -109,6 +112,7 @@ impl ConnState {
             streams: Cell::new(0),
             park_at: Cell::new(None),
             park_requested: Cell::new(false),
+            goaway: Cell::new(false),
             park: Notify::new(),
             upgrade: RefCell::new(None),
         }
@@ -183,7 +187,8 @@ impl ConnState {
         self.upgrade.borrow_mut().take()
     }
 
-    /// Resolves when this idle connection should be parked.
+    /// Resolves when this idle connection should be parked (HTTP/1) or closed
+    /// gracefully (HTTP/2).
     pub async fn park_due(&self) {
         self.park.notified().await
     }
@@ -365,6 +370,15 @@ impl AsyncRead for TimedIo {
                     Phase::Multiplex => this.clock.streams.get() == 0,
                 };
                 if timed && this.poll_deadline(cx).is_ready() {
+                    if this.clock.phase.get() == Phase::Multiplex && !this.clock.goaway.get() {
+                        // HTTP/2 idle: close gracefully (GOAWAY, queued data flushed,
+                        // new streams refused cleanly); cut it only if that takes
+                        // another idle period.
+                        this.clock.goaway.set(true);
+                        this.clock.deadline.set(Instant::now() + this.clock.idle);
+                        this.clock.park.notify_one();
+                        return Poll::Pending;
+                    }
                     let what = match this.clock.phase.get() {
                         Phase::Head => "client did not send a complete request head in time",
                         _ => "client connection idle for too long",

@@ -118,7 +118,9 @@ pub fn run(
     let mut ev = rt.block_on(async { Events::new(sigfd, plan.path.as_deref()) })?;
     // The file may have changed between loading it and watching it (an edit landing
     // while the workers started would otherwise wait for the next one).
-    reload_all(&mut plan, &mut children, &mut loaded, "file change", false);
+    if plan.path.is_some() {
+        reload_all(&mut plan, &mut children, &mut loaded, "file change", false);
+    }
     let mut fast_exits: HashMap<Role, u32> = HashMap::new();
     let mut due: Vec<(Instant, Role)> = Vec::new();
     let mut draining: Option<Instant> = None;

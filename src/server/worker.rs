@@ -152,7 +152,8 @@ impl Builders {
         // Pings find a client that vanished or stopped reading while streams are open
         // (the idle clock covers connections without streams). HPACK-decoded headers
         // may be as large as the header-section limit, so that our guard answers.
-        let header_list = limits.header_section + limits.request_line + 1024;
+        // (HPACK counts 32 bytes per field where the guard counts 4.)
+        let header_list = limits.header_section + limits.request_line + 32 * limits.headers + 1024;
         h2.timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(crate::upstream::H2_PING_INTERVAL)
             .keep_alive_timeout(crate::upstream::H2_PING_TIMEOUT)
@@ -178,26 +179,6 @@ impl Drop for OpenGuard {
             c.empty.notify_waiters();
         }
     }
-}
-
-/// Runs a pinned hyper connection (HTTP/1 or HTTP/2: the same methods, no shared
-/// trait) to its end; when the worker starts draining, the connection finishes the
-/// response in progress (if any) and closes.
-macro_rules! drive {
-    ($conn:ident, $conns:ident) => {
-        if $conns.draining.get() {
-            $conn.as_mut().graceful_shutdown();
-            $conn.await
-        } else {
-            tokio::select! {
-                r = $conn.as_mut() => r,
-                _ = $conns.drain.notified() => {
-                    $conn.as_mut().graceful_shutdown();
-                    $conn.await
-                }
-            }
-        }
-    };
 }
 
 fn serve(
@@ -262,12 +243,28 @@ fn serve(
             // HTTP/2 multiplexes: an idle clock while no stream is open, no HTTP/1
             // framing to follow.
             clock.multiplex();
+            let idle_clock = Rc::clone(&clock);
             let io = TokioIo::new(TimedIo::new(io, clock, bytes::Bytes::new()));
             let conn = builder.h2.serve_connection(io, svc);
             // Boxed: HTTP/2 state is large, and keeping it out of line keeps every
             // HTTP/1 connection task small.
             let mut conn = Box::pin(conn);
-            drive!(conn, conns)
+            // Until a drain or the idle clock asks for a graceful close (GOAWAY).
+            let ended = match conns.draining.get() {
+                true => None,
+                false => tokio::select! {
+                    r = conn.as_mut() => Some(r),
+                    _ = conns.drain.notified() => None,
+                    _ = idle_clock.park_due() => None,
+                },
+            };
+            match ended {
+                Some(r) => r,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         } else {
             serve_http1(io, clock, &builder.h1, svc, &conns).await
         };

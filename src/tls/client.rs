@@ -4,7 +4,8 @@
 //! process with rustls-native-certs) plus an optional per-backend `tls.ca_file`.
 //! `tls.insecure` (or `-k`) skips verification for that backend; the balancer warns
 //! about it at start. SNI is the backend's host name (an IP address is sent as none,
-//! as the TLS spec says). ALPN offers `http/1.1`. One [`TlsConnector`] is built per
+//! as the TLS spec says). ALPN offers `h2` and `http/1.1` (only `http/1.1` with
+//! `protocol: http1`, and for upgrades). One [`TlsConnector`] is built per
 //! backend per worker snapshot and reused for every connection to it.
 
 use std::path::Path;

@@ -350,3 +350,31 @@ fn tls_backend_negotiating_h2_multiplexes_streams() {
     multiplexed(&be, &lb);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An HTTPS backend that offers only `h2` by ALPN (a gRPC server, say) is probed the
+/// way live requests reach it, over HTTP/2, and stays up.
+#[test]
+fn h2_only_https_backend_passes_its_probes() {
+    let dir = tempdir("h2probe");
+    let ca = TestCa::new(&dir);
+    let be = crate::support::tls::H2Backend::start(Some(ca.server_cert()), Duration::ZERO);
+    let b = https(
+        be.addr,
+        TlsOptions {
+            ca_file: Some(ca.pem_path.clone()),
+            insecure: false,
+        },
+    );
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.backends = BackendSet::new(vec![b]))
+        .probes(Duration::from_millis(100))
+        .start();
+    assert!(
+        eventually(Duration::from_secs(3), || be.requests.load(SeqCst) >= 3),
+        "no HTTP/2 probe reached the backend"
+    );
+    assert!(lb.health().is_up(0));
+    assert_eq!(get(lb.addr, "/p").text(), "HTTP/2.0 /p");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -68,10 +68,12 @@ fn echo_backend() -> TestBackend {
             head.push(b[0]);
         }
         let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        assert!(
-            text.contains("upgrade: websocket") && text.contains(&KEY.to_ascii_lowercase()),
-            "{text}"
-        );
+        if !text.contains("upgrade: websocket") {
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        }
+        assert!(text.contains(&KEY.to_ascii_lowercase()), "{text}");
         let reply = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
         );
@@ -234,4 +236,42 @@ fn tunnel_to_a_client_that_stopped_reading_is_closed() {
         "the tunnel kept writing to a client that stopped reading"
     );
     drop(c);
+}
+
+/// A backend that refuses the upgrade (426) answers on a connection dialed for the
+/// upgrade alone: it is not pooled, so later requests never ride on it.
+#[test]
+fn refused_upgrade_connection_is_not_pooled() {
+    let be = TestBackend::start(|r| {
+        if r.has("upgrade") {
+            crate::support::Reply::Raw(
+                b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno".to_vec(),
+            )
+        } else {
+            crate::support::Reply::ok("plain")
+        }
+    });
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    c.send(format!("GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes());
+    let r = c.read_response();
+    assert_eq!((r.status, r.text().as_str()), (426, "no"));
+    assert_eq!(c.get("/").text(), "plain");
+    assert_eq!(be.connections(), 2, "the upgrade's connection was reused");
+}
+
+/// A keep-alive connection that sat idle (and was parked) can still be upgraded, and
+/// the tunnel gets the socket.
+#[test]
+fn websocket_on_a_connection_that_was_idle() {
+    let be = echo_backend();
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    // A plain request first (the echo backend answers it with a 200 and closes).
+    assert_eq!(c.get("/plain").status, 200);
+    std::thread::sleep(Duration::from_millis(100)); // long enough to park: the scenario
+    handshake(&mut c);
+    c.send(&frame(1, b"after a nap", Some([1, 1, 1, 1])));
+    let (op, payload) = read_frame(&mut c.stream).expect("echo frame");
+    assert_eq!((op, payload.as_slice()), (1, &b"after a nap"[..]));
 }

@@ -1,0 +1,114 @@
+//! Parked connections: an HTTP/1 client connection idle for a moment gives hyper's
+//! state back and waits on its socket alone. Nothing about that may show to clients:
+//! the same connection serves again (pipelined bytes too, TLS too), the idle clock
+//! and drains still close it.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Balancer, Conn, Reply, TestBackend};
+
+/// Longer than the park delay (20 ms): each wait below is the scenario itself.
+const PARKED: Duration = Duration::from_millis(100);
+
+#[test]
+fn a_parked_connection_serves_again() {
+    let be = TestBackend::start(|r| Reply::ok(&r.target));
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    assert_eq!(c.get("/one").text(), "/one");
+    std::thread::sleep(PARKED);
+    assert_eq!(c.get("/two").text(), "/two");
+    std::thread::sleep(PARKED);
+    // Two pipelined requests in one write wake it: both are answered, in order.
+    c.send(b"GET /three HTTP/1.1\r\nHost: a\r\n\r\nGET /four HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.read_response().text(), "/three");
+    assert_eq!(c.read_response().text(), "/four");
+    std::thread::sleep(PARKED);
+    // A POST whose body follows its head in a later write.
+    c.send(b"POST /five HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(30));
+    c.send(b"hello");
+    assert_eq!(c.read_response().text(), "/five");
+    assert_eq!(be.requests()[4].body, b"hello");
+}
+
+#[test]
+fn a_parked_tls_connection_serves_again() {
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = std::env::temp_dir().join(format!("switchyard-park-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = crate::support::tls::TestCa::new(&dir);
+    let (cert, key) = ca.server_cert().write(&dir, "lb");
+    let be = TestBackend::start(|r| Reply::ok(&r.target));
+    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(lb.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut get = |path: &str| {
+        use std::io::{Read, Write};
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while !got.ends_with(path.as_bytes()) {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&b[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    };
+    assert!(get("/one").starts_with("HTTP/1.1 200"));
+    std::thread::sleep(PARKED);
+    assert!(get("/two").starts_with("HTTP/1.1 200"));
+    assert_eq!(be.connections(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A request that outlasts the idle timeout, then silence: the idle clock, started
+/// when the response went out, still closes the connection.
+#[test]
+fn idle_clock_runs_after_a_request_longer_than_itself() {
+    let be = TestBackend::start(|r| {
+        if r.target == "/slow" {
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        Reply::ok("done")
+    });
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_millis(400))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    assert_eq!(c.get("/slow").text(), "done");
+    let t = Instant::now();
+    assert!(
+        c.closed_within(Duration::from_secs(3)),
+        "idle connection never closed"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// A drain closes parked connections at once, as it does idle ones.
+#[test]
+fn a_drain_closes_parked_connections() {
+    let be = TestBackend::start(|_| Reply::ok("ok"));
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    assert_eq!(c.get("/").text(), "ok");
+    std::thread::sleep(PARKED);
+    let t = Instant::now();
+    drop(lb); // drains, and returns when every worker has exited
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(c.closed_within(Duration::from_secs(1)));
+}
