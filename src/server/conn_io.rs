@@ -101,6 +101,7 @@ impl std::fmt::Debug for Upgraded {
 }
 
 impl ConnState {
+    /// A connection waiting for its first request: it too parks after [`PARK_AFTER`].
     pub fn new(idle: Duration, header: Duration) -> ConnState {
         ConnState {
             phase: Cell::new(Phase::Idle),
@@ -110,7 +111,7 @@ impl ConnState {
             sniffer: RefCell::new(Sniffer::new()),
             requests: Cell::new(0),
             streams: Cell::new(0),
-            park_at: Cell::new(None),
+            park_at: Cell::new(Some(Instant::now() + PARK_AFTER)),
             park_requested: Cell::new(false),
             goaway: Cell::new(false),
             park: Notify::new(),
@@ -191,14 +192,6 @@ impl ConnState {
     /// gracefully (HTTP/2).
     pub async fn park_due(&self) {
         self.park.notified().await
-    }
-
-    /// The connection left its parked state: it may park again after [`PARK_AFTER`]
-    /// if no request comes.
-    pub fn unparked(&self) {
-        if self.phase.get() == Phase::Idle {
-            self.park_at.set(Some(Instant::now() + PARK_AFTER));
-        }
     }
 
     /// True (once) when parking was asked for; clears the request.

@@ -181,6 +181,39 @@ impl Drop for OpenGuard {
     }
 }
 
+/// What a client connection keeps between its tasks (served by hyper, or parked).
+struct ClientCtx {
+    peer: std::net::SocketAddr,
+    https: bool,
+    current: Current,
+    builder: Rc<Builders>,
+    /// Counts the connection open until the last task holding it ends.
+    guard: Rc<OpenGuard>,
+}
+
+impl ClientCtx {
+    fn conns(&self) -> &Connections {
+        &self.guard.0
+    }
+}
+
+/// The request handler for one client connection: each request runs on the `Proxy`
+/// current when it arrives.
+fn service(
+    current: Current,
+    client: Rc<ClientConn>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::proxy::body::ProxyBody>,
+    Error = Infallible,
+> + Clone {
+    service_fn(move |req| {
+        let proxy = Rc::clone(&current.borrow());
+        let client = Rc::clone(&client);
+        async move { Ok::<_, Infallible>(proxy.handle(&client, req).await) }
+    })
+}
+
 fn serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
@@ -193,8 +226,6 @@ fn serve(
         let p = current.borrow();
         (p.timeouts(), p.tls_acceptor())
     };
-    let current = Rc::clone(current);
-    let builder = Rc::clone(builder);
     conns.open.set(conns.open.get() + 1);
     let (global, ledger) = {
         let p = current.borrow();
@@ -202,9 +233,9 @@ fn serve(
     };
     global.connections_open.fetch_add(1, Relaxed);
     ledger.conns.fetch_add(1, Relaxed);
-    let guard = OpenGuard(Rc::clone(conns), global, ledger);
+    let guard = Rc::new(OpenGuard(Rc::clone(conns), global, ledger));
+    let (current, builder) = (Rc::clone(current), Rc::clone(builder));
     tokio::task::spawn_local(async move {
-        let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
         // TLS first when the listener terminates it (the handshake is bounded by the
         // head clock); ALPN then says HTTP/2 or HTTP/1.1.
         let (io, h2) = match acceptor {
@@ -228,74 +259,76 @@ fn serve(
                 }
             }
         };
-        let https = matches!(io, ClientStream::Tls(_));
-        let guard = Rc::new(guard);
-        let client = ClientConn::new(peer, Rc::clone(&clock), https, guard.clone());
-        let client = Rc::new(client);
-        let svc = service_fn(move |req| {
-            // Each request runs on the handler current when it arrives.
-            let proxy = Rc::clone(&current.borrow());
-            let client = Rc::clone(&client);
-            async move { Ok::<_, Infallible>(proxy.handle(&client, req).await) }
-        });
-        let conns = Rc::clone(&guard.0);
+        let ctx = ClientCtx {
+            peer,
+            https: matches!(io, ClientStream::Tls(_)),
+            current,
+            builder,
+            guard,
+        };
         let result = if h2 {
-            // HTTP/2 multiplexes: an idle clock while no stream is open, no HTTP/1
-            // framing to follow.
-            clock.multiplex();
-            let idle_clock = Rc::clone(&clock);
-            let io = TokioIo::new(TimedIo::new(io, clock, bytes::Bytes::new()));
-            let conn = builder.h2.serve_connection(io, svc);
-            // Boxed: HTTP/2 state is large, and keeping it out of line keeps every
-            // HTTP/1 connection task small.
-            let mut conn = Box::pin(conn);
-            // Until a drain or the idle clock asks for a graceful close (GOAWAY).
-            let ended = match conns.draining.get() {
-                true => None,
-                false => tokio::select! {
-                    r = conn.as_mut() => Some(r),
-                    _ = conns.drain.notified() => None,
-                    _ = idle_clock.park_due() => None,
-                },
-            };
-            match ended {
-                Some(r) => r,
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
+            serve_http2(io, &ctx).await
         } else {
-            serve_http1(io, clock, &builder.h1, svc, &conns).await
+            serve_http1(io, ctx).await
         };
         if let Err(e) = result {
             tracing::debug!(%peer, "client connection ended: {e}");
         }
-        drop(guard);
     });
 }
 
-/// Serves an HTTP/1 connection: hyper while requests come, parked (hyper's state
-/// dropped, only the socket kept) after [`PARK_AFTER`] without one, hyper again at
-/// the next byte. Ends when the client or hyper closes, the idle clock expires, a
-/// drain closes it, or an upgrade hands the socket to its tunnel.
-async fn serve_http1<S>(
-    mut io: ClientStream,
-    clock: Rc<ConnState>,
-    builder: &http1::Builder,
-    svc: S,
-    conns: &Connections,
-) -> hyper::Result<()>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::proxy::body::ProxyBody>
-        + Clone,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// Serves an HTTP/2 connection until the client closes it, a drain or the idle clock
+/// asks for a graceful close (GOAWAY).
+async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
+    let timeouts = ctx.current.borrow().timeouts();
+    let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
+    // HTTP/2 multiplexes: an idle clock while no stream is open, no HTTP/1 framing to
+    // follow.
+    clock.multiplex();
+    let client = ClientConn::new(ctx.peer, Rc::clone(&clock), ctx.https, ctx.guard.clone());
+    let svc = service(Rc::clone(&ctx.current), Rc::new(client));
+    let io = TokioIo::new(TimedIo::new(io, Rc::clone(&clock), bytes::Bytes::new()));
+    // Boxed: HTTP/2 state is large, and keeping it out of line keeps every HTTP/1
+    // connection task small.
+    let mut conn = Box::pin(ctx.builder.h2.serve_connection(io, svc));
+    let conns = ctx.conns();
+    let ended = match conns.draining.get() {
+        true => None,
+        false => tokio::select! {
+            r = conn.as_mut() => Some(r),
+            _ = conns.drain.notified() => None,
+            _ = clock.park_due() => None,
+        },
+    };
+    match ended {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// Serves an HTTP/1 connection with hyper while requests come. After [`PARK_AFTER`]
+/// without one it parks: hyper's state and this task end, and a small task holding
+/// only the socket ([`parked`]) waits for the next byte to start this again. Ends
+/// when the client or hyper closes, a drain closes it, or an upgrade hands the socket
+/// to its tunnel.
+async fn serve_http1(mut io: ClientStream, ctx: ClientCtx) -> hyper::Result<()> {
+    let timeouts = ctx.current.borrow().timeouts();
+    let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
+    let client = ClientConn::new(ctx.peer, Rc::clone(&clock), ctx.https, ctx.guard.clone());
+    let svc = service(Rc::clone(&ctx.current), Rc::new(client));
+    let conns = ctx.conns();
     let mut unread = bytes::Bytes::new();
     loop {
         let timed = TimedIo::new(io, Rc::clone(&clock), std::mem::take(&mut unread));
-        // Boxed, so that a parked connection's task holds a pointer, not hyper's state.
-        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(timed), svc.clone()));
+        // Boxed: hyper's state is large and goes away when the connection parks.
+        let conn = ctx
+            .builder
+            .h1
+            .serve_connection(TokioIo::new(timed), svc.clone());
+        let mut conn = Box::pin(conn);
         let mut stopping = false;
         let done = loop {
             if !stopping && conns.draining.get() {
@@ -328,21 +361,47 @@ where
             });
             return Ok(());
         }
-        // A copy (usually of nothing): the `Bytes` hyper hands back keeps its whole
-        // 8 KiB read buffer alive.
-        unread = bytes::Bytes::copy_from_slice(&parts.read_buf);
-        drop(parts.read_buf);
-        if unread.is_empty() && !wait_parked(&stream, &clock, conns).await {
-            close(stream).await;
+        if parts.read_buf.is_empty() {
+            let deadline = clock.deadline();
+            tokio::task::spawn_local(parked(stream, ctx, deadline));
             return Ok(());
         }
+        // Bytes of a next request already read: serve them at once. A copy: the
+        // `Bytes` hyper hands back keeps its whole 8 KiB read buffer alive.
+        unread = bytes::Bytes::copy_from_slice(&parts.read_buf);
         io = stream;
     }
 }
 
+/// A parked HTTP/1 connection: its own small task holding the socket and `ctx`, until
+/// the client sends its next byte (then hyper serves it again in a new task), the idle
+/// clock runs out, or a drain closes it.
+async fn parked(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Instant) {
+    if wait_parked(&stream, deadline, ctx.conns()).await {
+        resume(stream, ctx);
+    }
+    // Else dropped: closed (without a TLS close_notify, which would take a task of
+    // its own; clients treat an idle close without it like any other).
+}
+
+/// Serves a parked connection again, in a task of its own (kept out of `parked`, whose
+/// future stays small).
+fn resume(stream: ClientStream, ctx: ClientCtx) {
+    tokio::task::spawn_local(async move {
+        let peer = ctx.peer;
+        if let Err(e) = serve_http1(stream, ctx).await {
+            tracing::debug!(%peer, "client connection ended: {e}");
+        }
+    });
+}
+
 /// Waits, parked, for the client's next byte: true when it can be read, false when the
 /// idle clock ran out or the worker is draining.
-async fn wait_parked(stream: &ClientStream, clock: &ConnState, conns: &Connections) -> bool {
+async fn wait_parked(
+    stream: &ClientStream,
+    deadline: tokio::time::Instant,
+    conns: &Connections,
+) -> bool {
     if conns.draining.get() {
         return false;
     }
@@ -350,21 +409,13 @@ async fn wait_parked(stream: &ClientStream, clock: &ConnState, conns: &Connectio
         ClientStream::Plain(s) => s,
         ClientStream::Tls(s) => s.get_ref().0,
     };
-    let woke = tokio::select! {
-        r = tcp.readable() => r.is_ok() && !conns.draining.get(),
-        _ = tokio::time::sleep_until(clock.deadline()) => false,
+    // `poll_read_ready`, not `readable()`: it takes the socket's reader slot, so the
+    // waker of the task that served it before (kept there by its last read) goes, and
+    // with it that task's memory.
+    let ready = std::future::poll_fn(|cx| tcp.poll_read_ready(cx));
+    tokio::select! {
+        r = ready => r.is_ok() && !conns.draining.get(),
+        _ = tokio::time::sleep_until(deadline) => false,
         _ = conns.drain.notified() => false,
-    };
-    if woke {
-        // Readiness without a request (a spurious wake-up) parks again later.
-        clock.unparked();
     }
-    woke
-}
-
-/// Closes a client connection hyper has finished with (TLS: with close_notify, if the
-/// client takes it within a second).
-async fn close(mut stream: ClientStream) {
-    use tokio::io::AsyncWriteExt;
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
