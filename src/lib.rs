@@ -117,10 +117,7 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
 /// Runs the balancer in the foreground until SIGTERM/SIGINT (then drains, exit 0);
 /// reloads on SIGHUP and when the config file changes.
 pub fn serve(config: Config, reload: Option<server::control::ReloadSource>) -> Result<(), Error> {
-    // Parsed and validated today, served by later work: say so rather than ignore them.
-    for b in config.backends.iter().filter(|b| b.tls.insecure) {
-        tracing::warn!(backend = %b.address, "TLS certificate verification is OFF for this backend");
-    }
+    tls::client::warn_insecure(None, &config);
     if config.mode == Mode::Process {
         let listeners = server::listener::bind(config.listen, config.workers)?;
         server::master::run(config, reload, listeners)?;

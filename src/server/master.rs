@@ -324,6 +324,7 @@ fn reload_all(
     match parsed {
         Ok(config) => {
             let config = keep_restart_only_settings(&plan.config, config);
+            crate::tls::client::warn_insecure(Some(&plan.config), &config);
             plan.config = Arc::new(config);
             plan.generation += 1;
             tracing::info!(

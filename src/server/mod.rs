@@ -97,6 +97,7 @@ impl Running {
     pub fn reload(&self, config: Config) {
         let old = self.snapshot();
         let config = keep_restart_only_settings(&old.config, config);
+        crate::tls::client::warn_insecure(Some(&old.config), &config);
         let snapshot = Snapshot::new(self.region, Arc::new(config), old.generation + 1);
         tracing::info!(
             generation = snapshot.generation,

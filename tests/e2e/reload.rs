@@ -364,3 +364,48 @@ fn configmap_symlink_swap_reloads() {
         "symlink swap not picked up"
     );
 }
+
+/// A reload that adds a backend with certificate verification off warns about it, as
+/// a start does; backends already insecure are not warned about again.
+#[test]
+fn reload_warns_about_a_newly_insecure_backend() {
+    let a = TestBackend::named("a");
+    let dir = TempDir::new("insecure");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    let insecure =
+        |port: u16| format!("  - address: https://localhost:{port}\n    tls: {{insecure: true}}\n");
+    let first = format!(
+        "{}{}",
+        yaml(listen, &[a.addr]),
+        insecure(dead_port().port())
+    );
+    std::fs::write(&path, &first).unwrap();
+    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    // Drop `a`, keep the first insecure backend, add a second one.
+    let kept = first
+        .lines()
+        .skip_while(|l| !l.contains("https"))
+        .collect::<Vec<_>>();
+    let second = format!(
+        "{}{}\n{}",
+        yaml(listen, &[]),
+        kept.join("\n"),
+        insecure(dead_port().port())
+    );
+    rename_over(&path, &second);
+    assert!(eventually(Duration::from_secs(5), || (0..6).all(|_| get(
+        listen, "/"
+    )
+    .text()
+        != "a")));
+    p.signal("-TERM");
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        log.matches("verification is OFF").count(),
+        2,
+        "one warning at start, one for the backend the reload added: {log}"
+    );
+}
