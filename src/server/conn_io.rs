@@ -73,6 +73,9 @@ pub struct ConnState {
     /// When an idle HTTP/1 connection should be parked (set when it turns idle).
     park_at: Cell<Option<Instant>>,
     park_requested: Cell<bool>,
+    /// The last response has been flushed to the socket (hyper is idle once the
+    /// request was read whole, too).
+    flushed: Cell<bool>,
     /// HTTP/2: the idle clock ran out and the connection was asked to close gracefully.
     goaway: Cell<bool>,
     /// Wakes the connection task when parking (HTTP/1) or a graceful close (HTTP/2,
@@ -113,6 +116,7 @@ impl ConnState {
             streams: Cell::new(0),
             park_at: Cell::new(Some(Instant::now() + PARK_AFTER)),
             park_requested: Cell::new(false),
+            flushed: Cell::new(true),
             goaway: Cell::new(false),
             park: Notify::new(),
             upgrade: RefCell::new(None),
@@ -162,6 +166,7 @@ impl ConnState {
                 self.phase.set(Phase::Idle);
                 self.deadline.set(now + self.idle);
                 self.park_at.set(Some(now + PARK_AFTER));
+                self.flushed.set(false);
             }
         }
     }
@@ -230,6 +235,12 @@ impl ConnState {
             self.deadline.set(Instant::now() + self.header);
             self.park_at.set(None);
         }
+    }
+
+    /// True when hyper has nothing in progress: the response is flushed and the request
+    /// was read whole (so stopping it cannot cut or change anything).
+    fn parkable(&self) -> bool {
+        self.flushed.get() && self.sniffer.borrow().between_messages()
     }
 
     /// The next time the read timer must look: the deadline, or parking if sooner.
@@ -316,9 +327,15 @@ impl TimedIo {
             }
             if let Some(p) = self.clock.park_at.get() {
                 if p <= now && self.clock.phase.get() == Phase::Idle {
-                    self.clock.park_at.set(None);
-                    self.clock.park_requested.set(true);
-                    self.clock.park.notify_one();
+                    if self.clock.parkable() {
+                        self.clock.park_at.set(None);
+                        self.clock.park_requested.set(true);
+                        self.clock.park.notify_one();
+                    } else {
+                        // hyper is not idle yet (still flushing the response, or reading
+                        // a request body the backend did not want): look again later.
+                        self.clock.park_at.set(Some(now + PARK_AFTER));
+                    }
                 }
             }
             self.armed = false;
@@ -413,6 +430,7 @@ impl AsyncWrite for TimedIo {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_flush(cx);
         if r.is_ready() && this.clock.phase.get() == Phase::Idle {
+            this.clock.flushed.set(true);
             // A response just ended: hyper may not read again before the client does
             // (its last read was polled while the request was busy), so the idle and
             // park timer is armed here, once the response is out.
@@ -482,5 +500,22 @@ mod tests {
         c.idle();
         assert_eq!(c.deadline.get(), t0 + Duration::from_secs(165));
         assert!(!c.is_http1());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parks_only_when_hyper_has_nothing_in_progress() {
+        let c = ConnState::new(Duration::from_secs(60), Duration::from_secs(10));
+        assert!(c.parkable(), "a new connection has nothing in progress");
+        c.sniffer
+            .borrow_mut()
+            .feed(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab");
+        c.busy();
+        c.idle(); // the response ended: not yet flushed, and half the body is unread
+        assert!(!c.parkable());
+        c.flushed.set(true);
+        assert!(!c.parkable(), "the request body is still coming");
+        c.sniffer.borrow_mut().feed(b"cd");
+        assert!(c.parkable());
+        assert_eq!(c.park_at.get(), Some(Instant::now() + PARK_AFTER));
     }
 }

@@ -118,6 +118,12 @@ impl Sniffer {
         self.state == State::Off
     }
 
+    /// True between requests: the last one was read whole (head and body) and nothing of
+    /// the next has arrived.
+    pub fn between_messages(&self) -> bool {
+        self.state == State::Head { started: false }
+    }
+
     /// True while part of a request head has arrived but not its end.
     pub fn head_started(&self) -> bool {
         self.state == State::Head { started: true }
