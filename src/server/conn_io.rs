@@ -106,9 +106,15 @@ impl std::fmt::Debug for Upgraded {
 impl ConnState {
     /// A connection waiting for its first request: it too parks after [`PARK_AFTER`].
     pub fn new(idle: Duration, header: Duration) -> ConnState {
+        ConnState::resumed(idle, header, Instant::now() + idle)
+    }
+
+    /// A connection back from parking: its idle clock still runs to `deadline` (bytes
+    /// that are no request, a TLS record in pieces say, must not restart it).
+    pub fn resumed(idle: Duration, header: Duration, deadline: Instant) -> ConnState {
         ConnState {
             phase: Cell::new(Phase::Idle),
-            deadline: Cell::new(Instant::now() + idle),
+            deadline: Cell::new(deadline),
             idle,
             header,
             sniffer: RefCell::new(Sniffer::new()),
@@ -234,7 +240,19 @@ impl ConnState {
             self.phase.set(Phase::Head);
             self.deadline.set(Instant::now() + self.header);
             self.park_at.set(None);
+            // A request is coming: a park asked for a moment ago must not happen.
+            self.park_requested.set(false);
         }
+    }
+
+    /// True when a park was asked for and still may happen: hyper is idle (nothing of
+    /// a next request read, the last response flushed). Clears a stale request.
+    pub fn park_confirmed(&self) -> bool {
+        let ok = self.park_requested.get() && self.phase.get() == Phase::Idle && self.parkable();
+        if !ok {
+            self.park_requested.set(false);
+        }
+        ok
     }
 
     /// True when hyper has nothing in progress: the response is flushed and the request
@@ -279,9 +297,10 @@ impl TimedIo {
         }
     }
 
-    /// The socket back (after hyper handed the connection over).
-    pub fn into_inner(self) -> ClientStream {
-        self.io
+    /// The socket back (after hyper handed the connection over), and carried-over bytes
+    /// hyper has not read yet.
+    pub fn into_inner(self) -> (ClientStream, Bytes) {
+        (self.io, self.unread)
     }
 
     /// Passes a write result through, failing it once writes have blocked for longer
@@ -517,5 +536,23 @@ mod tests {
         c.sniffer.borrow_mut().feed(b"cd");
         assert!(c.parkable());
         assert_eq!(c.park_at.get(), Some(Instant::now() + PARK_AFTER));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_arriving_cancels_a_park() {
+        let c = ConnState::new(Duration::from_secs(60), Duration::from_secs(10));
+        c.park_requested.set(true);
+        assert!(c.park_confirmed());
+        c.park_requested.set(true);
+        c.on_bytes(); // the first byte of a request
+        assert!(!c.park_confirmed());
+        assert!(
+            !c.take_park_request(),
+            "hyper's shutdown must not be skipped then"
+        );
+        // A resumed connection keeps the deadline it was parked with.
+        let at = Instant::now() + Duration::from_secs(5);
+        let r = ConnState::resumed(Duration::from_secs(60), Duration::from_secs(10), at);
+        assert_eq!(r.deadline(), at);
     }
 }

@@ -269,7 +269,7 @@ fn serve(
         let result = if h2 {
             serve_http2(io, &ctx).await
         } else {
-            serve_http1(io, ctx).await
+            serve_http1(io, ctx, None).await
         };
         if let Err(e) = result {
             tracing::debug!(%peer, "client connection ended: {e}");
@@ -314,9 +314,17 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
 /// only the socket ([`parked`]) waits for the next byte to start this again. Ends
 /// when the client or hyper closes, a drain closes it, or an upgrade hands the socket
 /// to its tunnel.
-async fn serve_http1(mut io: ClientStream, ctx: ClientCtx) -> hyper::Result<()> {
+async fn serve_http1(
+    mut io: ClientStream,
+    ctx: ClientCtx,
+    parked_until: Option<tokio::time::Instant>,
+) -> hyper::Result<()> {
     let timeouts = ctx.current.borrow().timeouts();
-    let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
+    let (idle, header) = (timeouts.client_idle, timeouts.client_header);
+    let clock = Rc::new(match parked_until {
+        None => ConnState::new(idle, header),
+        Some(deadline) => ConnState::resumed(idle, header, deadline),
+    });
     let client = ClientConn::new(ctx.peer, Rc::clone(&clock), ctx.https, ctx.guard.clone());
     let svc = service(Rc::clone(&ctx.current), Rc::new(client));
     let conns = ctx.conns();
@@ -336,12 +344,18 @@ async fn serve_http1(mut io: ClientStream, ctx: ClientCtx) -> hyper::Result<()> 
                 stopping = true;
             }
             tokio::select! {
-                r = conn.as_mut() => break r,
-                _ = conns.drain.notified(), if !stopping => {}
+                // The park first: hyper, polled first, could start on a request that
+                // just arrived, and a shutdown then would close after its response.
+                biased;
                 _ = clock.park_due(), if !stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    stopping = true;
+                    // Re-checked: a stale wake-up, or bytes of a request since.
+                    if clock.park_confirmed() {
+                        conn.as_mut().graceful_shutdown();
+                        stopping = true;
+                    }
                 }
+                _ = conns.drain.notified(), if !stopping => {}
+                r = conn.as_mut() => break r,
             }
         };
         done?;
@@ -353,22 +367,28 @@ async fn serve_http1(mut io: ClientStream, ctx: ClientCtx) -> hyper::Result<()> 
             return Ok(());
         }
         let parts = std::pin::Pin::into_inner(conn).into_parts();
-        let stream = parts.io.into_inner().into_inner();
+        let (stream, not_read) = parts.io.into_inner().into_inner();
+        // What hyper read but did not use, then what it never read. A copy: the `Bytes`
+        // hyper hands back keeps its whole 8 KiB read buffer alive.
+        let rest = match (parts.read_buf.is_empty(), not_read.is_empty()) {
+            (true, _) => not_read,
+            (false, true) => bytes::Bytes::copy_from_slice(&parts.read_buf),
+            (false, false) => [&parts.read_buf[..], &not_read[..]].concat().into(),
+        };
         if let Some(tunnel) = upgrade {
             let _ = tunnel.send(Upgraded {
                 io: stream,
-                read_buf: parts.read_buf,
+                read_buf: rest,
             });
             return Ok(());
         }
-        if parts.read_buf.is_empty() {
+        if rest.is_empty() {
             let deadline = clock.deadline();
             tokio::task::spawn_local(parked(stream, ctx, deadline));
             return Ok(());
         }
-        // Bytes of a next request already read: serve them at once. A copy: the
-        // `Bytes` hyper hands back keeps its whole 8 KiB read buffer alive.
-        unread = bytes::Bytes::copy_from_slice(&parts.read_buf);
+        // Bytes of a next request already read: serve them at once.
+        unread = rest;
         io = stream;
     }
 }
@@ -377,8 +397,9 @@ async fn serve_http1(mut io: ClientStream, ctx: ClientCtx) -> hyper::Result<()> 
 /// the client sends its next byte (then hyper serves it again in a new task), the idle
 /// clock runs out, or a drain closes it.
 async fn parked(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Instant) {
-    if wait_parked(&stream, deadline, ctx.conns()).await {
-        resume(stream, ctx);
+    let mut stream = stream;
+    if tls_has_plaintext(&mut stream) || wait_parked(&stream, deadline, ctx.conns()).await {
+        resume(stream, ctx, deadline);
     }
     // Else dropped: closed (without a TLS close_notify, which would take a task of
     // its own; clients treat an idle close without it like any other).
@@ -386,13 +407,26 @@ async fn parked(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Ins
 
 /// Serves a parked connection again, in a task of its own (kept out of `parked`, whose
 /// future stays small).
-fn resume(stream: ClientStream, ctx: ClientCtx) {
+fn resume(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Instant) {
     tokio::task::spawn_local(async move {
         let peer = ctx.peer;
-        if let Err(e) = serve_http1(stream, ctx).await {
+        if let Err(e) = serve_http1(stream, ctx, Some(deadline)).await {
             tracing::debug!(%peer, "client connection ended: {e}");
         }
     });
+}
+
+/// True when TLS has already decrypted bytes that hyper has not read: readiness of the
+/// socket would never announce them.
+fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
+    match stream {
+        ClientStream::Plain(_) => false,
+        ClientStream::Tls(s) => s
+            .get_mut()
+            .1
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0),
+    }
 }
 
 /// Waits, parked, for the client's next byte: true when it can be read, false when the

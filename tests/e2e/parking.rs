@@ -112,3 +112,67 @@ fn a_drain_closes_parked_connections() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert!(c.closed_within(Duration::from_secs(1)));
 }
+
+/// A TLS client trickling bytes of a record that never completes (so no request ever
+/// arrives) does not restart the idle clock each time it wakes a parked connection.
+#[test]
+fn trickling_tls_bytes_do_not_keep_a_connection_alive() {
+    use std::io::{Read, Write};
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = std::env::temp_dir().join(format!("switchyard-trickle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = crate::support::tls::TestCa::new(&dir);
+    let (cert, key) = ca.server_cert().write(&dir, "lb");
+    let be = TestBackend::start(|_| Reply::ok("ok"));
+    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_millis(600))
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = std::net::TcpStream::connect(lb.addr).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.ends_with(b"ok") {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&b[..n]);
+    }
+    // An application-data record header announcing 100 bytes, then its bytes one at a
+    // time, straight on the TCP socket: nothing ever decrypts to a request.
+    let mut raw = s.sock.try_clone().unwrap();
+    let start = Instant::now();
+    let record: Vec<u8> = [&[0x17u8, 0x03, 0x03, 0x00, 0x64][..], &[0u8; 100][..]].concat();
+    let mut closed = false;
+    for byte in record.iter().take(20) {
+        if raw.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    if !closed {
+        raw.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        closed = match raw.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+    }
+    assert!(
+        closed,
+        "still open after {:?} of trickling",
+        start.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
