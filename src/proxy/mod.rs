@@ -429,21 +429,27 @@ impl Proxy {
         upload.progress_at.set(Some(Instant::now()));
         // An upgrade takes its connection for good: never a pooled one.
         let is_upgrade = req.headers().contains_key(header::UPGRADE);
-        let first = async {
-            if is_upgrade {
-                self.upstreams
-                    .send_upgrade(backend, slot.tls(), req, upload)
+        let failed = {
+            // Scoped, so that its storage ends before the retry's begins.
+            let first = std::pin::pin!(async {
+                if is_upgrade {
+                    // Boxed: upgrades are rare; their dial stays out of every request.
+                    Box::pin(
+                        self.upstreams
+                            .send_upgrade(backend, slot.tls(), req, upload),
+                    )
                     .await
-            } else {
-                self.upstreams
-                    .send(backend, slot.tls(), &slot.pool, req, upload)
-                    .await
+                } else {
+                    self.upstreams
+                        .send(backend, slot.tls(), &slot.pool, req, upload)
+                        .await
+                }
+            });
+            match self.with_response_timeout(first, upload).await {
+                Err(timeout) => return Err(AttemptError::timed_out(timeout)),
+                Ok(Ok(x)) => return Ok(x),
+                Ok(Err(f)) => f,
             }
-        };
-        let failed = match self.with_response_timeout(first, upload).await {
-            Err(timeout) => return Err(AttemptError::timed_out(timeout)),
-            Ok(Ok(x)) => return Ok(x),
-            Ok(Err(f)) => f,
         };
         // Stale: the pooled connection was closed under us (no response at all). A
         // garbage response is not staleness: the backend did get the request.
@@ -463,10 +469,15 @@ impl Proxy {
                 }
                 upload.sent_at.set(None);
                 upload.progress_at.set(Some(Instant::now()));
-                let fresh = self
-                    .upstreams
-                    .send_fresh(backend, slot.tls(), &slot.pool, req, upload);
-                match self.with_response_timeout(fresh, upload).await {
+                // Boxed: the cold path stays out of every request's state.
+                let mut fresh = Box::pin(self.upstreams.send_fresh(
+                    backend,
+                    slot.tls(),
+                    &slot.pool,
+                    req,
+                    upload,
+                ));
+                match self.with_response_timeout(fresh.as_mut(), upload).await {
                     Err(timeout) => Err(AttemptError::timed_out(timeout)),
                     Ok(Ok(x)) => Ok(x),
                     Ok(Err(f)) => Err(AttemptError::from(f)),
@@ -522,16 +533,19 @@ impl Proxy {
     /// client idle timeout instead). Dialing is bounded by `connect` inside the attempt;
     /// until `sent_at` is known the deadline is re-checked every `min(connect,
     /// backend_response)`.
+    ///
+    /// The attempt comes pinned by the caller: taken by value it would be stored twice
+    /// in this future (argument, then pinned local), and this future is part of every
+    /// request's state, which is moved on each request.
     async fn with_response_timeout<F, T>(
         &self,
-        attempt: F,
+        mut attempt: std::pin::Pin<&mut F>,
         upload: &Upload,
     ) -> Result<T, ProxyError>
     where
         F: std::future::Future<Output = T>,
     {
         let t = &self.config.timeouts;
-        let mut attempt = std::pin::pin!(attempt);
         let step = t.connect.min(t.backend_response);
         let mut deadline = Instant::now() + step;
         loop {

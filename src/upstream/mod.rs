@@ -247,7 +247,9 @@ impl Upstreams {
         // Ends the single-flight dial even if this future is dropped mid-dial (client
         // gone, deadline): waiters must never wait on a dial nobody finishes.
         let _dialing = pool.h2_dial_start(backend.h2c()).then_some(DialDone(pool));
-        let dialed = self.dial(backend, tls).await;
+        // Boxed: dialing (TCP, TLS, handshakes) is the cold path, and inline its state
+        // would make every request's future (moved on each request) kilobytes larger.
+        let dialed = Box::pin(self.dial(backend, tls)).await;
         if let Ok(Dialed::H2(h2)) = &dialed {
             pool.set_h2(h2.clone());
         }
@@ -274,7 +276,7 @@ impl Upstreams {
         req: Request<ReqBody>,
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        match self.dial_http1(backend, tls).await {
+        match Box::pin(self.dial_http1(backend, tls)).await {
             Ok(conn) => Self::send_on(conn, req, upload, false).await,
             Err(error) => Err(Failed {
                 error,
