@@ -32,43 +32,71 @@ fn a_parked_connection_serves_again() {
     assert_eq!(be.requests()[4].body, b"hello");
 }
 
-#[test]
-fn a_parked_tls_connection_serves_again() {
-    use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = std::env::temp_dir().join(format!("switchyard-park-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = crate::support::tls::TestCa::new(&dir);
-    let (cert, key) = ca.server_cert().write(&dir, "lb");
-    let be = TestBackend::start(|r| Reply::ok(&r.target));
-    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
-    let lb = Balancer::new()
-        .backend(be.addr)
-        .with(move |c| c.listen_tls = Some(tls))
-        .start();
-    let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(config, name).unwrap();
-    let tcp = std::net::TcpStream::connect(lb.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    let mut get = |path: &str| {
+/// A TLS-terminating balancer (client idle timeout `idle`) in front of a backend that
+/// echoes the target, and an HTTP/1.1 TLS client connected to it.
+struct TlsSetup {
+    dir: std::path::PathBuf,
+    be: TestBackend,
+    _lb: crate::support::balancer::Started,
+    client: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+}
+
+impl TlsSetup {
+    fn new(tag: &str, idle: Duration) -> TlsSetup {
+        use switchyard::config::{CertificatePaths, ListenTls};
+        let dir = std::env::temp_dir().join(format!("switchyard-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = crate::support::tls::TestCa::new(&dir);
+        let (cert, key) = ca.server_cert().write(&dir, "lb");
+        let be = TestBackend::start(|r| Reply::ok(&r.target));
+        let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+        let lb = Balancer::new()
+            .backend(be.addr)
+            .client_idle(idle)
+            .with(move |c| c.listen_tls = Some(tls))
+            .start();
+        let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let tcp = std::net::TcpStream::connect(lb.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        TlsSetup {
+            dir,
+            be,
+            _lb: lb,
+            client: rustls::StreamOwned::new(conn, tcp),
+        }
+    }
+
+    /// GET `path` on the TLS connection; the response as text.
+    fn get(&mut self, path: &str) -> String {
         use std::io::{Read, Write};
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-            .unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        self.client.write_all(req.as_bytes()).unwrap();
         let mut got = Vec::new();
         let mut b = [0u8; 4096];
         while !got.ends_with(path.as_bytes()) {
-            let n = s.read(&mut b).unwrap();
+            let n = self.client.read(&mut b).unwrap();
             assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&b[..n]);
         }
         String::from_utf8(got).unwrap()
-    };
-    assert!(get("/one").starts_with("HTTP/1.1 200"));
+    }
+}
+
+impl Drop for TlsSetup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_parked_tls_connection_serves_again() {
+    let mut t = TlsSetup::new("park", Duration::from_secs(60));
+    assert!(t.get("/one").starts_with("HTTP/1.1 200"));
     std::thread::sleep(PARKED);
-    assert!(get("/two").starts_with("HTTP/1.1 200"));
-    assert_eq!(be.connections(), 1);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(t.get("/two").starts_with("HTTP/1.1 200"));
+    assert_eq!(t.be.connections(), 1);
 }
 
 /// A request that outlasts the idle timeout, then silence: the idle clock, started
@@ -118,35 +146,12 @@ fn a_drain_closes_parked_connections() {
 #[test]
 fn trickling_tls_bytes_do_not_keep_a_connection_alive() {
     use std::io::{Read, Write};
-    use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = std::env::temp_dir().join(format!("switchyard-trickle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = crate::support::tls::TestCa::new(&dir);
-    let (cert, key) = ca.server_cert().write(&dir, "lb");
-    let be = TestBackend::start(|_| Reply::ok("ok"));
-    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
-    let lb = Balancer::new()
-        .backend(be.addr)
-        .client_idle(Duration::from_millis(600))
-        .with(move |c| c.listen_tls = Some(tls))
-        .start();
-    let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(config, name).unwrap();
-    let tcp = std::net::TcpStream::connect(lb.addr).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut got = Vec::new();
-    let mut b = [0u8; 4096];
-    while !got.ends_with(b"ok") {
-        let n = s.read(&mut b).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&b[..n]);
-    }
+    let mut t = TlsSetup::new("trickle", Duration::from_millis(600));
+    assert!(t.get("/").starts_with("HTTP/1.1 200"));
     // An application-data record header announcing 100 bytes, then its bytes one at a
     // time, straight on the TCP socket: nothing ever decrypts to a request.
-    let mut raw = s.sock.try_clone().unwrap();
+    let mut raw = t.client.sock.try_clone().unwrap();
+    let mut b = [0u8; 64];
     let start = Instant::now();
     let record: Vec<u8> = [&[0x17u8, 0x03, 0x03, 0x00, 0x64][..], &[0u8; 100][..]].concat();
     let mut closed = false;
@@ -174,5 +179,4 @@ fn trickling_tls_bytes_do_not_keep_a_connection_alive() {
         "still open after {:?} of trickling",
         start.elapsed()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

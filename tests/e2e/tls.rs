@@ -284,6 +284,12 @@ fn h2c_backend_passes_its_probes() {
     let be = crate::support::tls::H2Backend::start(None, Duration::ZERO);
     let mut b = switchyard::demo::backend_at(be.addr, 1);
     b.protocol = switchyard::backend::Protocol::H2c;
+    probed_over_http2(&be, b);
+}
+
+/// Probes every 100 ms to `b` (served by `be`): they must reach it as HTTP/2 requests
+/// and keep it up; a request through the balancer then gets there over HTTP/2 too.
+fn probed_over_http2(be: &crate::support::tls::H2Backend, b: Backend) {
     let lb = Balancer::new()
         .backend(be.addr)
         .with(move |c| c.backends = BackendSet::new(vec![b]))
@@ -291,9 +297,10 @@ fn h2c_backend_passes_its_probes() {
         .start();
     assert!(
         eventually(Duration::from_secs(3), || be.requests.load(SeqCst) >= 3),
-        "no HTTP/2 probe reached the h2c backend"
+        "no HTTP/2 probe reached the backend"
     );
     assert!(lb.health().is_up(0));
+    assert_eq!(get(lb.addr, "/p").text(), "HTTP/2.0 /p");
 }
 
 /// Concurrent HTTP/1.1 clients in front of an HTTP/2 backend: one connection, many
@@ -365,16 +372,6 @@ fn h2_only_https_backend_passes_its_probes() {
             insecure: false,
         },
     );
-    let lb = Balancer::new()
-        .backend(be.addr)
-        .with(move |c| c.backends = BackendSet::new(vec![b]))
-        .probes(Duration::from_millis(100))
-        .start();
-    assert!(
-        eventually(Duration::from_secs(3), || be.requests.load(SeqCst) >= 3),
-        "no HTTP/2 probe reached the backend"
-    );
-    assert!(lb.health().is_up(0));
-    assert_eq!(get(lb.addr, "/p").text(), "HTTP/2.0 /p");
+    probed_over_http2(&be, b);
     let _ = std::fs::remove_dir_all(&dir);
 }

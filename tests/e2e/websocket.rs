@@ -56,18 +56,25 @@ fn frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     f
 }
 
+/// Reads a request head byte by byte (nothing past it); lower-cased, `None` at EOF.
+fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
 /// A WebSocket echo server: answers the handshake, echoes every frame until Close.
 fn echo_backend() -> TestBackend {
     TestBackend::raw(|mut s: TcpStream| {
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(b[0]);
-        }
-        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let Some(text) = read_head(&mut s) else {
+            return;
+        };
         if !text.contains("upgrade: websocket") {
             let _ =
                 s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -207,13 +214,8 @@ fn tunnel_to_a_client_that_stopped_reading_is_closed() {
     let closed = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&closed);
     let be = TestBackend::raw(move |mut s: TcpStream| {
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(b[0]);
+        if read_head(&mut s).is_none() {
+            return;
         }
         let reply = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"

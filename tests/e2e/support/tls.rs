@@ -148,45 +148,28 @@ impl TlsBackend {
             }));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let (h, r) = (Arc::clone(&handshakes), Arc::clone(&requests));
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let acceptor = acceptor.clone();
-                    let (h, r) = (Arc::clone(&h), Arc::clone(&r));
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        h.fetch_add(1, SeqCst);
-                        let svc = service_fn(move |_req| {
-                            r.fetch_add(1, SeqCst);
-                            async move {
-                                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                                    name,
-                                ))))
-                            }
-                        });
-                        let io = hyper_util::rt::TokioIo::new(tls);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await;
-                    });
-                }
-            });
+        let addr = accept_loop(move |tcp| {
+            let acceptor = acceptor.clone();
+            let (h, r) = (Arc::clone(&h), Arc::clone(&r));
+            async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                h.fetch_add(1, SeqCst);
+                let svc = service_fn(move |_req| {
+                    r.fetch_add(1, SeqCst);
+                    async move {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            }
         });
         TlsBackend {
             addr,
@@ -209,21 +192,7 @@ pub struct H2Backend {
 
 impl H2Backend {
     pub fn start(tls: Option<ServerCert>, delay: std::time::Duration) -> H2Backend {
-        let acceptor = tls.map(|cert| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der));
-            let mut config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(cert.chain, key)
-                .unwrap();
-            config.alpn_protocols = vec![b"h2".to_vec()];
-            tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let acceptor = tls.map(|cert| acceptor(cert, &[b"h2"]));
         let connections = Arc::new(AtomicUsize::new(0));
         let max_in_flight = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
@@ -232,56 +201,43 @@ impl H2Backend {
             Arc::clone(&max_in_flight),
             Arc::clone(&requests),
         );
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let now = Arc::new(AtomicUsize::new(0));
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    c.fetch_add(1, SeqCst);
-                    let (m, now, acceptor) = (Arc::clone(&m), Arc::clone(&now), acceptor.clone());
-                    let r = Arc::clone(&r);
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (m, now) = (Arc::clone(&m), Arc::clone(&now));
-                            r.fetch_add(1, SeqCst);
-                            async move {
-                                let n = now.fetch_add(1, SeqCst) + 1;
-                                m.fetch_max(n, SeqCst);
-                                tokio::time::sleep(delay).await;
-                                now.fetch_sub(1, SeqCst);
-                                let body = format!("{:?} {}", req.version(), req.uri().path());
-                                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
-                                    body,
-                                ))))
-                            }
-                        });
-                        let builder = hyper::server::conn::http2::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        );
-                        match acceptor {
-                            None => {
-                                let _ = builder
-                                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                                    .await;
-                            }
-                            Some(a) => {
-                                if let Ok(tls) = a.accept(tcp).await {
-                                    let _ = builder
-                                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                                        .await;
-                                }
-                            }
+        let now = Arc::new(AtomicUsize::new(0));
+        let addr = accept_loop(move |tcp| {
+            c.fetch_add(1, SeqCst);
+            let (m, now, r, acceptor) = (
+                Arc::clone(&m),
+                Arc::clone(&now),
+                Arc::clone(&r),
+                acceptor.clone(),
+            );
+            async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (m, now) = (Arc::clone(&m), Arc::clone(&now));
+                    r.fetch_add(1, SeqCst);
+                    async move {
+                        let n = now.fetch_add(1, SeqCst) + 1;
+                        m.fetch_max(n, SeqCst);
+                        tokio::time::sleep(delay).await;
+                        now.fetch_sub(1, SeqCst);
+                        let body = format!("{:?} {}", req.version(), req.uri().path());
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                    }
+                });
+                let builder =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                match acceptor {
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(tcp);
+                        let _ = builder.serve_connection(io, svc).await;
+                    }
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(tcp).await {
+                            let io = hyper_util::rt::TokioIo::new(tls);
+                            let _ = builder.serve_connection(io, svc).await;
                         }
-                    });
+                    }
                 }
-            });
+            }
         });
         H2Backend {
             addr,
@@ -297,6 +253,56 @@ impl H2Backend {
 /// `accept`) and then echoes every byte.
 pub fn ws_tls_backend(cert: ServerCert, accept: &'static str) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = acceptor(cert, &[b"h2", b"http/1.1"]);
+    accept_loop(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = format!("h2 {}", req.uri().path());
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await;
+                return;
+            }
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if tls.read(&mut b).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(b[0]);
+            }
+            let reply = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            if tls.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(n) if n > 0 => {
+                        if tls.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }
+    })
+}
+
+/// A TLS acceptor for `cert`, offering `alpn`.
+fn acceptor(cert: ServerCert, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -305,8 +311,17 @@ pub fn ws_tls_backend(cert: ServerCert, accept: &'static str) -> SocketAddr {
         .with_no_client_auth()
         .with_single_cert(cert.chain, key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Listens on 127.0.0.1:0 and runs `per_conn` on every accepted connection, each in a
+/// task of a runtime on the listener's own thread. Returns the address.
+fn accept_loop<F, Fut>(per_conn: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -321,49 +336,7 @@ pub fn ws_tls_backend(cert: ServerCert, accept: &'static str) -> SocketAddr {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                            let body = format!("h2 {}", req.uri().path());
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
-                        });
-                        let _ = hyper::server::conn::http2::Builder::new(
-                            hyper_util::rt::TokioExecutor::new(),
-                        )
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                        .await;
-                        return;
-                    }
-                    let mut head = Vec::new();
-                    let mut b = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if tls.read(&mut b).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(b[0]);
-                    }
-                    let reply = format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                    );
-                    if tls.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let mut buf = [0u8; 4096];
-                    loop {
-                        match tls.read(&mut buf).await {
-                            Ok(n) if n > 0 => {
-                                if tls.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
-                            }
-                            _ => return,
-                        }
-                    }
-                });
+                tokio::spawn(per_conn(tcp));
             }
         });
     });
