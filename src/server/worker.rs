@@ -11,6 +11,11 @@
 //! worker stops accepting, asks every connection to close after its current response
 //! (idle ones close at once), and returns when the last one is gone or the drain
 //! deadline passes.
+//!
+//! Each client connection is a task: TLS (when the listener terminates it), then
+//! hyper's HTTP/2 or HTTP/1 server. An HTTP/1 connection idle for a moment *parks*: its
+//! task ends, dropping hyper's buffers, and a small task holding only the socket waits
+//! for the next byte (see `conn_io` for when, and `serve_http1` for how).
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
