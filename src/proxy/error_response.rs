@@ -41,7 +41,8 @@ pub enum ProxyError {
     BadGateway,
     /// Dialing or the backend's first response byte took too long: 504.
     Timeout,
-    /// The backend answered 101 Switching Protocols, which we cannot tunnel yet: 502.
+    /// The backend answered 101 Switching Protocols to a request that asked for no
+    /// upgrade (a tunnel nobody can use): 502.
     UpgradeNotSupported,
     /// TLS to the backend failed (the reason says how, e.g. the verification error): 502.
     TlsFailed(String),

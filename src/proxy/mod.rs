@@ -258,7 +258,6 @@ impl Proxy {
             ));
         }
         guard::check(&req, &self.config.limits)?;
-        let req = req;
         // A WebSocket upgrade becomes a tunnel once the backend agrees (101). Only
         // HTTP/1.1 has `Upgrade` (HTTP/2 refuses connection-specific headers).
         let tunnel = match req.version() {
@@ -350,7 +349,7 @@ impl Proxy {
                 .attempt(backend, slot, req, replay.as_ref(), host, &upload)
                 .await
             {
-                Ok(exchange) => {
+                Ok(mut exchange) => {
                     let status = exchange.response.status();
                     if self.config.health.passive_5xx && status.is_server_error() {
                         self.health
@@ -371,7 +370,6 @@ impl Proxy {
                         let resp = upgrade::start(conn, exchange, in_flight, idle);
                         return Ok((resp, pick.index));
                     }
-                    let mut exchange = exchange;
                     if tunnel.is_some() {
                         // A refused upgrade's connection was dialed for it alone (HTTP/1.1
                         // even to an HTTP/2 backend): it closes after this response.

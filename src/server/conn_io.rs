@@ -179,7 +179,7 @@ impl ConnState {
 
     /// The connection is now a tunnel: no more HTTP on it, so no more HTTP clocks and
     /// no more framing to follow.
-    pub fn tunnel(&self) {
+    fn tunnel(&self) {
         self.phase.set(Phase::Tunnel);
         self.park_at.set(None);
         self.sniffer.borrow_mut().stop();
@@ -221,11 +221,6 @@ impl ConnState {
         self.phase.set(Phase::Multiplex);
         self.deadline.set(Instant::now() + self.idle);
         self.sniffer.borrow_mut().stop();
-    }
-
-    /// True while HTTP/1 clocks and framing apply (not a tunnel, not HTTP/2).
-    pub fn is_http1(&self) -> bool {
-        !matches!(self.phase.get(), Phase::Tunnel | Phase::Multiplex)
     }
 
     /// True once the framing of this connection could not be followed: it must close
@@ -518,7 +513,6 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         c.idle();
         assert_eq!(c.deadline.get(), t0 + Duration::from_secs(165));
-        assert!(!c.is_http1());
     }
 
     #[tokio::test(start_paused = true)]

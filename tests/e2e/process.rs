@@ -20,6 +20,19 @@ impl Drop for Master {
 }
 
 impl Master {
+    /// Process mode, `workers` workers on `listen` in front of `backend`, plus `extra`.
+    fn proxying(
+        listen: std::net::SocketAddr,
+        backend: std::net::SocketAddr,
+        workers: u32,
+        extra: &[&str],
+    ) -> Master {
+        let (l, b, w) = (listen.to_string(), backend.to_string(), workers.to_string());
+        let mut args = vec!["-l", &l, "-b", &b, "-w", &w];
+        args.extend_from_slice(extra);
+        Master::start(&args)
+    }
+
     fn start(args: &[&str]) -> Master {
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(args)
@@ -103,14 +116,7 @@ fn serving(addr: std::net::SocketAddr) -> bool {
 fn workers_are_pinned_children_and_a_killed_one_is_replaced() {
     let be = TestBackend::named("a");
     let listen = dead_port();
-    let m = Master::start(&[
-        "-l",
-        &listen.to_string(),
-        "-b",
-        &be.addr.to_string(),
-        "-w",
-        "2",
-    ]);
+    let m = Master::proxying(listen, be.addr, 2, &[]);
     assert!(serving(listen));
     assert!(
         eventually(Duration::from_secs(5), || m.workers().len() == 2),
@@ -284,14 +290,7 @@ fn get_within(addr: std::net::SocketAddr, within: Duration) -> Option<u16> {
 fn killed_worker_leaves_no_orphan_listener() {
     let be = TestBackend::named("a");
     let listen = dead_port();
-    let m = Master::start(&[
-        "-l",
-        &listen.to_string(),
-        "-b",
-        &be.addr.to_string(),
-        "-w",
-        "3",
-    ]);
+    let m = Master::proxying(listen, be.addr, 3, &[]);
     assert!(serving(listen));
     assert!(eventually(Duration::from_secs(5), || m.workers().len() == 3));
     let victim = *m.workers().last().unwrap();
@@ -409,16 +408,7 @@ fn killed_workers_in_flight_requests_are_settled() {
     });
     let listen = dead_port();
     let admin = dead_port();
-    let m = Master::start(&[
-        "-l",
-        &listen.to_string(),
-        "-b",
-        &slow.addr.to_string(),
-        "-w",
-        "2",
-        "--admin",
-        &admin.to_string(),
-    ]);
+    let m = Master::proxying(listen, slow.addr, 2, &["--admin", &admin.to_string()]);
     assert!(serving(listen) && serving(admin));
     assert!(eventually(Duration::from_secs(5), || m.workers().len() == 2));
     let clients: Vec<_> = (0..6)
