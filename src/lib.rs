@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
