@@ -1,22 +1,46 @@
 #!/usr/bin/env bash
-# Memory per idle keep-alive client connection, switchyard alone (the quick loop for
-# memory work; bench/compare.sh measures the same thing side by side with nginx and
-# HAProxy). Starts an nginx origin and one switchyard worker in front of it, opens N
-# client connections that each make one request and then stay open, and prints the
-# switchyard process's RSS before and with them.
+# Memory per idle client connection, switchyard alone (the quick loop for memory work;
+# bench/compare.sh measures the same cases side by side with nginx and HAProxy). Three cases,
+# each in a FRESH switchyard process (one worker, --mode thread) in front of an nginx origin:
+#   keepalive  N connections that each made one complete GET and now sit between requests;
+#   silent     N accepted connections that have not sent a byte;
+#   partial    N connections holding a partial head ("GET / HTTP/1.1\r\nHo").
+# For each: the process's RSS before (after one priming request) and with the N connections,
+# KiB per connection (and the same from VmHWM, the peak while they were opened), the fds it holds (shows it accepted them all), how many it closed, and
+# whether a sample of them still completes a request (bench/idle_conns.py does the client
+# side). switchyard's header and idle timeouts are raised to 300 s so none fires meanwhile.
 #
-#   bench/idle_rss.sh [N]            (default 10000; needs nginx and python3)
+#   bench/idle_rss.sh [N]                      (default N=10000; CASES="keepalive silent partial")
+#   SWITCHYARD_BIN=/path/to/switchyard bench/idle_rss.sh 2000   (no build: measure that binary)
+#
+# Needs nginx, python3 and curl. Without SWITCHYARD_BIN it builds ./target/release/switchyard
+# (cargo build --release). N connections need about N + 100 open files in this shell, the
+# client and switchyard: ulimit -n is raised to N + 1000, which must fit the hard limit
+# (`ulimit -Hn`). Uses ports 18911-18916. Stops everything it starts, by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
-ORIGIN=127.0.0.1:18911 LB=127.0.0.1:18913
+CASES=${CASES:-keepalive silent partial}
+ORIGIN=127.0.0.1:18911 PORT0=18913
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited ]] && ((N + 1000 > hard)); then
+  echo "N=$N needs ulimit -n $((N + 1000)), above the hard limit $hard: use N <= $((hard - 1000))" >&2
+  exit 1
+fi
 ulimit -n $((N + 1000))
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 command -v nginx >/dev/null || { echo "missing nginx (apt-get install nginx-light)"; exit 1; }
-cargo build --release -q
+if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+  BIN=$SWITCHYARD_BIN
+else
+  cargo build --release -q
+  BIN=./target/release/switchyard
+fi
+[[ -x $BIN ]] || { echo "no switchyard binary at $BIN" >&2; exit 1; }
+echo "switchyard: $BIN ($("$BIN" --version))" >&2
 
 cat > "$work/origin.conf" <<CONF
 worker_processes 1;
@@ -27,37 +51,33 @@ events { worker_connections 1024; }
 http { access_log off; server { listen $ORIGIN; location / { return 200 'hello from origin'; } } }
 CONF
 nginx -c "$work/origin.conf" -p "$work" -e "$work/origin.log" & pids+=($!)
-target/release/switchyard --listen "$LB" --workers 1 --mode thread -b "$ORIGIN" 2>"$work/lb.log" & pids+=($!)
-lb=$!
-for _ in $(seq 100); do
-  curl -fso /dev/null "http://$LB/" && break
-  sleep 0.05
-done
 
-python3 - "${LB##*:}" "$N" "$lb" <<'PY'
-import re, socket, sys, time
-port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-def rss_kib():
-    return sum(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
-def get(s):
-    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-    buf = b""
-    while chunk := s.recv(65536):
-        buf += chunk
-        head, sep, body = buf.partition(b"\r\n\r\n")
-        m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-        if sep and m and len(body) >= int(m.group(1)):
-            return head.startswith(b"HTTP/1.1 200")
-    return False
-before, socks, bad = rss_kib(), [], 0
-for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    socks.append(s)
-    bad += not get(s)
-time.sleep(2)
-with_conns = rss_kib()
-# Every connection still serves a second request.
-again = sum(not get(s) for s in socks[: min(n, 1000)])
-print(f"{n} idle connections: RSS {before} KiB -> {with_conns} KiB, "
-      f"{(with_conns - before) / n:.2f} KiB per connection; failed {bad}, second request failed {again}")
+i=0
+for c in $CASES; do
+  # a fresh process and its own port per case: no heap reuse from an earlier case, and no
+  # clash with the previous case's client ports still in TIME_WAIT
+  port=$((PORT0 + i)); i=$((i + 1))
+  cat > "$work/lb.yaml" <<CONF
+listen: 127.0.0.1:$port
+workers: 1
+mode: thread
+backends: [$ORIGIN]
+health: {probes: false}
+timeouts: {client_header: 300s, client_idle: 300s}
+CONF
+  "$BIN" -c "$work/lb.yaml" --log-level error 2>"$work/lb.log" & lb=$!; pids+=("$lb")
+  for _ in $(seq 100); do
+    curl -fso /dev/null "http://127.0.0.1:$port/" && break
+    sleep 0.05
+  done
+  python3 bench/idle_conns.py "$port" "$N" "$c" "$lb" > "$work/out.json"
+  kill "$lb"; wait "$lb" 2>/dev/null || true
+  python3 - "$work/out.json" <<'PY'
+import json, sys
+x = json.load(open(sys.argv[1]))
+print(f"{x['case']:>9}: {x['opened']} connections: RSS {x['before_kib']} KiB -> {x['with_kib']} KiB, "
+      f"{x['per_conn_kib']:.2f} KiB per connection (peak {x['peak_per_conn_kib']:.2f}); fds {x['fds_before']} -> {x['fds_with']}; "
+      f"failed {x['failed']}, closed by switchyard {x['closed_by_proxy']}, "
+      f"still working {x['checked'] - x['check_failed']}/{x['checked']}")
 PY
+done

@@ -5,10 +5,14 @@
 # Kernel work is not counted (see bench/compare.sh for whole-system CPU).
 #
 #   bench/instructions_per_request.sh [REQUESTS] [FLAGS...]   (default 20000 requests)
+#   SWITCHYARD_BIN=/path/to/switchyard bench/instructions_per_request.sh   (no build)
 #
 # One keep-alive client connection sends REQUESTS sequential GETs through switchyard
-# (1 worker, thread mode) to an nginx origin; the instruction total of the run minus a
-# run with no requests, divided by REQUESTS, is printed. Needs valgrind and nginx.
+# (1 worker, thread mode, health probes off so that no probe lands in one run and not the
+# other) to an nginx origin; the instruction total of the run minus a run with no requests,
+# divided by REQUESTS, is printed. FLAGS go after `-c <generated config>`. Needs valgrind,
+# nginx and python3; without SWITCHYARD_BIN it builds ./target/release/switchyard. Uses
+# ports 18931-18932. A minute or two at the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}; shift || true
@@ -16,7 +20,20 @@ ORIGIN=127.0.0.1:18931 PROXY=127.0.0.1:18932
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-cargo build --release -q
+if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+  BIN=$SWITCHYARD_BIN
+else
+  cargo build --release -q
+  BIN=./target/release/switchyard
+fi
+[[ -x $BIN ]] || { echo "no switchyard binary at $BIN" >&2; exit 1; }
+cat > "$work/lb.yaml" <<CONF
+listen: $PROXY
+workers: 1
+mode: thread
+backends: [$ORIGIN]
+health: {probes: false}
+CONF
 cat > "$work/origin.conf" <<CONF
 worker_processes 1; daemon off; pid $work/o.pid; error_log $work/o.log crit;
 events { worker_connections 1024; }
@@ -27,8 +44,7 @@ nginx -c "$work/origin.conf" -e "$work/o.log" & pids+=($!)
 count() { # $1 = requests to send
   local out="$work/cg.$1"
   valgrind --tool=callgrind --callgrind-out-file="$out" \
-    ./target/release/switchyard -l "$PROXY" -b "$ORIGIN" -w 1 --mode thread --log-level error \
-    "${@:2}" >/dev/null 2>&1 &
+    "$BIN" -c "$work/lb.yaml" --log-level error "${@:2}" >/dev/null 2>&1 &
   local vg=$!
   python3 - "$PROXY" "$1" <<'PY'
 import socket, sys, time
