@@ -1,8 +1,6 @@
 //! Reloads (file change, SIGHUP, in-process) and graceful shutdown.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -10,57 +8,8 @@ use std::time::{Duration, Instant};
 use switchyard::backend::parse_spec;
 
 use crate::support::client::get;
+use crate::support::process::{Proc, serving};
 use crate::support::{Balancer, Conn, Reply, TestBackend, dead_port, eventually};
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn switchyard");
-        Proc { child }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for exit; returns the code and everything logged.
-    fn wait_exit(mut self, within: Duration) -> (Option<i32>, String) {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                return (status.code(), err);
-            }
-            assert!(
-                Instant::now() < end,
-                "switchyard did not exit in {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
 
 struct TempDir(PathBuf);
 
@@ -100,12 +49,6 @@ fn rename_over(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn serving(addr: std::net::SocketAddr) -> bool {
-    eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
-}
-
 /// A client loop in the background, counting failures, until `stop`.
 fn client_loop(
     addr: std::net::SocketAddr,
@@ -135,7 +78,7 @@ fn rename_over_reload_adds_a_backend_without_errors() {
     let path = dir.0.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     let (stop, looper) = client_loop(listen);
     assert!(eventually(Duration::from_secs(5), || a.request_count() > 20));
@@ -153,7 +96,7 @@ fn rename_over_reload_adds_a_backend_without_errors() {
         std::net::TcpStream::connect(other).is_err(),
         "listen must not change on reload"
     );
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("restart"), "no restart-needed message: {log}");
@@ -175,7 +118,7 @@ fn sighup_reloads_what_the_watcher_cannot_see() {
     let p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     std::fs::write(&real, yaml(listen, &[b.addr])).unwrap();
-    p.signal("-HUP");
+    p.signal(libc::SIGHUP);
     assert!(
         eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
         "SIGHUP did not reload"
@@ -189,7 +132,7 @@ fn invalid_edit_keeps_the_old_config() {
     let path = dir.0.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     rename_over(
         &path,
@@ -207,7 +150,7 @@ fn invalid_edit_keeps_the_old_config() {
     assert!(eventually(Duration::from_secs(5), || get(listen, "/")
         .text()
         == "b"));
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0));
     assert!(
@@ -223,7 +166,7 @@ fn sigterm_lets_the_request_in_flight_finish() {
         Reply::ok("finished")
     });
     let listen = dead_port();
-    let p = Proc::start(&[
+    let mut p = Proc::start(&[
         "-l",
         &listen.to_string(),
         "-b",
@@ -238,7 +181,7 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let client = std::thread::spawn(move || get(listen, "/slow"));
     assert!(eventually(Duration::from_secs(5), || slow.request_count() == 1));
     let t = Instant::now();
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let r = client.join().unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "finished"));
     let (code, log) = p.wait_exit(Duration::from_secs(10));
@@ -259,7 +202,7 @@ fn drain_gives_up_after_the_drain_timeout() {
         format!("{}timeouts:\n  drain: 500ms\n", yaml(listen, &[hang.addr])),
     )
     .unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     let _stuck = std::thread::spawn(move || {
         let mut c = Conn::open(listen);
@@ -268,7 +211,7 @@ fn drain_gives_up_after_the_drain_timeout() {
     });
     assert!(eventually(Duration::from_secs(5), || hang.request_count() == 1));
     let t = Instant::now();
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, _) = p.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert!(
@@ -381,7 +324,7 @@ fn reload_warns_about_a_newly_insecure_backend() {
         insecure(dead_port().port())
     );
     std::fs::write(&path, &first).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     // Drop `a`, keep the first insecure backend, add a second one.
     let kept = first
@@ -400,7 +343,7 @@ fn reload_warns_about_a_newly_insecure_backend() {
     )
     .text()
         != "a")));
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(
