@@ -247,6 +247,70 @@ fn idle_keep_alive_is_not_cut_by_the_header_clock_but_by_the_idle_one() {
     );
 }
 
+/// CONNECT is not proxied: a 501 with a text body, counted, and no backend sees it.
+#[test]
+fn connect_is_501() {
+    let be = TestBackend::start(|_| Reply::ok("reached"));
+    let lb = Balancer::new().backend(be.addr).admin().start();
+    let r = raw(
+        lb.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    r.assert_local_error(501);
+    assert_eq!(be.request_count(), 0);
+    let s = lb.metrics();
+    assert_eq!(
+        s.value(
+            "switchyard_local_responses_total",
+            &[("code", "501"), ("reason", "method_not_supported")]
+        ),
+        Some(1.0),
+        "{s:#?}"
+    );
+}
+
+/// Connecting for longer than `timeouts.connect` is a 504 (not before it); with
+/// another backend, the request (never written) goes there instead, POST included.
+#[test]
+fn connect_timeout_gives_504_or_another_backend() {
+    let hole = crate::support::black_hole();
+    let connect = Duration::from_millis(300);
+    let lb = Balancer::new()
+        .backend(hole.addr)
+        .with(move |c| c.timeouts.connect = connect)
+        .start();
+    let t = Instant::now();
+    let r = crate::support::client::get(lb.addr, "/");
+    r.assert_local_error(504);
+    assert!(r.text().contains("timed out"), "{}", r.text());
+    assert!(
+        t.elapsed() >= connect - Duration::from_millis(10),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let ok = TestBackend::named("ok");
+    let lb = Balancer::new()
+        .backend(hole.addr)
+        .backend(ok.addr)
+        .with(move |c| c.timeouts.connect = connect)
+        .start();
+    // Round-robin: the first request goes to the black hole, and waits out the
+    // connect timeout there first.
+    let t = Instant::now();
+    let r = raw(
+        lb.addr,
+        b"POST /pay HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nmoney",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert!(
+        t.elapsed() >= connect - Duration::from_millis(10),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(ok.requests()[0].body, b"money");
+}
+
 #[test]
 fn backend_refusing_connections_gives_502() {
     let lb = Balancer::new().backend(dead_port()).start();

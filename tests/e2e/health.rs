@@ -253,6 +253,29 @@ fn hanging_backend_gives_504_and_is_marked_down() {
     hang.kill();
 }
 
+/// A backend that times out is not retried (it may still be working on the request):
+/// an idempotent GET that could be replayed still gets its 504, and the next backend
+/// never sees it.
+#[test]
+fn a_timed_out_request_is_not_retried() {
+    let hang = TestBackend::start(|_| Reply::Hang);
+    let ok = TestBackend::named("ok");
+    let lb = Balancer::new()
+        .backend(hang.addr)
+        .backend(ok.addr)
+        .backend_response(Duration::from_millis(300))
+        .start();
+    // Round-robin: the first request goes to `hang`.
+    get(lb.addr, "/once").assert_local_error(504);
+    assert_eq!(hang.count("/once"), 1);
+    assert_eq!(
+        ok.request_count(),
+        0,
+        "the timed-out request was sent again"
+    );
+    hang.kill();
+}
+
 #[test]
 fn passive_5xx_counts_only_when_configured() {
     let sick = TestBackend::start(|_| {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use crate::support::balancer::scrape;
 use crate::support::client::get;
 use crate::support::process::{Proc, kill, serving};
-use crate::support::{Gate, Reply, TestBackend, dead_port, eventually};
+use crate::support::{Conn, Gate, Reply, TestBackend, dead_port, eventually};
 
 /// Process mode, `workers` workers on `listen` in front of `backend`, plus `extra`.
 fn proxying(
@@ -40,25 +41,36 @@ fn workers_are_pinned_children_and_a_killed_one_is_replaced() {
         "{:?}",
         m.children()
     );
-    assert_eq!(
+    // (A child takes its name just after the fork: wait for it.)
+    let probers = || {
         m.children()
             .iter()
             .filter(|(_, c)| c == "switchyard-prb")
-            .count(),
-        1,
-        "one prober process"
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || probers() == 1),
+        "one prober process: {:?}",
+        m.children()
     );
     let workers = m.workers();
-    for (i, pid) in workers.iter().enumerate() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let cpus = status
+    // Each pins itself just after taking its name.
+    let cpus = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
             .lines()
             .find(|l| l.starts_with("Cpus_allowed_list"))
-            .unwrap()
-            .to_string();
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (i, &pid) in workers.iter().enumerate() {
         assert!(
-            !cpus.contains(',') && !cpus.contains('-'),
-            "worker {i} not pinned to one CPU: {cpus}"
+            eventually(Duration::from_secs(5), || {
+                let c = cpus(pid);
+                !c.is_empty() && !c.contains(',') && !c.contains('-')
+            }),
+            "worker {i} not pinned to one CPU: {}",
+            cpus(pid)
         );
     }
 
@@ -196,11 +208,11 @@ fn process_mode_reloads_and_drains() {
 }
 
 /// One GET on a fresh connection that must complete within `within`.
-fn get_within(addr: std::net::SocketAddr, within: Duration) -> Option<u16> {
+fn get_within(addr: std::net::SocketAddr, path: &str, within: Duration) -> Option<u16> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&addr, within).ok()?;
     s.set_read_timeout(Some(within)).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
         .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
@@ -231,7 +243,7 @@ fn killed_worker_leaves_no_orphan_listener() {
     // them: the first one it takes fails this (a generous bound, met in milliseconds).
     for i in 0..40 {
         assert_eq!(
-            get_within(listen, Duration::from_secs(5)),
+            get_within(listen, "/", Duration::from_secs(5)),
             Some(200),
             "connection {i} hung after a worker was replaced"
         );
@@ -265,7 +277,7 @@ fn master_keeps_its_signals_after_replacing_children() {
     }
     assert!(eventually(Duration::from_secs(10), || m.children().len()
         == 3
-        && get_within(listen, Duration::from_secs(3)) == Some(200)));
+        && get_within(listen, "/", Duration::from_secs(3)) == Some(200)));
     std::fs::write(&real, yaml(b.addr)).unwrap();
     m.signal(libc::SIGHUP);
     assert!(
@@ -316,35 +328,136 @@ fn sigint_to_the_process_group_still_drains() {
     assert_eq!(code, Some(0), "{log}");
 }
 
-/// Regression: in-flight counts of a killed worker used to stay in the shared gauge.
+/// A killed worker's share of the gauges is taken back out (requests in flight, open
+/// and parked connections; in-flight counts used to stay), and its counts stay.
 #[test]
-fn killed_workers_in_flight_requests_are_settled() {
+fn killed_workers_gauges_are_settled_and_their_counts_stay() {
     let gate = Gate::new();
     let g = gate.clone();
-    let slow = TestBackend::start(move |_| {
-        g.wait();
+    let be = TestBackend::start(move |r| {
+        if r.target == "/held" {
+            g.wait();
+        }
         Reply::ok("ok")
     });
     let listen = dead_port();
     let admin = dead_port();
-    let m = proxying(listen, slow.addr, 2, &["--admin", &admin.to_string()]);
+    let m = proxying(listen, be.addr, 2, &["--admin", &admin.to_string()]);
     assert!(serving(listen) && serving(admin));
     assert!(eventually(Duration::from_secs(5), || m.workers().len() == 2));
-    let clients: Vec<_> = (0..6)
-        .map(|_| std::thread::spawn(move || get_within(listen, Duration::from_secs(5))))
+    let name = be.addr.to_string();
+    let gauge = |metric: &str| {
+        let s = scrape(admin);
+        match metric {
+            "in_flight" => s.value("switchyard_backend_in_flight", &[("backend", &name)]),
+            _ => s.value(metric, &[]),
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(get_within(listen, "/", Duration::from_secs(5)), Some(200));
+    }
+    // Idle keep-alive clients, parked in whichever worker took them.
+    let idle: Vec<Conn> = (0..4)
+        .map(|_| {
+            let mut c = Conn::open(listen);
+            assert_eq!(c.get("/").status, 200);
+            c
+        })
         .collect();
-    assert!(eventually(Duration::from_secs(5), || slow.count("/") >= 6));
+    assert!(
+        eventually(Duration::from_secs(5), || gauge(
+            "switchyard_connections_parked"
+        ) == Some(4.0)),
+        "parked: {:?}",
+        gauge("switchyard_connections_parked")
+    );
+    let held: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || get_within(listen, "/held", Duration::from_secs(5))))
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || be.count("/held") == 3));
+    assert_eq!(gauge("in_flight"), Some(3.0));
+    assert!(
+        eventually(Duration::from_secs(5), || gauge(
+            "switchyard_client_connections_open"
+        ) == Some(7.0)),
+        "open: {:?}",
+        gauge("switchyard_client_connections_open")
+    );
+    let counted = scrape(admin).sum("switchyard_requests_total");
+    assert_eq!(counted, 14.0);
+
     for w in m.workers() {
         assert!(kill(w as i32, libc::SIGKILL));
     }
-    for c in clients {
-        let _ = c.join();
+    for h in held {
+        let _ = h.join();
     }
-    let in_flight = || get(admin, "/backends").json()[0]["in_flight"].as_u64();
-    assert!(
-        eventually(Duration::from_secs(5), || in_flight() == Some(0)),
-        "in_flight stuck at {:?}",
-        in_flight()
+    drop(idle);
+    for metric in [
+        "in_flight",
+        "switchyard_client_connections_open",
+        "switchyard_connections_parked",
+    ] {
+        assert!(
+            eventually(Duration::from_secs(5), || gauge(metric) == Some(0.0)),
+            "{metric} stuck at {:?}",
+            gauge(metric)
+        );
+    }
+    assert_eq!(
+        get(admin, "/backends").json()[0]["in_flight"].as_u64(),
+        Some(0)
+    );
+    assert_eq!(
+        scrape(admin).sum("switchyard_requests_total"),
+        counted,
+        "a killed worker's counts went"
     );
     gate.open();
+}
+
+/// A worker that keeps dying within a second of starting is replaced after a growing
+/// delay, and the log says so, instead of in a tight loop.
+#[test]
+fn a_crash_looping_worker_is_replaced_with_a_back_off() {
+    let be = TestBackend::named("a");
+    let listen = dead_port();
+    let m = proxying(listen, be.addr, 1, &[]);
+    assert!(serving(listen));
+    assert!(eventually(Duration::from_secs(5), || m.workers().len() == 1));
+    // Kill each replacement as soon as it shows: five deaths, each young. The first
+    // replacements come at once, then after 100, 200, 400 ms...
+    let mut victim = m.workers()[0];
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        assert!(kill(victim as i32, libc::SIGKILL));
+        let t = Instant::now();
+        let mut next = None;
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                next = m.workers().into_iter().find(|&p| p != victim);
+                next.is_some()
+            }),
+            "no replacement: {}",
+            m.log()
+        );
+        waits.push(t.elapsed());
+        victim = next.unwrap();
+    }
+    assert!(
+        waits[4] >= Duration::from_millis(350),
+        "no back-off: replacements after {waits:?}"
+    );
+    assert!(
+        m.wait_log(&["keeps dying", "backing off"], Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        m.log()
+    );
+    // It still serves once the loop stops.
+    assert!(eventually(Duration::from_secs(10), || get_within(
+        listen,
+        "/",
+        Duration::from_secs(3)
+    ) == Some(200)));
 }

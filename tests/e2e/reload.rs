@@ -393,3 +393,189 @@ fn reload_warns_about_a_newly_insecure_backend() {
         "one warning at start, one for the backend the reload added: {log}"
     );
 }
+
+/// An edit written into the file itself (same inode, as `echo >` and many editors do)
+/// reloads like a rename over it does.
+#[test]
+fn in_place_edit_reloads() {
+    use std::os::unix::fs::MetadataExt;
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("inplace");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
+    let _p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    assert_eq!(get(listen, "/").text(), "a");
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    std::fs::write(&path, yaml(listen, &[b.addr])).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().ino(),
+        inode,
+        "not an in-place edit"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+        "in-place edit not picked up"
+    );
+}
+
+/// Certificate files are read again on a reload (SIGHUP: the config file itself is
+/// unchanged); a reload whose certificate does not load is rejected whole, and the
+/// old certificate (and the rest of the old config) keeps serving.
+#[test]
+fn certificates_reload_and_a_bad_one_is_rejected_whole() {
+    use crate::support::tls::{TestCa, client_config, https_get};
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("certs");
+    let ca = TestCa::new(&dir.0);
+    let first = ca.server_cert();
+    first.write(&dir.0, "lb");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    // Certificate paths are relative to the config file.
+    let config = |backend: std::net::SocketAddr| {
+        format!(
+            "listen:\n  address: {listen}\n  tls:\n    certificates:\n      - {{cert: lb.pem, key: lb.key}}\nworkers: 1\nmode: thread\nhealth:\n  probes: false\nbackends:\n  - address: {backend}\n"
+        )
+    };
+    std::fs::write(&path, config(a.addr)).unwrap();
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    let client = client_config(&ca, &[b"http/1.1"]);
+    let fetch = || https_get(listen, Arc::clone(&client), "localhost", "/");
+    assert_eq!(fetch(), (first.chain[0].clone(), "a".to_string()));
+
+    let second = ca.server_cert();
+    second.write(&dir.0, "lb");
+    p.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(5), || fetch().0 == second.chain[0]),
+        "the new certificate was not loaded"
+    );
+
+    // A certificate file that does not load, with a backend change in the same edit.
+    std::fs::write(dir.0.join("lb.pem"), "not a certificate\n").unwrap();
+    rename_over(&path, &config(b.addr));
+    let rejected = p.wait_log(
+        &["configuration rejected", "listen.tls"],
+        Duration::from_secs(10),
+    );
+    assert!(rejected.is_some(), "no rejection logged: {}", p.log());
+    for _ in 0..3 {
+        assert_eq!(fetch(), (second.chain[0].clone(), "a".to_string()));
+    }
+    p.signal(libc::SIGTERM);
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Flags keep overriding the file after a reload: `-b` still replaces the file's
+/// backends and `-s` its strategy, while the rest of the file (here the sticky
+/// cookie's name) reloads.
+#[test]
+fn flags_keep_overriding_the_file_after_a_reload() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let c = TestBackend::named("c");
+    let dir = TempDir::new("flags");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    let file = |strategy: &str, cookie: &str, backend: std::net::SocketAddr| {
+        format!(
+            "{}strategy: {strategy}\nsticky:\n  cookie: {cookie}\n",
+            yaml(listen, &[backend])
+        )
+    };
+    std::fs::write(&path, file("round-robin", "first", a.addr)).unwrap();
+    let b_flag = b.addr.to_string();
+    let _p = Proc::start(&["-c", path.to_str().unwrap(), "-b", &b_flag, "-s", "sticky"]);
+    assert!(serving(listen));
+    let cookie_name = |r: &crate::support::client::Resp| {
+        r.header("set-cookie")
+            .and_then(|c| c.split_once('='))
+            .map(|(n, _)| n.to_string())
+    };
+    let r = get(listen, "/");
+    assert_eq!(r.text(), "b");
+    assert_eq!(cookie_name(&r).as_deref(), Some("first"));
+
+    rename_over(&path, &file("random", "second", c.addr));
+    assert!(
+        eventually(Duration::from_secs(5), || cookie_name(&get(listen, "/"))
+            .as_deref()
+            == Some("second")),
+        "the reload was not applied"
+    );
+    for _ in 0..4 {
+        let r = get(listen, "/");
+        assert_eq!(r.text(), "b", "-b no longer overrides the file");
+        assert_eq!(
+            cookie_name(&r).as_deref(),
+            Some("second"),
+            "-s sticky no longer overrides the file"
+        );
+    }
+    assert_eq!(c.request_count(), 0);
+}
+
+/// `workers`, `mode`, `admin` and `limits` need a restart: a reload that changes them
+/// says so and keeps the running values (two worker processes, the first admin
+/// address, the old request-line limit), while the rest of it (the backend) applies.
+#[test]
+fn restart_only_keys_keep_their_values_over_a_reload() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("restart-only");
+    let path = dir.0.join("lb.yaml");
+    let (listen, admin1, admin2) = (dead_port(), dead_port(), dead_port());
+    let file = |workers: u32,
+                mode: &str,
+                admin: std::net::SocketAddr,
+                line: u32,
+                backend: std::net::SocketAddr| {
+        format!(
+            "listen: {listen}\nworkers: {workers}\nmode: {mode}\nadmin: {admin}\nlimits:\n  request_line: {line}\nhealth:\n  probes: false\nbackends:\n  - address: {backend}\n"
+        )
+    };
+    std::fs::write(&path, file(2, "process", admin1, 1024, a.addr)).unwrap();
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen) && serving(admin1));
+    assert!(eventually(Duration::from_secs(5), || p.workers().len() == 2));
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(1500));
+    let status = || crate::support::client::raw(listen, long_line.as_bytes()).status;
+    assert_eq!(status(), 414);
+
+    rename_over(&path, &file(3, "thread", admin2, 4096, b.addr));
+    assert!(
+        eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+        "the reload was not applied"
+    );
+    for key in ["workers", "mode", "admin", "limits"] {
+        assert!(
+            p.wait_log(
+                &[&format!("{key} changed: restart switchyard")],
+                Duration::from_secs(5)
+            )
+            .is_some(),
+            "no restart-needed message for {key}: {}",
+            p.log()
+        );
+    }
+    assert_eq!(p.workers().len(), 2, "workers: {:?}", p.children());
+    assert_eq!(
+        status(),
+        414,
+        "the request-line limit changed without a restart"
+    );
+    assert_eq!(get(admin1, "/healthz").status, 200);
+    assert!(
+        std::net::TcpStream::connect(admin2).is_err(),
+        "the admin listener moved"
+    );
+    p.signal(libc::SIGTERM);
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+}

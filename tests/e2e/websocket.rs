@@ -298,3 +298,63 @@ fn websocket_on_a_connection_that_was_idle() {
     let (op, payload) = read_frame(&mut c.stream).expect("echo frame");
     assert_eq!((op, payload.as_slice()), (1, &b"after a nap"[..]));
 }
+
+/// A drain waits for an open tunnel: the balancer stops accepting, the tunnel keeps
+/// carrying frames, and the drain ends once the tunnel closes.
+#[test]
+fn a_drain_waits_for_an_open_tunnel() {
+    let be = echo_backend();
+    let mut lb = Balancer::new()
+        .backend(be.addr)
+        .with(|c| c.timeouts.drain = Duration::from_secs(30))
+        .start();
+    let addr = lb.addr;
+    let mut c = Conn::open(addr);
+    handshake(&mut c);
+    let drain = lb.drain_in_background();
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || TcpStream::connect(addr).is_err()),
+        "still accepting while draining"
+    );
+    for msg in ["still", "open"] {
+        c.send(&frame(1, msg.as_bytes(), Some([3, 1, 4, 1])));
+        let (op, payload) = read_frame(&mut c.stream).expect("echo while draining");
+        assert_eq!((op, payload.as_slice()), (1, msg.as_bytes()));
+    }
+    assert!(
+        !drain.is_finished(),
+        "the drain did not wait for the tunnel"
+    );
+    c.send(&frame(8, b"", Some([9, 9, 9, 9])));
+    assert_eq!(read_frame(&mut c.stream).expect("close frame").0, 8);
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || drain.is_finished()),
+        "the drain went on after the tunnel closed"
+    );
+    drain.join().unwrap();
+}
+
+/// A tunnel still open at the drain deadline is cut then, not before.
+#[test]
+fn a_tunnel_open_at_the_drain_deadline_is_cut() {
+    let be = echo_backend();
+    let mut lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_secs(30))
+        .with(|c| c.timeouts.drain = Duration::from_millis(500))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    handshake(&mut c);
+    let t = std::time::Instant::now();
+    let drain = lb.drain_in_background();
+    assert!(
+        c.closed_within(Duration::from_secs(8)),
+        "the tunnel outlived the drain deadline"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(450),
+        "cut after {:?}, before the drain deadline",
+        t.elapsed()
+    );
+    drain.join().unwrap();
+}
