@@ -49,10 +49,14 @@ impl Drop for Proc {
 impl Proc {
     /// `switchyard ARGS...`, stdout discarded, stderr kept as the log.
     pub fn start(args: &[&str]) -> Proc {
-        Proc::spawn(Command::new(env!("CARGO_BIN_EXE_switchyard")).args(args))
+        Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(args)
+                .stdout(Stdio::null()),
+        )
     }
 
-    /// Runs `cmd` with stderr kept as the log (stdout discarded unless set already).
+    /// Runs `cmd` with stderr kept as the log (stdout as `cmd` has it).
     pub fn spawn(cmd: &mut Command) -> Proc {
         let mut child = cmd
             .stderr(Stdio::piped())

@@ -1,5 +1,7 @@
 //! Certificates made in the test (rcgen) and an HTTPS backend that records the SNI of
-//! each handshake and counts its TLS connections.
+//! each handshake and counts its TLS connections; HTTP/2 and WebSocket-over-TLS
+//! backends; and a TLS client call that reports which certificate the server showed
+//! (for certificate reloads).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
