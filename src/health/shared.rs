@@ -39,12 +39,13 @@ pub struct Slot {
 /// Ledgers: one per worker index (modulo), for what a dead worker leaves behind.
 pub const LEDGERS: usize = 64;
 
-/// What one worker has added to the shared gauges (in-flight per slot, open client
-/// connections), so the master can take it back out when that worker dies.
+/// What one worker has added to the shared gauges (in-flight per slot, open and parked
+/// client connections), so the master can take it back out when that worker dies.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Ledger {
     pub(crate) conns: std::sync::atomic::AtomicI64,
+    pub(crate) parked: std::sync::atomic::AtomicI64,
     pub(crate) in_flight: [AtomicU32; CAPACITY + 1],
 }
 
@@ -153,6 +154,8 @@ impl Region {
         }
         let conns = ledger.conns.swap(0, Relaxed);
         self.global.connections_open.fetch_sub(conns, Relaxed);
+        let parked = ledger.parked.swap(0, Relaxed);
+        self.global.connections_parked.fetch_sub(parked, Relaxed);
     }
 }
 
@@ -180,6 +183,23 @@ mod tests {
         assert!(std::ptr::eq(a, r.slot_for(BackendId(42))));
         assert_eq!(a.breaker.load(Relaxed), 0);
         assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    #[test]
+    fn settle_takes_a_dead_workers_connections_back_out() {
+        let r = Region::new().unwrap();
+        let g = r.global();
+        for (w, open, parked) in [(2, 3, 2), (5, 1, 1)] {
+            g.connections_open.fetch_add(open, Relaxed);
+            r.ledger(w).conns.fetch_add(open, Relaxed);
+            g.connections_parked.fetch_add(parked, Relaxed);
+            r.ledger(w).parked.fetch_add(parked, Relaxed);
+        }
+        r.settle(2);
+        assert_eq!(g.connections_open.load(Relaxed), 1);
+        assert_eq!(g.connections_parked.load(Relaxed), 1);
+        r.settle(2);
+        assert_eq!(g.connections_parked.load(Relaxed), 1, "settled once only");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! Per backend ([`BackendStats`], one per health slot, same index): responses by status
 //! code (a small table claimed by compare-and-swap, so labels stay bounded), a duration
 //! histogram with fixed buckets from 0.5 ms to 10 s, and health transitions. Globally
-//! ([`GlobalStats`]): open client connections, retries, and the responses the balancer
-//! answered itself, by reason. Everything is a `Relaxed` atomic; recording a request is a
+//! ([`GlobalStats`]): open client connections, parked ones (idle HTTP/1 connections
+//! holding no HTTP state), retries, and the responses the balancer answered itself, by
+//! reason. Everything is a `Relaxed` atomic; recording a request is a
 //! handful of `fetch_add`s, no lock and no allocation. [`prometheus`] renders the text
 //! exposition.
 
@@ -187,6 +188,9 @@ impl LocalReason {
 #[derive(Debug, Default)]
 pub struct GlobalStats {
     pub connections_open: AtomicI64,
+    /// Client connections parked now: idle HTTP/1 connections waiting on their socket
+    /// alone, with no HTTP state (see `server::worker`).
+    pub connections_parked: AtomicI64,
     pub retries: AtomicU64,
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,

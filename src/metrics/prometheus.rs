@@ -148,5 +148,16 @@ pub fn render(health: &HealthTable) -> String {
         g.connections_open
             .load(std::sync::atomic::Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_connections_parked Idle HTTP/1 client connections parked now (holding no HTTP state)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_connections_parked gauge");
+    let _ = writeln!(
+        out,
+        "switchyard_connections_parked {}",
+        g.connections_parked
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     out
 }

@@ -15,7 +15,8 @@
 //! Each client connection is a task: TLS (when the listener terminates it), then
 //! hyper's HTTP/2 or HTTP/1 server. An HTTP/1 connection idle for a moment *parks*: its
 //! task ends, dropping hyper's buffers, and a small task holding only the socket waits
-//! for the next byte (see `conn_io` for when, and `serve_http1` for how).
+//! for the next byte (see `conn_io` for when, and `serve_http1` for how). Parked
+//! connections are counted in the `switchyard_connections_parked` gauge.
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -398,12 +399,34 @@ async fn serve_http1(
     }
 }
 
+/// Counts a connection parked (in the shared gauge and this worker's ledger, which the
+/// master settles if the worker dies) until dropped.
+struct ParkedCount<'a>(&'a OpenGuard);
+
+impl ParkedCount<'_> {
+    fn new(open: &OpenGuard) -> ParkedCount<'_> {
+        open.1.connections_parked.fetch_add(1, Relaxed);
+        open.2.parked.fetch_add(1, Relaxed);
+        ParkedCount(open)
+    }
+}
+
+impl Drop for ParkedCount<'_> {
+    fn drop(&mut self) {
+        self.0.1.connections_parked.fetch_sub(1, Relaxed);
+        self.0.2.parked.fetch_sub(1, Relaxed);
+    }
+}
+
 /// A parked HTTP/1 connection: its own small task holding the socket and `ctx`, until
 /// the client sends its next byte (then hyper serves it again in a new task), the idle
 /// clock runs out, or a drain closes it.
 async fn parked(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Instant) {
     let mut stream = stream;
-    if tls_has_plaintext(&mut stream) || wait_parked(&stream, deadline, ctx.conns()).await {
+    let counted = ParkedCount::new(&ctx.guard);
+    let wake = tls_has_plaintext(&mut stream) || wait_parked(&stream, deadline, ctx.conns()).await;
+    drop(counted);
+    if wake {
         resume(stream, ctx, deadline);
     }
     // Else dropped: closed (without a TLS close_notify, which would take a task of

@@ -1,118 +1,53 @@
 //! The admin listener: metrics summed over every worker, /healthz, /backends, and the
-//! access log.
+//! access log. Scrapes are parsed strictly (support/prometheus.rs) and read by name
+//! and label set, so a test sees what a Prometheus server would.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::balancer::scrape;
 use crate::support::client::get;
-use crate::support::{Balancer, Reply, TestBackend, dead_port, eventually};
-
-/// Sum of every sample of `name` in a scrape (label sets ignored).
-fn sum(scrape: &str, name: &str) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn sample(scrape: &str, line_start: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// Makes sure Python's prometheus_client is importable, installing it once if not.
-fn ensure_prometheus_client() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let have = |_: ()| {
-            Command::new("python3")
-                .args(["-c", "import prometheus_client"])
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !have(()) {
-            let _ = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "prometheus_client"])
-                .status();
-        }
-    });
-}
-
-/// Checks the exposition with the reference parser (Python's prometheus_client).
-fn parses_with_prometheus_client(scrape: &str) {
-    ensure_prometheus_client();
-    let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\nfams = list(p(sys.stdin.read()))\nprint(len(fams), sum(len(f.samples) for f in fams))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed for this test");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser rejected the scrape (is prometheus_client installed? pip install prometheus_client): {}\n{scrape}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts = String::from_utf8_lossy(&out.stdout);
-    let families: usize = counts.split_whitespace().next().unwrap().parse().unwrap();
-    assert!(families >= 8, "{counts}");
-}
-
-fn scrape(admin: std::net::SocketAddr) -> String {
-    let r = get(admin, "/metrics");
-    assert_eq!(r.status, 200);
-    assert!(
-        r.header("content-type")
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    r.text()
-}
+use crate::support::process::{Proc, serving};
+use crate::support::prometheus::Kind;
+use crate::support::{Balancer, Gate, Reply, TestBackend, dead_port, eventually};
 
 #[test]
 fn thread_mode_counts_every_request_exactly_once() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let admin = dead_port();
     let lb = Balancer::new()
         .backend(a.addr)
         .backend(b.addr)
         .workers(2)
-        .with(move |c| c.admin = Some(admin))
+        .admin()
         .start();
-    assert!(eventually(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    }));
-    let before = scrape(admin);
-    let n0 = sum(&before, "switchyard_requests_total");
+    let admin = lb.admin_addr();
+    let n0 = lb.metrics().sum("switchyard_requests_total");
     for _ in 0..37 {
         assert_eq!(get(lb.addr, "/").status, 200);
     }
-    let after = scrape(admin);
-    assert_eq!(
-        sum(&after, "switchyard_requests_total") - n0,
-        37.0,
-        "{after}"
-    );
-    assert_eq!(
-        sum(&after, "switchyard_request_duration_seconds_count"),
-        37.0
-    );
-    parses_with_prometheus_client(&after);
+    let after = lb.metrics();
+    assert_eq!(after.sum("switchyard_requests_total") - n0, 37.0);
+    assert_eq!(after.sum("switchyard_request_duration_seconds_count"), 37.0);
+    // Every documented family, with its type and help.
+    for (name, kind) in [
+        ("switchyard_requests_total", Kind::Counter),
+        ("switchyard_local_responses_total", Kind::Counter),
+        ("switchyard_request_duration_seconds", Kind::Histogram),
+        ("switchyard_backend_up", Kind::Gauge),
+        ("switchyard_backend_in_flight", Kind::Gauge),
+        ("switchyard_health_transitions_total", Kind::Counter),
+        ("switchyard_retries_total", Kind::Counter),
+        ("switchyard_client_connections_open", Kind::Gauge),
+        ("switchyard_connections_parked", Kind::Gauge),
+    ] {
+        let f = after
+            .family(name)
+            .unwrap_or_else(|| panic!("no {name}: {after:#?}"));
+        assert_eq!(f.kind, kind, "{name}");
+        assert!(f.help.as_deref().is_some_and(|h| !h.is_empty()), "{name}");
+    }
     // Admin requests themselves are not counted.
-    assert_eq!(sum(&scrape(admin), "switchyard_requests_total") - n0, 37.0);
+    assert_eq!(lb.metrics().sum("switchyard_requests_total") - n0, 37.0);
 
     // The balancer's own answers are counted with a reason.
     let r = crate::support::client::raw(
@@ -120,14 +55,14 @@ fn thread_mode_counts_every_request_exactly_once() {
         b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n",
     );
     assert_eq!(r.status, 417);
-    let s = scrape(admin);
+    let s = lb.metrics();
     assert_eq!(
-        sample(
-            &s,
-            "switchyard_local_responses_total{code=\"417\",reason=\"expectation_failed\"}"
+        s.value(
+            "switchyard_local_responses_total",
+            &[("code", "417"), ("reason", "expectation_failed")]
         ),
         Some(1.0),
-        "{s}"
+        "{s:#?}"
     );
 
     // /backends
@@ -145,126 +80,196 @@ fn thread_mode_counts_every_request_exactly_once() {
     assert_eq!(get(admin, "/nope").status, 404);
 }
 
+/// `switchyard_backend_up` and `switchyard_health_transitions_total{to=...}` follow a
+/// backend that dies and comes back.
 #[test]
-fn backend_up_drops_for_a_killed_backend() {
+fn backend_up_and_transitions_follow_a_backend_that_dies_and_returns() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let admin = dead_port();
+    let b_addr = b.addr;
     let lb = Balancer::new()
         .backend(a.addr)
-        .backend(b.addr)
+        .backend(b_addr)
         .probes(Duration::from_millis(100))
-        .with(move |c| c.admin = Some(admin))
+        .admin()
         .start();
-    assert!(eventually(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    }));
-    let up = |s: &str| {
-        sample(
-            s,
-            &format!("switchyard_backend_up{{backend=\"{}\"}}", b.addr),
+    let name = b_addr.to_string();
+    let up = || {
+        lb.metrics()
+            .value("switchyard_backend_up", &[("backend", &name)])
+    };
+    let moved = |to: &str| {
+        lb.metrics().value(
+            "switchyard_health_transitions_total",
+            &[("backend", &name), ("to", to)],
         )
     };
-    assert_eq!(up(&scrape(admin)), Some(1.0));
+    assert_eq!(up(), Some(1.0));
+    assert_eq!((moved("down"), moved("up")), (Some(0.0), Some(0.0)));
     b.kill();
     assert!(
-        eventually(Duration::from_secs(3), || up(&scrape(admin)) == Some(0.0)),
+        eventually(Duration::from_secs(5), || up() == Some(0.0)),
         "backend_up never dropped"
     );
-    let s = scrape(admin);
-    let down = format!(
-        "switchyard_health_transitions_total{{backend=\"{}\",to=\"down\"}}",
-        b.addr
+    assert_eq!((moved("down"), moved("up")), (Some(1.0), Some(0.0)));
+    let _back = TestBackend::start_on(b_addr, |_| Reply::ok("b again"));
+    assert!(
+        eventually(Duration::from_secs(5), || up() == Some(1.0)),
+        "backend_up never came back"
     );
-    assert_eq!(sample(&s, &down), Some(1.0), "{s}");
-    drop(lb);
+    assert_eq!((moved("down"), moved("up")), (Some(1.0), Some(1.0)));
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// The duration histogram has the documented buckets (0.5 ms to 10 s, then +Inf) and
+/// puts a slow request above the buckets it outlasted; the in-flight gauge shows a
+/// request while it is in flight.
+#[test]
+fn duration_buckets_and_in_flight_gauge() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let be = TestBackend::start(move |r| {
+        match r.target.as_str() {
+            "/held" => g.wait(),
+            "/slow" => std::thread::sleep(Duration::from_millis(300)),
+            _ => {}
+        }
+        Reply::ok("ok")
+    });
+    let lb = Balancer::new().backend(be.addr).admin().start();
+    let name = be.addr.to_string();
+    for _ in 0..5 {
+        assert_eq!(get(lb.addr, "/").status, 200);
     }
+    assert_eq!(get(lb.addr, "/slow").status, 200);
+    let s = lb.metrics();
+    let buckets: Vec<(f64, f64)> = s
+        .samples("switchyard_request_duration_seconds_bucket")
+        .filter(|x| x.label("backend") == Some(name.as_str()))
+        .map(|x| {
+            let le = x.label("le").unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, x.value)
+        })
+        .collect();
+    let les: Vec<f64> = buckets.iter().map(|b| b.0).collect();
+    assert_eq!(
+        les,
+        [
+            0.0005,
+            0.001,
+            0.0025,
+            0.005,
+            0.01,
+            0.025,
+            0.05,
+            0.1,
+            0.25,
+            0.5,
+            1.0,
+            2.5,
+            5.0,
+            10.0,
+            f64::INFINITY
+        ]
+    );
+    let at = |le: f64| buckets.iter().find(|b| b.0 == le).unwrap().1;
+    assert!(at(0.25) <= 5.0, "the 300 ms request is not within 0.25 s");
+    assert_eq!(at(f64::INFINITY), 6.0);
+    let labels = [("backend", name.as_str())];
+    assert_eq!(
+        s.value("switchyard_request_duration_seconds_count", &labels),
+        Some(6.0)
+    );
+    assert!(s.value("switchyard_request_duration_seconds_sum", &labels) >= Some(0.3));
+    assert_eq!(
+        s.value(
+            "switchyard_requests_total",
+            &[("backend", &name), ("code", "200")]
+        ),
+        Some(6.0)
+    );
+
+    let in_flight = || lb.metrics().value("switchyard_backend_in_flight", &labels);
+    assert_eq!(in_flight(), Some(0.0));
+    let addr = lb.addr;
+    let held = std::thread::spawn(move || get(addr, "/held").status);
+    assert!(eventually(Duration::from_secs(5), || be
+        .requests()
+        .iter()
+        .any(|r| r.target == "/held")));
+    assert_eq!(in_flight(), Some(1.0));
+    gate.open();
+    assert_eq!(held.join().unwrap(), 200);
+    assert!(
+        eventually(Duration::from_secs(5), || in_flight() == Some(0.0)),
+        "in flight after the response: {:?}",
+        in_flight()
+    );
 }
 
 #[test]
 fn process_mode_sums_over_workers_and_healthz_turns_503_while_draining() {
-    let slow = TestBackend::start(|r| {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let slow = TestBackend::start(move |r| {
         if r.target == "/slow" {
-            std::thread::sleep(Duration::from_millis(1500));
+            g.wait();
         }
         Reply::ok("ok")
     });
     let listen = dead_port();
     let admin = dead_port();
-    let mut p = Proc(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args([
-                "-l",
-                &listen.to_string(),
-                "-b",
-                &slow.addr.to_string(),
-                "-w",
-                "2",
-                "--mode",
-                "process",
-            ])
-            .args(["--admin", &admin.to_string(), "--access-log"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    }));
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(listen).is_ok()
-    }));
-    let n0 = sum(&scrape(admin), "switchyard_requests_total");
+    let (l, b, a) = (listen.to_string(), slow.addr.to_string(), admin.to_string());
+    let mut p = Proc::start(&[
+        "-l",
+        &l,
+        "-b",
+        &b,
+        "-w",
+        "2",
+        "--mode",
+        "process",
+        "--admin",
+        &a,
+        "--access-log",
+    ]);
+    assert!(serving(admin) && serving(listen));
+    let n0 = scrape(admin).sum("switchyard_requests_total");
     // Fresh connections: the kernel spreads them over both worker processes.
     for _ in 0..60 {
         assert_eq!(get(listen, "/").status, 200);
     }
     let s = scrape(admin);
-    assert_eq!(sum(&s, "switchyard_requests_total") - n0, 60.0, "{s}");
-    parses_with_prometheus_client(&s);
+    assert_eq!(s.sum("switchyard_requests_total") - n0, 60.0, "{s:#?}");
 
-    // Drain with a request in flight: /healthz says 503 until the end.
+    // Drain with a request in flight (held at the backend): /healthz says 503 until
+    // the end, and the drain waits for the request.
     let inflight = std::thread::spawn(move || get(listen, "/slow").status);
     assert!(eventually(Duration::from_secs(5), || slow
         .requests()
         .iter()
         .any(|r| r.target == "/slow")));
-    let t = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &p.0.id().to_string()])
-        .status()
-        .unwrap();
+    let held_since = std::time::Instant::now();
+    p.signal(libc::SIGTERM);
     assert!(
-        eventually(Duration::from_secs(1), || get(admin, "/healthz").status
+        eventually(Duration::from_secs(10), || get(admin, "/healthz").status
             == 503),
         "healthz did not turn 503 while draining"
     );
+    assert!(p.is_running(), "exited with a request in flight");
+    let held = held_since.elapsed();
+    gate.open();
     assert_eq!(inflight.join().unwrap(), 200);
-    let status = loop {
-        if let Some(s) = p.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(0));
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
 
     // One access-log line per request, in the documented shape.
-    let log: Vec<String> = BufReader::new(p.0.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    let lines: Vec<&String> = log.iter().filter(|l| l.contains("\"GET /")).collect();
-    assert_eq!(lines.len(), 61, "{log:#?}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("\"GET /")).collect();
+    assert_eq!(lines.len(), 61, "{log}");
     let slow_line = lines.iter().find(|l| l.contains("/slow")).unwrap();
     let fields: Vec<&str> = slow_line.split(' ').collect();
     // timestamp client "GET /slow HTTP/1.1" status bytes backend duration
@@ -281,7 +286,7 @@ fn process_mode_sums_over_workers_and_healthz_turns_503_while_draining() {
     assert_eq!(fields[7], slow.addr.to_string());
     assert!(
         fields[8].ends_with("ms")
-            && fields[8].trim_end_matches("ms").parse::<f64>().unwrap() >= 1400.0,
-        "{slow_line}"
+            && fields[8].trim_end_matches("ms").parse::<f64>().unwrap() >= held.as_millis() as f64,
+        "held {held:?}: {slow_line}"
     );
 }

@@ -1,12 +1,11 @@
 //! The binary as a user runs it: flags, config file, subcommands, exit codes.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use crate::support::client::get;
-use crate::support::{TestBackend, dead_port, eventually};
+use crate::support::process::serving;
+use crate::support::{TestBackend, dead_port};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -29,12 +28,6 @@ fn spawn(cmd: &mut Command) -> Proc {
             .spawn()
             .expect("spawn switchyard"),
     )
-}
-
-fn serving(addr: SocketAddr) -> bool {
-    eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
 }
 
 fn fails_with(args: &[&str], needle: &str) {
@@ -219,13 +212,10 @@ fn demo_alternates_between_its_two_backends() {
         .next()
         .unwrap()
         .to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(crate::support::process::kill(
+        pid.parse().unwrap(),
+        libc::SIGKILL
+    ));
     for i in 0..20 {
         let r = get(listen, "/");
         assert_eq!(r.status, 200, "request {i} after the kill: {}", r.text());

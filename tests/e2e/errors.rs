@@ -186,24 +186,37 @@ fn http2_preface_is_closed() {
     assert_eq!(be.request_count(), 0);
 }
 
+/// A head that does not arrive within `client_header` gets what the contract allows,
+/// "408 or a close", and nothing else: a 408 with the one-line text body and then a
+/// close, or a close with nothing sent. Not before `client_header`, and from that
+/// clock, not `client_idle`.
 #[test]
 fn slow_request_head_is_cut_off() {
     let be = TestBackend::start(|_| Reply::ok("reached"));
     let lb = Balancer::new()
         .backend(be.addr)
         .client_header(Duration::from_millis(300))
+        .client_idle(Duration::from_secs(20))
         .start();
     let mut c = Conn::open(lb.addr);
     let t = Instant::now();
     c.send(b"GET / HTTP/1.1\r\nHost: a\r\n");
+    let answer = c.read_response_or_close();
+    let waited = t.elapsed();
+    if let Some(r) = &answer {
+        r.assert_local_error(408);
+        assert!(
+            c.closed_within(Duration::from_secs(5)),
+            "still open after the 408"
+        );
+    }
     assert!(
-        c.closed_within(Duration::from_secs(5)),
-        "slow head was not cut off"
+        waited >= Duration::from_millis(290),
+        "cut off before client_header: {waited:?} ({answer:?})"
     );
     assert!(
-        t.elapsed() >= Duration::from_millis(250),
-        "cut off before client_header: {:?}",
-        t.elapsed()
+        waited < Duration::from_secs(8),
+        "timed by client_idle: {waited:?}"
     );
     assert_eq!(be.request_count(), 0);
 }
@@ -234,6 +247,70 @@ fn idle_keep_alive_is_not_cut_by_the_header_clock_but_by_the_idle_one() {
     );
 }
 
+/// CONNECT is not proxied: a 501 with a text body, counted, and no backend sees it.
+#[test]
+fn connect_is_501() {
+    let be = TestBackend::start(|_| Reply::ok("reached"));
+    let lb = Balancer::new().backend(be.addr).admin().start();
+    let r = raw(
+        lb.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    r.assert_local_error(501);
+    assert_eq!(be.request_count(), 0);
+    let s = lb.metrics();
+    assert_eq!(
+        s.value(
+            "switchyard_local_responses_total",
+            &[("code", "501"), ("reason", "method_not_supported")]
+        ),
+        Some(1.0),
+        "{s:#?}"
+    );
+}
+
+/// Connecting for longer than `timeouts.connect` is a 504 (not before it); with
+/// another backend, the request (never written) goes there instead, POST included.
+#[test]
+fn connect_timeout_gives_504_or_another_backend() {
+    let hole = crate::support::black_hole();
+    let connect = Duration::from_millis(300);
+    let lb = Balancer::new()
+        .backend(hole.addr)
+        .with(move |c| c.timeouts.connect = connect)
+        .start();
+    let t = Instant::now();
+    let r = crate::support::client::get(lb.addr, "/");
+    r.assert_local_error(504);
+    assert!(r.text().contains("timed out"), "{}", r.text());
+    assert!(
+        t.elapsed() >= connect - Duration::from_millis(10),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let ok = TestBackend::named("ok");
+    let lb = Balancer::new()
+        .backend(hole.addr)
+        .backend(ok.addr)
+        .with(move |c| c.timeouts.connect = connect)
+        .start();
+    // Round-robin: the first request goes to the black hole, and waits out the
+    // connect timeout there first.
+    let t = Instant::now();
+    let r = raw(
+        lb.addr,
+        b"POST /pay HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nmoney",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert!(
+        t.elapsed() >= connect - Duration::from_millis(10),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(ok.requests()[0].body, b"money");
+}
+
 #[test]
 fn backend_refusing_connections_gives_502() {
     let lb = Balancer::new().backend(dead_port()).start();
@@ -260,9 +337,14 @@ fn slow_backend_gives_504() {
         .start();
     let t = Instant::now();
     let r = crate::support::client::get(lb.addr, "/");
-    assert_eq!(r.status, 504);
+    r.assert_local_error(504);
     assert!(r.text().contains("timed out"), "{}", r.text());
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
 }
 
 #[test]

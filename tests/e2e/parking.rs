@@ -1,35 +1,85 @@
 //! Parked connections: an HTTP/1 client connection idle for a moment gives hyper's
 //! state back and waits on its socket alone. Nothing about that may show to clients:
 //! the same connection serves again (pipelined bytes too, TLS too), the idle clock
-//! and drains still close it.
+//! and drains still close it. That it really parks is read from the
+//! `switchyard_connections_parked` gauge, not assumed from a sleep.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Balancer, Conn, Reply, TestBackend};
+use crate::support::balancer::Started;
+use crate::support::{Balancer, Conn, Gate, Reply, TestBackend, eventually};
 
-/// Longer than the park delay (20 ms): each wait below is the scenario itself.
-const PARKED: Duration = Duration::from_millis(100);
+/// The parked-connection gauge of `lb` (started with `.admin()`).
+fn parked(lb: &Started) -> f64 {
+    lb.metrics()
+        .value("switchyard_connections_parked", &[])
+        .expect("switchyard_connections_parked")
+}
+
+/// Waits until exactly `n` connections are parked.
+fn parks(lb: &Started, n: usize) {
+    assert!(
+        eventually(Duration::from_secs(5), || parked(lb) == n as f64),
+        "expected {n} parked, have {}",
+        parked(lb)
+    );
+}
 
 #[test]
 fn a_parked_connection_serves_again() {
     let be = TestBackend::start(|r| Reply::ok(&r.target));
-    let lb = Balancer::new().backend(be.addr).start();
+    let lb = Balancer::new().backend(be.addr).admin().start();
     let mut c = Conn::open(lb.addr);
     assert_eq!(c.get("/one").text(), "/one");
-    std::thread::sleep(PARKED);
+    parks(&lb, 1);
     assert_eq!(c.get("/two").text(), "/two");
-    std::thread::sleep(PARKED);
+    parks(&lb, 1);
     // Two pipelined requests in one write wake it: both are answered, in order.
     c.send(b"GET /three HTTP/1.1\r\nHost: a\r\n\r\nGET /four HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(c.read_response().text(), "/three");
     assert_eq!(c.read_response().text(), "/four");
-    std::thread::sleep(PARKED);
+    parks(&lb, 1);
     // A POST whose body follows its head in a later write.
     c.send(b"POST /five HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(30)); // the gap between the writes
     c.send(b"hello");
     assert_eq!(c.read_response().text(), "/five");
     assert_eq!(be.requests()[4].body, b"hello");
+    assert_eq!(be.connections(), 1);
+    parks(&lb, 1);
+    // A parked connection the client closes is counted out.
+    drop(c);
+    parks(&lb, 0);
+}
+
+/// The gauge follows a connection through its life: parked before its first request
+/// too, not parked while a request is in flight on it, parked again after.
+#[test]
+fn the_parked_gauge_follows_a_connection() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let be = TestBackend::start(move |r| {
+        if r.target == "/held" {
+            g.wait();
+        }
+        Reply::ok(&r.target)
+    });
+    let lb = Balancer::new().backend(be.addr).admin().start();
+    assert_eq!(parked(&lb), 0.0);
+    let mut quiet = Conn::open(lb.addr); // connected, sends nothing
+    parks(&lb, 1);
+    let mut c = Conn::open(lb.addr);
+    c.send(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(eventually(Duration::from_secs(5), || be.count("/held") == 1));
+    // `c` is busy; only `quiet` is parked.
+    parks(&lb, 1);
+    gate.open();
+    assert_eq!(c.read_response().text(), "/held");
+    parks(&lb, 2);
+    assert_eq!(quiet.get("/woken").text(), "/woken");
+    parks(&lb, 2);
+    drop((quiet, c));
+    parks(&lb, 0);
 }
 
 /// A TLS-terminating balancer (client idle timeout `idle`) in front of a backend that
@@ -37,7 +87,7 @@ fn a_parked_connection_serves_again() {
 struct TlsSetup {
     dir: std::path::PathBuf,
     be: TestBackend,
-    _lb: crate::support::balancer::Started,
+    lb: Started,
     client: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
 }
 
@@ -54,6 +104,7 @@ impl TlsSetup {
             .backend(be.addr)
             .client_idle(idle)
             .with(move |c| c.listen_tls = Some(tls))
+            .admin()
             .start();
         let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -63,7 +114,7 @@ impl TlsSetup {
         TlsSetup {
             dir,
             be,
-            _lb: lb,
+            lb,
             client: rustls::StreamOwned::new(conn, tcp),
         }
     }
@@ -94,8 +145,9 @@ impl Drop for TlsSetup {
 fn a_parked_tls_connection_serves_again() {
     let mut t = TlsSetup::new("park", Duration::from_secs(60));
     assert!(t.get("/one").starts_with("HTTP/1.1 200"));
-    std::thread::sleep(PARKED);
+    parks(&t.lb, 1);
     assert!(t.get("/two").starts_with("HTTP/1.1 200"));
+    parks(&t.lb, 1);
     assert_eq!(t.be.connections(), 1);
 }
 
@@ -117,7 +169,7 @@ fn idle_clock_runs_after_a_request_longer_than_itself() {
     assert_eq!(c.get("/slow").text(), "done");
     let t = Instant::now();
     assert!(
-        c.closed_within(Duration::from_secs(3)),
+        c.closed_within(Duration::from_secs(8)),
         "idle connection never closed"
     );
     assert!(
@@ -127,18 +179,38 @@ fn idle_clock_runs_after_a_request_longer_than_itself() {
     );
 }
 
-/// A drain closes parked connections at once, as it does idle ones.
+/// A drain closes parked connections at once, as it does idle ones, while it still
+/// waits for a request in flight (held at the backend): so the close is the drain's
+/// doing, not the end of the process.
 #[test]
 fn a_drain_closes_parked_connections() {
-    let be = TestBackend::start(|_| Reply::ok("ok"));
-    let lb = Balancer::new().backend(be.addr).start();
+    let gate = Gate::new();
+    let g = gate.clone();
+    let be = TestBackend::start(move |r| {
+        if r.target == "/held" {
+            g.wait();
+        }
+        Reply::ok("ok")
+    });
+    let mut lb = Balancer::new().backend(be.addr).admin().start();
     let mut c = Conn::open(lb.addr);
     assert_eq!(c.get("/").text(), "ok");
-    std::thread::sleep(PARKED);
-    let t = Instant::now();
-    drop(lb); // drains, and returns when every worker has exited
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    assert!(c.closed_within(Duration::from_secs(1)));
+    parks(&lb, 1);
+    let addr = lb.addr;
+    let held = std::thread::spawn(move || crate::support::client::get(addr, "/held").text());
+    assert!(eventually(Duration::from_secs(5), || be.count("/held") == 1));
+    let drain = lb.drain_in_background();
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "the drain left a parked connection open"
+    );
+    assert!(
+        !drain.is_finished(),
+        "the drain did not wait for the request"
+    );
+    gate.open();
+    assert_eq!(held.join().unwrap(), "ok");
+    drain.join().unwrap();
 }
 
 /// A TLS client trickling bytes of a record that never completes (so no request ever

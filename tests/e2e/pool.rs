@@ -1,6 +1,6 @@
 //! Backend keep-alive pool: reuse, bound, expiry, and stale connections.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::client::get;
 use crate::support::{Balancer, Conn, Reply, TestBackend, eventually};
@@ -24,6 +24,8 @@ fn steady_load_reuses_backend_connections() {
     );
 }
 
+/// A pooled connection is reused while fresh and closed once idle for
+/// `pool.idle_timeout`, not before.
 #[test]
 fn idle_backend_connections_expire() {
     let be = TestBackend::start(|_| Reply::ok("ok"));
@@ -32,10 +34,18 @@ fn idle_backend_connections_expire() {
         .with(|c| c.pool.idle_timeout = Duration::from_millis(300))
         .start();
     assert_eq!(get(lb.addr, "/").status, 200);
+    assert_eq!(get(lb.addr, "/").status, 200);
+    let idle_since = Instant::now();
+    assert_eq!(be.connections(), 1, "the pooled connection was not reused");
     assert_eq!(be.closed_by_peer(), 0);
     assert!(
         eventually(Duration::from_secs(5), || be.closed_by_peer() == 1),
         "the idle pooled connection was never closed"
+    );
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before pool.idle_timeout",
+        idle_since.elapsed()
     );
 }
 

@@ -1,147 +1,76 @@
 //! Process mode: a master, forked workers and a prober, as a user runs them.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use crate::support::balancer::scrape;
 use crate::support::client::get;
-use crate::support::{Reply, TestBackend, dead_port, eventually};
+use crate::support::process::{Proc, kill, serving};
+use crate::support::{Conn, Gate, Reply, TestBackend, dead_port, eventually};
 
-struct Master(Child);
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-9", &pid]).status();
-        let _ = self.0.wait();
-    }
+/// Process mode, `workers` workers on `listen` in front of `backend`, plus `extra`.
+fn proxying(
+    listen: std::net::SocketAddr,
+    backend: std::net::SocketAddr,
+    workers: u32,
+    extra: &[&str],
+) -> Proc {
+    let (l, b, w) = (listen.to_string(), backend.to_string(), workers.to_string());
+    let mut args = vec!["-l", &l, "-b", &b, "-w", &w];
+    args.extend_from_slice(extra);
+    master(&args)
 }
 
-impl Master {
-    /// Process mode, `workers` workers on `listen` in front of `backend`, plus `extra`.
-    fn proxying(
-        listen: std::net::SocketAddr,
-        backend: std::net::SocketAddr,
-        workers: u32,
-        extra: &[&str],
-    ) -> Master {
-        let (l, b, w) = (listen.to_string(), backend.to_string(), workers.to_string());
-        let mut args = vec!["-l", &l, "-b", &b, "-w", &w];
-        args.extend_from_slice(extra);
-        Master::start(&args)
-    }
-
-    fn start(args: &[&str]) -> Master {
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(args)
-            .args(["--mode", "process"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        Master(child)
-    }
-
-    /// (pid, name) of every direct child.
-    fn children(&self) -> Vec<(u32, String)> {
-        let me = self.0.id();
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // "pid (comm) state ppid ..."
-            let Some(close) = stat.rfind(')') else {
-                continue;
-            };
-            let comm = stat[stat.find('(').unwrap() + 1..close].to_string();
-            let ppid: u32 = stat[close + 2..]
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            if ppid == me {
-                out.push((pid, comm));
-            }
-        }
-        out
-    }
-
-    fn workers(&self) -> Vec<u32> {
-        self.children()
-            .into_iter()
-            .filter(|(_, c)| c.starts_with("switchyard-w"))
-            .map(|(p, _)| p)
-            .collect()
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(
-            Command::new("kill")
-                .args([sig, &self.0.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                let mut log = String::new();
-                if let Some(mut e) = self.0.stderr.take() {
-                    let _ = e.read_to_string(&mut log);
-                }
-                return (s.code(), log);
-            }
-            assert!(Instant::now() < end, "master did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn serving(addr: std::net::SocketAddr) -> bool {
-    eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
+/// The binary in process mode with `args`.
+fn master(args: &[&str]) -> Proc {
+    let mut args = args.to_vec();
+    args.extend_from_slice(&["--mode", "process"]);
+    Proc::start(&args)
 }
 
 #[test]
 fn workers_are_pinned_children_and_a_killed_one_is_replaced() {
     let be = TestBackend::named("a");
     let listen = dead_port();
-    let m = Master::proxying(listen, be.addr, 2, &[]);
+    let m = proxying(listen, be.addr, 2, &[]);
     assert!(serving(listen));
     assert!(
         eventually(Duration::from_secs(5), || m.workers().len() == 2),
         "{:?}",
         m.children()
     );
-    assert_eq!(
+    // (A child takes its name just after the fork: wait for it.)
+    let probers = || {
         m.children()
             .iter()
             .filter(|(_, c)| c == "switchyard-prb")
-            .count(),
-        1,
-        "one prober process"
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || probers() == 1),
+        "one prober process: {:?}",
+        m.children()
     );
     let workers = m.workers();
-    for (i, pid) in workers.iter().enumerate() {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let cpus = status
+    // Each pins itself just after taking its name.
+    let cpus = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
             .lines()
             .find(|l| l.starts_with("Cpus_allowed_list"))
-            .unwrap()
-            .to_string();
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (i, &pid) in workers.iter().enumerate() {
         assert!(
-            !cpus.contains(',') && !cpus.contains('-'),
-            "worker {i} not pinned to one CPU: {cpus}"
+            eventually(Duration::from_secs(5), || {
+                let c = cpus(pid);
+                !c.is_empty() && !c.contains(',') && !c.contains('-')
+            }),
+            "worker {i} not pinned to one CPU: {}",
+            cpus(pid)
         );
     }
 
@@ -160,23 +89,22 @@ fn workers_are_pinned_children_and_a_killed_one_is_replaced() {
     });
     assert!(eventually(Duration::from_secs(5), || ok.load(SeqCst) > 50));
     let victim = workers[0];
-    let killed = Instant::now();
+    assert!(kill(victim as i32, libc::SIGKILL));
+    // The contract says within a second; the bound is generous for a loaded machine
+    // (the master replaces a first death at once, with no back-off).
     assert!(
-        Command::new("kill")
-            .args(["-9", &victim.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        eventually(Duration::from_secs(2), || {
+        eventually(Duration::from_secs(5), || {
             let w = m.workers();
             w.len() == 2 && !w.contains(&victim)
         }),
-        "no replacement within 2 s: {:?}",
+        "no replacement: {:?}",
         m.children()
     );
-    assert!(killed.elapsed() < Duration::from_secs(2));
+    assert!(
+        !m.log().contains("backing off"),
+        "a first death is replaced at once: {}",
+        m.log()
+    );
     let before = ok.load(SeqCst);
     assert!(eventually(Duration::from_secs(5), || ok.load(SeqCst) > before + 100));
     stop.store(true, SeqCst);
@@ -194,9 +122,11 @@ fn workers_are_pinned_children_and_a_killed_one_is_replaced() {
 fn process_mode_reloads_and_drains() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let slow = TestBackend::start(|r| {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let slow = TestBackend::start(move |r| {
         if r.target == "/slow" {
-            std::thread::sleep(Duration::from_millis(1500));
+            g.wait();
         }
         Reply::ok("slow")
     });
@@ -206,7 +136,7 @@ fn process_mode_reloads_and_drains() {
     let listen = dead_port();
     let yaml = |backends: &[std::net::SocketAddr]| {
         let mut s = format!(
-            "listen: {listen}\nworkers: 2\nhealth:\n  interval: 100ms\n  timeout: 100ms\nbackends:\n"
+            "listen: {listen}\nworkers: 2\nhealth:\n  interval: 100ms\n  timeout: 2s\nbackends:\n"
         );
         for x in backends {
             s.push_str(&format!("  - {x}\n"));
@@ -214,7 +144,7 @@ fn process_mode_reloads_and_drains() {
         s
     };
     std::fs::write(&path, yaml(&[a.addr])).unwrap();
-    let mut m = Master::start(&["-c", path.to_str().unwrap()]);
+    let mut m = master(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     assert_eq!(get(listen, "/").text(), "a");
 
@@ -244,7 +174,8 @@ fn process_mode_reloads_and_drains() {
     );
     assert!(probes >= 3, "{probes} probes");
 
-    // SIGTERM with a request in flight: it completes, the master exits 0.
+    // SIGTERM with a request in flight (held at the backend): the drain waits for it,
+    // it completes, the master exits 0.
     let client = std::thread::spawn(move || {
         let mut c = crate::support::Conn::open(listen);
         // Keep asking until the round-robin lands on the slow backend.
@@ -259,7 +190,16 @@ fn process_mode_reloads_and_drains() {
         .requests()
         .iter()
         .any(|r| r.target == "/slow")));
-    m.signal("-TERM");
+    m.signal(libc::SIGTERM);
+    assert!(
+        eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+            listen
+        )
+        .is_err()),
+        "still accepting after SIGTERM"
+    );
+    assert!(m.is_running(), "exited with a request in flight");
+    gate.open();
     assert_eq!(client.join().unwrap(), 200);
     let (code, log) = m.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
@@ -268,11 +208,11 @@ fn process_mode_reloads_and_drains() {
 }
 
 /// One GET on a fresh connection that must complete within `within`.
-fn get_within(addr: std::net::SocketAddr, within: Duration) -> Option<u16> {
+fn get_within(addr: std::net::SocketAddr, path: &str, within: Duration) -> Option<u16> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect_timeout(&addr, within).ok()?;
     s.set_read_timeout(Some(within)).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
         .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
@@ -290,22 +230,24 @@ fn get_within(addr: std::net::SocketAddr, within: Duration) -> Option<u16> {
 fn killed_worker_leaves_no_orphan_listener() {
     let be = TestBackend::named("a");
     let listen = dead_port();
-    let m = Master::proxying(listen, be.addr, 3, &[]);
+    let m = proxying(listen, be.addr, 3, &[]);
     assert!(serving(listen));
     assert!(eventually(Duration::from_secs(5), || m.workers().len() == 3));
     let victim = *m.workers().last().unwrap();
-    Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(2), || {
+    assert!(kill(victim as i32, libc::SIGKILL));
+    assert!(eventually(Duration::from_secs(5), || {
         let w = m.workers();
         w.len() == 3 && !w.contains(&victim)
     }));
-    let answered = (0..40)
-        .filter(|_| get_within(listen, Duration::from_secs(1)) == Some(200))
-        .count();
-    assert_eq!(answered, 40, "connections hung after a worker was replaced");
+    // An orphan listener would take about a third of new connections and never answer
+    // them: the first one it takes fails this (a generous bound, met in milliseconds).
+    for i in 0..40 {
+        assert_eq!(
+            get_within(listen, "/", Duration::from_secs(5)),
+            Some(200),
+            "connection {i} hung after a worker was replaced"
+        );
+    }
 }
 
 /// Regression: replacement children used to steal the master's signals. After every
@@ -327,25 +269,22 @@ fn master_keeps_its_signals_after_replacing_children() {
     std::fs::write(&real, yaml(a.addr)).unwrap();
     let _ = std::fs::remove_file(&path);
     std::os::unix::fs::symlink(&real, &path).unwrap();
-    let mut m = Master::start(&["-c", path.to_str().unwrap()]);
+    let mut m = master(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     assert!(eventually(Duration::from_secs(5), || m.children().len() == 3));
     for (pid, _) in m.children() {
-        Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap();
+        assert!(kill(pid as i32, libc::SIGKILL));
     }
-    assert!(eventually(Duration::from_secs(5), || m.children().len()
+    assert!(eventually(Duration::from_secs(10), || m.children().len()
         == 3
-        && get_within(listen, Duration::from_secs(1)) == Some(200)));
+        && get_within(listen, "/", Duration::from_secs(3)) == Some(200)));
     std::fs::write(&real, yaml(b.addr)).unwrap();
-    m.signal("-HUP");
+    m.signal(libc::SIGHUP);
     assert!(
         eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
         "SIGHUP lost after replacements"
     );
-    m.signal("-TERM");
+    m.signal(libc::SIGTERM);
     let (code, log) = m.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -356,78 +295,169 @@ fn master_keeps_its_signals_after_replacing_children() {
 #[test]
 fn sigint_to_the_process_group_still_drains() {
     use std::os::unix::process::CommandExt;
-    let slow = TestBackend::start(|_| {
-        std::thread::sleep(Duration::from_millis(1500));
+    let gate = Gate::new();
+    let g = gate.clone();
+    let slow = TestBackend::start(move |_| {
+        g.wait();
         Reply::ok("finished")
     });
     let listen = dead_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args([
-            "-l",
-            &listen.to_string(),
-            "-b",
-            &slow.addr.to_string(),
-            "-w",
-            "2",
-            "--mode",
-            "process",
-        ])
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Master(Command::new("true").spawn().unwrap()); // placeholder for Drop order
-    drop(guard);
+    let mut p = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["-l", &listen.to_string(), "-b", &slow.addr.to_string()])
+            .args(["-w", "2", "--mode", "process"])
+            .process_group(0)
+            .stdout(Stdio::null()),
+    );
     assert!(serving(listen));
-    let client = std::thread::spawn(move || get(listen, "/").text());
-    assert!(eventually(Duration::from_secs(5), || slow.request_count() == 1));
-    let pgid = format!("-{}", child.id());
-    Command::new("kill")
-        .args(["-INT", "--", &pgid])
-        .status()
-        .unwrap();
+    let client = std::thread::spawn(move || get(listen, "/held").text());
+    assert!(eventually(Duration::from_secs(5), || slow.count("/held") == 1));
+    assert!(kill(-p.pid(), libc::SIGINT), "SIGINT to the group");
+    // Draining: no longer accepting, but waiting for the request it holds.
+    assert!(
+        eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+            listen
+        )
+        .is_err()),
+        "still accepting after SIGINT"
+    );
+    assert!(p.is_running(), "exited with a request in flight");
+    gate.open();
     assert_eq!(client.join().unwrap(), "finished");
-    let end = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < end, "master did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(0));
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
 }
 
-/// Regression: in-flight counts of a killed worker used to stay in the shared gauge.
+/// A killed worker's share of the gauges is taken back out (requests in flight, open
+/// and parked connections; in-flight counts used to stay), and its counts stay.
 #[test]
-fn killed_workers_in_flight_requests_are_settled() {
-    let slow = TestBackend::start(|_| {
-        std::thread::sleep(Duration::from_millis(800));
+fn killed_workers_gauges_are_settled_and_their_counts_stay() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let be = TestBackend::start(move |r| {
+        if r.target == "/held" {
+            g.wait();
+        }
         Reply::ok("ok")
     });
     let listen = dead_port();
     let admin = dead_port();
-    let m = Master::proxying(listen, slow.addr, 2, &["--admin", &admin.to_string()]);
+    let m = proxying(listen, be.addr, 2, &["--admin", &admin.to_string()]);
     assert!(serving(listen) && serving(admin));
     assert!(eventually(Duration::from_secs(5), || m.workers().len() == 2));
-    let clients: Vec<_> = (0..6)
-        .map(|_| std::thread::spawn(move || get_within(listen, Duration::from_secs(5))))
+    let name = be.addr.to_string();
+    let gauge = |metric: &str| {
+        let s = scrape(admin);
+        match metric {
+            "in_flight" => s.value("switchyard_backend_in_flight", &[("backend", &name)]),
+            _ => s.value(metric, &[]),
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(get_within(listen, "/", Duration::from_secs(5)), Some(200));
+    }
+    // Idle keep-alive clients, parked in whichever worker took them.
+    let idle: Vec<Conn> = (0..4)
+        .map(|_| {
+            let mut c = Conn::open(listen);
+            assert_eq!(c.get("/").status, 200);
+            c
+        })
         .collect();
-    assert!(eventually(Duration::from_secs(5), || slow.request_count() >= 6));
-    for w in m.workers() {
-        Command::new("kill")
-            .args(["-9", &w.to_string()])
-            .status()
-            .unwrap();
-    }
-    for c in clients {
-        let _ = c.join();
-    }
-    let in_flight = || get(admin, "/backends").json()[0]["in_flight"].as_u64();
     assert!(
-        eventually(Duration::from_secs(5), || in_flight() == Some(0)),
-        "in_flight stuck at {:?}",
-        in_flight()
+        eventually(Duration::from_secs(5), || gauge(
+            "switchyard_connections_parked"
+        ) == Some(4.0)),
+        "parked: {:?}",
+        gauge("switchyard_connections_parked")
     );
+    let held: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || get_within(listen, "/held", Duration::from_secs(5))))
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || be.count("/held") == 3));
+    assert_eq!(gauge("in_flight"), Some(3.0));
+    assert!(
+        eventually(Duration::from_secs(5), || gauge(
+            "switchyard_client_connections_open"
+        ) == Some(7.0)),
+        "open: {:?}",
+        gauge("switchyard_client_connections_open")
+    );
+    let counted = scrape(admin).sum("switchyard_requests_total");
+    assert_eq!(counted, 14.0);
+
+    for w in m.workers() {
+        assert!(kill(w as i32, libc::SIGKILL));
+    }
+    for h in held {
+        let _ = h.join();
+    }
+    drop(idle);
+    for metric in [
+        "in_flight",
+        "switchyard_client_connections_open",
+        "switchyard_connections_parked",
+    ] {
+        assert!(
+            eventually(Duration::from_secs(5), || gauge(metric) == Some(0.0)),
+            "{metric} stuck at {:?}",
+            gauge(metric)
+        );
+    }
+    assert_eq!(
+        get(admin, "/backends").json()[0]["in_flight"].as_u64(),
+        Some(0)
+    );
+    assert_eq!(
+        scrape(admin).sum("switchyard_requests_total"),
+        counted,
+        "a killed worker's counts went"
+    );
+    gate.open();
+}
+
+/// A worker that keeps dying within a second of starting is replaced after a growing
+/// delay, and the log says so, instead of in a tight loop.
+#[test]
+fn a_crash_looping_worker_is_replaced_with_a_back_off() {
+    let be = TestBackend::named("a");
+    let listen = dead_port();
+    let m = proxying(listen, be.addr, 1, &[]);
+    assert!(serving(listen));
+    assert!(eventually(Duration::from_secs(5), || m.workers().len() == 1));
+    // Kill each replacement as soon as it shows: five deaths, each young. The first
+    // replacements come at once, then after 100, 200, 400 ms...
+    let mut victim = m.workers()[0];
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        assert!(kill(victim as i32, libc::SIGKILL));
+        let t = Instant::now();
+        let mut next = None;
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                next = m.workers().into_iter().find(|&p| p != victim);
+                next.is_some()
+            }),
+            "no replacement: {}",
+            m.log()
+        );
+        waits.push(t.elapsed());
+        victim = next.unwrap();
+    }
+    assert!(
+        waits[4] >= Duration::from_millis(350),
+        "no back-off: replacements after {waits:?}"
+    );
+    assert!(
+        m.wait_log(&["keeps dying", "backing off"], Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        m.log()
+    );
+    // It still serves once the loop stops.
+    assert!(eventually(Duration::from_secs(10), || get_within(
+        listen,
+        "/",
+        Duration::from_secs(3)
+    ) == Some(200)));
 }

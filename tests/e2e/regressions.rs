@@ -31,11 +31,14 @@ fn large_content_length_upload_still_gets_its_504() {
     let t = Instant::now();
     let r = c.read_response();
     assert_eq!(r.status, 504, "{}", r.text());
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Without the clock it never comes (the client's read times out at 10 s).
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
 }
 
 /// A backend that answers before reading the upload must not have that connection
-/// pooled: the next request would wait behind the unfinished upload.
+/// pooled: the next request would wait behind the unfinished upload. Poisoned, the
+/// next GET would be written to a backend that never reads it again and get a 504
+/// after `backend_response`; no clock is needed to tell.
 #[test]
 fn early_answer_to_an_upload_does_not_poison_the_pool() {
     let be = TestBackend::raw(|mut s| {
@@ -51,7 +54,7 @@ fn early_answer_to_an_upload_does_not_poison_the_pool() {
         if text.starts_with("POST") {
             // Answer at once, never read the body, keep the connection open.
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly");
-            std::thread::sleep(Duration::from_secs(10));
+            std::thread::sleep(Duration::from_secs(6));
         } else {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
             let _ = s.read(&mut buf);
@@ -59,7 +62,7 @@ fn early_answer_to_an_upload_does_not_poison_the_pool() {
     });
     let lb = Balancer::new()
         .backend(be.addr)
-        .backend_response(Duration::from_secs(5))
+        .backend_response(Duration::from_secs(2))
         .start();
     let addr = lb.addr;
     let uploader = std::thread::spawn(move || {
@@ -75,13 +78,11 @@ fn early_answer_to_an_upload_does_not_poison_the_pool() {
         c.read_response().text()
     });
     assert_eq!(uploader.join().unwrap(), "early");
-    let t = Instant::now();
     let r = get(lb.addr, "/ok");
-    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "waited behind the upload: {:?}",
-        t.elapsed()
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok"),
+        "sent behind the unfinished upload"
     );
 }
 
@@ -105,11 +106,11 @@ fn stalled_response_body_is_cut() {
     let head = c.read_head();
     assert_eq!(head.status, 200);
     assert!(
-        c.closed_within(Duration::from_secs(3)),
+        c.closed_within(Duration::from_secs(8)),
         "stalled body never cut"
     );
     assert!(
-        eventually(Duration::from_secs(2), || lb.health().in_flight(0) == 0),
+        eventually(Duration::from_secs(5), || lb.health().in_flight(0) == 0),
         "in-flight count leaked"
     );
 }
@@ -141,7 +142,7 @@ fn framing_the_sniffer_cannot_follow_closes_instead_of_misjudging() {
     let r = c.read_response();
     assert_eq!((r.status, r.text().as_str()), (200, "/t"));
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(c.closed_within(Duration::from_secs(3)));
+    assert!(c.closed_within(Duration::from_secs(8)));
 }
 
 /// A Content-Length with many leading zeros used to switch the sniffer off for the
@@ -185,8 +186,9 @@ fn pipelined_partial_head_is_timed_as_a_head() {
         c.closed_within(Duration::from_secs(5)),
         "partial head never cut off"
     );
+    // Timed by client_header (300 ms), not client_idle (20 s).
     assert!(
-        t.elapsed() < Duration::from_secs(3),
+        t.elapsed() < Duration::from_secs(8),
         "timed by client_idle: {:?}",
         t.elapsed()
     );
@@ -265,22 +267,22 @@ fn backend_that_stops_reading_an_upload_gets_a_504() {
     });
     let r = c.read_head();
     assert_eq!(r.status, 504);
-    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
 }
 
 /// `switchyard_retries_total` counts retries that went out, not ones that were merely
 /// allowed.
 #[test]
 fn retries_total_counts_only_real_retries() {
-    let admin = crate::support::dead_port();
     let lb = Balancer::new()
         .backend(crate::support::dead_port())
-        .with(move |c| c.admin = Some(admin))
+        .admin()
         .start();
-    assert!(eventually(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    }));
     assert_eq!(get(lb.addr, "/").status, 502);
-    let s = get(admin, "/metrics").text();
-    assert!(s.contains("\nswitchyard_retries_total 0\n"), "{s}");
+    let s = lb.metrics();
+    assert_eq!(
+        s.value("switchyard_retries_total", &[]),
+        Some(0.0),
+        "{s:#?}"
+    );
 }

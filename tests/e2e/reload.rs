@@ -1,66 +1,16 @@
 //! Reloads (file change, SIGHUP, in-process) and graceful shutdown.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use switchyard::backend::parse_spec;
 
+use crate::support::balancer::scrape;
 use crate::support::client::get;
-use crate::support::{Balancer, Conn, Reply, TestBackend, dead_port, eventually};
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn switchyard");
-        Proc { child }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for exit; returns the code and everything logged.
-    fn wait_exit(mut self, within: Duration) -> (Option<i32>, String) {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                return (status.code(), err);
-            }
-            assert!(
-                Instant::now() < end,
-                "switchyard did not exit in {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
+use crate::support::process::{Proc, serving};
+use crate::support::{Balancer, Conn, Gate, Reply, TestBackend, dead_port, eventually};
 
 struct TempDir(PathBuf);
 
@@ -100,12 +50,6 @@ fn rename_over(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn serving(addr: std::net::SocketAddr) -> bool {
-    eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    })
-}
-
 /// A client loop in the background, counting failures, until `stop`.
 fn client_loop(
     addr: std::net::SocketAddr,
@@ -135,7 +79,7 @@ fn rename_over_reload_adds_a_backend_without_errors() {
     let path = dir.0.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     let (stop, looper) = client_loop(listen);
     assert!(eventually(Duration::from_secs(5), || a.request_count() > 20));
@@ -153,10 +97,13 @@ fn rename_over_reload_adds_a_backend_without_errors() {
         std::net::TcpStream::connect(other).is_err(),
         "listen must not change on reload"
     );
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("restart"), "no restart-needed message: {log}");
+    assert!(
+        log.contains("listen changed: restart switchyard to apply it"),
+        "no restart-needed message: {log}"
+    );
 }
 
 #[test]
@@ -175,7 +122,7 @@ fn sighup_reloads_what_the_watcher_cannot_see() {
     let p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     std::fs::write(&real, yaml(listen, &[b.addr])).unwrap();
-    p.signal("-HUP");
+    p.signal(libc::SIGHUP);
     assert!(
         eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
         "SIGHUP did not reload"
@@ -189,41 +136,51 @@ fn invalid_edit_keeps_the_old_config() {
     let path = dir.0.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
-    rename_over(
-        &path,
-        &format!("{}strategy: fastest\n", yaml(listen, &[a.addr])),
+    let b = TestBackend::named("b");
+    // Invalid (and pointing at `b`, so taking it would show).
+    let bad = format!("{}strategy: fastest\n", yaml(listen, &[b.addr]));
+    rename_over(&path, &bad);
+    // The rejection names the file, line and key: the start-up line, which also
+    // mentions the strategy, cannot pass for it.
+    let line = bad.lines().position(|l| l.starts_with("strategy")).unwrap() + 1;
+    let rejected = p.wait_log(
+        &[
+            "configuration rejected",
+            &format!("lb.yaml:{line}: strategy"),
+        ],
+        Duration::from_secs(10),
     );
-    // Keeps serving the old config while the edit is read and rejected (the
-    // rejection is checked in the log below).
-    let until = Instant::now() + Duration::from_millis(600);
-    while Instant::now() < until {
+    assert!(rejected.is_some(), "no rejection logged: {}", p.log());
+    // The old config keeps serving.
+    for _ in 0..4 {
         assert_eq!(get(listen, "/").text(), "a");
     }
     // A valid edit afterwards is taken.
-    let b = TestBackend::named("b");
     rename_over(&path, &yaml(listen, &[b.addr]));
     assert!(eventually(Duration::from_secs(5), || get(listen, "/")
         .text()
         == "b"));
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
-    assert_eq!(code, Some(0));
-    assert!(
-        log.contains("rejected") && log.contains("strategy"),
-        "{log}"
-    );
+    assert_eq!(code, Some(0), "{log}");
 }
 
+/// SIGTERM: idle keep-alive connections close while the request in flight (held at
+/// the backend) is still being waited for; it then finishes, and the process exits 0.
 #[test]
 fn sigterm_lets_the_request_in_flight_finish() {
-    let slow = TestBackend::start(|_| {
-        std::thread::sleep(Duration::from_secs(2));
+    let gate = Gate::new();
+    let g = gate.clone();
+    let slow = TestBackend::start(move |r| {
+        if r.target == "/slow" {
+            g.wait();
+        }
         Reply::ok("finished")
     });
-    let listen = dead_port();
-    let p = Proc::start(&[
+    let (listen, admin) = (dead_port(), dead_port());
+    let mut p = Proc::start(&[
         "-l",
         &listen.to_string(),
         "-b",
@@ -232,20 +189,30 @@ fn sigterm_lets_the_request_in_flight_finish() {
         "thread",
         "-w",
         "2",
+        "--admin",
+        &admin.to_string(),
     ]);
-    assert!(serving(listen));
-    let idle = Conn::open(listen); // an idle keep-alive client: closed by the drain
+    assert!(serving(listen) && serving(admin));
+    // An idle keep-alive client (it made a request, and has parked): closed by the
+    // drain.
+    let mut idle = Conn::open(listen);
+    assert_eq!(idle.get("/").status, 200);
+    assert!(eventually(Duration::from_secs(5), || scrape(admin)
+        .value("switchyard_connections_parked", &[])
+        == Some(1.0)));
     let client = std::thread::spawn(move || get(listen, "/slow"));
-    assert!(eventually(Duration::from_secs(5), || slow.request_count() == 1));
-    let t = Instant::now();
-    p.signal("-TERM");
+    assert!(eventually(Duration::from_secs(5), || slow.count("/slow") == 1));
+    p.signal(libc::SIGTERM);
+    assert!(
+        idle.closed_within(Duration::from_secs(5)),
+        "the drain left an idle connection open"
+    );
+    assert!(p.is_running(), "exited with a request in flight");
+    gate.open();
     let r = client.join().unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "finished"));
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
-    assert!(t.elapsed() < Duration::from_secs(5));
-    let mut idle = idle;
-    assert!(idle.closed_within(Duration::from_secs(1)));
 }
 
 #[test]
@@ -259,7 +226,7 @@ fn drain_gives_up_after_the_drain_timeout() {
         format!("{}timeouts:\n  drain: 500ms\n", yaml(listen, &[hang.addr])),
     )
     .unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     let _stuck = std::thread::spawn(move || {
         let mut c = Conn::open(listen);
@@ -268,7 +235,7 @@ fn drain_gives_up_after_the_drain_timeout() {
     });
     assert!(eventually(Duration::from_secs(5), || hang.request_count() == 1));
     let t = Instant::now();
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, _) = p.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     assert!(
@@ -279,20 +246,25 @@ fn drain_gives_up_after_the_drain_timeout() {
 }
 
 /// In-process: a reload that reorders and adds backends keeps the health state and
-/// the pooled connections of the ones it keeps.
+/// the pooled connections of the ones it keeps. Every kept backend moves, and the
+/// down one's old position goes to a new backend: state kept by position would show.
 #[test]
 fn reload_keeps_health_and_pools_of_unchanged_backends() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
     let c = TestBackend::named("c");
-    let lb = Balancer::new().backend(a.addr).backend(b.addr).start();
+    let lb = Balancer::new()
+        .backend(a.addr)
+        .backend(b.addr)
+        .admin()
+        .start();
     let mut conn = Conn::open(lb.addr);
     for _ in 0..10 {
         conn.get("/");
     }
     let a_conns = a.connections();
     lb.health().set_up(1, false); // b is down
-    let specs = [c.addr, b.addr, a.addr];
+    let specs = [b.addr, c.addr, a.addr];
     lb.reload(move |cfg| {
         let set = specs.iter().map(|s| {
             let spec = parse_spec(&s.to_string()).unwrap();
@@ -300,8 +272,20 @@ fn reload_keeps_health_and_pools_of_unchanged_backends() {
         });
         cfg.backends = switchyard::backend::BackendSet::new(set.collect());
     });
-    assert!(!lb.health().is_up(1), "b (now at index 1) must stay down");
-    assert!(lb.health().is_up(0) && lb.health().is_up(2));
+    let up = |addr: std::net::SocketAddr| {
+        let list = get(lb.admin_addr(), "/backends").json();
+        let entry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["address"] == addr.to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("{addr} not in {list}"));
+        entry["up"].as_bool().unwrap()
+    };
+    assert!(!up(b.addr), "b (now first) must stay down");
+    assert!(up(c.addr), "c (new, where b was) starts up");
+    assert!(up(a.addr), "a (now last) stays up");
     assert!(eventually(Duration::from_secs(5), || {
         conn.get("/");
         c.request_count() > 0
@@ -381,7 +365,7 @@ fn reload_warns_about_a_newly_insecure_backend() {
         insecure(dead_port().port())
     );
     std::fs::write(&path, &first).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
     assert!(serving(listen));
     // Drop `a`, keep the first insecure backend, add a second one.
     let kept = first
@@ -400,7 +384,7 @@ fn reload_warns_about_a_newly_insecure_backend() {
     )
     .text()
         != "a")));
-    p.signal("-TERM");
+    p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(
@@ -408,4 +392,190 @@ fn reload_warns_about_a_newly_insecure_backend() {
         2,
         "one warning at start, one for the backend the reload added: {log}"
     );
+}
+
+/// An edit written into the file itself (same inode, as `echo >` and many editors do)
+/// reloads like a rename over it does.
+#[test]
+fn in_place_edit_reloads() {
+    use std::os::unix::fs::MetadataExt;
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("inplace");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
+    let _p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    assert_eq!(get(listen, "/").text(), "a");
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    std::fs::write(&path, yaml(listen, &[b.addr])).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().ino(),
+        inode,
+        "not an in-place edit"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+        "in-place edit not picked up"
+    );
+}
+
+/// Certificate files are read again on a reload (SIGHUP: the config file itself is
+/// unchanged); a reload whose certificate does not load is rejected whole, and the
+/// old certificate (and the rest of the old config) keeps serving.
+#[test]
+fn certificates_reload_and_a_bad_one_is_rejected_whole() {
+    use crate::support::tls::{TestCa, client_config, https_get};
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("certs");
+    let ca = TestCa::new(&dir.0);
+    let first = ca.server_cert();
+    first.write(&dir.0, "lb");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    // Certificate paths are relative to the config file.
+    let config = |backend: std::net::SocketAddr| {
+        format!(
+            "listen:\n  address: {listen}\n  tls:\n    certificates:\n      - {{cert: lb.pem, key: lb.key}}\nworkers: 1\nmode: thread\nhealth:\n  probes: false\nbackends:\n  - address: {backend}\n"
+        )
+    };
+    std::fs::write(&path, config(a.addr)).unwrap();
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    let client = client_config(&ca, &[b"http/1.1"]);
+    let fetch = || https_get(listen, Arc::clone(&client), "localhost", "/");
+    assert_eq!(fetch(), (first.chain[0].clone(), "a".to_string()));
+
+    let second = ca.server_cert();
+    second.write(&dir.0, "lb");
+    p.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(5), || fetch().0 == second.chain[0]),
+        "the new certificate was not loaded"
+    );
+
+    // A certificate file that does not load, with a backend change in the same edit.
+    std::fs::write(dir.0.join("lb.pem"), "not a certificate\n").unwrap();
+    rename_over(&path, &config(b.addr));
+    let rejected = p.wait_log(
+        &["configuration rejected", "listen.tls"],
+        Duration::from_secs(10),
+    );
+    assert!(rejected.is_some(), "no rejection logged: {}", p.log());
+    for _ in 0..3 {
+        assert_eq!(fetch(), (second.chain[0].clone(), "a".to_string()));
+    }
+    p.signal(libc::SIGTERM);
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// Flags keep overriding the file after a reload: `-b` still replaces the file's
+/// backends and `-s` its strategy, while the rest of the file (here the sticky
+/// cookie's name) reloads.
+#[test]
+fn flags_keep_overriding_the_file_after_a_reload() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let c = TestBackend::named("c");
+    let dir = TempDir::new("flags");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    let file = |strategy: &str, cookie: &str, backend: std::net::SocketAddr| {
+        format!(
+            "{}strategy: {strategy}\nsticky:\n  cookie: {cookie}\n",
+            yaml(listen, &[backend])
+        )
+    };
+    std::fs::write(&path, file("round-robin", "first", a.addr)).unwrap();
+    let b_flag = b.addr.to_string();
+    let _p = Proc::start(&["-c", path.to_str().unwrap(), "-b", &b_flag, "-s", "sticky"]);
+    assert!(serving(listen));
+    let cookie_name = |r: &crate::support::client::Resp| {
+        r.header("set-cookie")
+            .and_then(|c| c.split_once('='))
+            .map(|(n, _)| n.to_string())
+    };
+    let r = get(listen, "/");
+    assert_eq!(r.text(), "b");
+    assert_eq!(cookie_name(&r).as_deref(), Some("first"));
+
+    rename_over(&path, &file("random", "second", c.addr));
+    assert!(
+        eventually(Duration::from_secs(5), || cookie_name(&get(listen, "/"))
+            .as_deref()
+            == Some("second")),
+        "the reload was not applied"
+    );
+    for _ in 0..4 {
+        let r = get(listen, "/");
+        assert_eq!(r.text(), "b", "-b no longer overrides the file");
+        assert_eq!(
+            cookie_name(&r).as_deref(),
+            Some("second"),
+            "-s sticky no longer overrides the file"
+        );
+    }
+    assert_eq!(c.request_count(), 0);
+}
+
+/// `workers`, `mode`, `admin` and `limits` need a restart: a reload that changes them
+/// says so and keeps the running values (two worker processes, the first admin
+/// address, the old request-line limit), while the rest of it (the backend) applies.
+#[test]
+fn restart_only_keys_keep_their_values_over_a_reload() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let dir = TempDir::new("restart-only");
+    let path = dir.0.join("lb.yaml");
+    let (listen, admin1, admin2) = (dead_port(), dead_port(), dead_port());
+    let file = |workers: u32,
+                mode: &str,
+                admin: std::net::SocketAddr,
+                line: u32,
+                backend: std::net::SocketAddr| {
+        format!(
+            "listen: {listen}\nworkers: {workers}\nmode: {mode}\nadmin: {admin}\nlimits:\n  request_line: {line}\nhealth:\n  probes: false\nbackends:\n  - address: {backend}\n"
+        )
+    };
+    std::fs::write(&path, file(2, "process", admin1, 1024, a.addr)).unwrap();
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen) && serving(admin1));
+    assert!(eventually(Duration::from_secs(5), || p.workers().len() == 2));
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(1500));
+    let status = || crate::support::client::raw(listen, long_line.as_bytes()).status;
+    assert_eq!(status(), 414);
+
+    rename_over(&path, &file(3, "thread", admin2, 4096, b.addr));
+    assert!(
+        eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+        "the reload was not applied"
+    );
+    for key in ["workers", "mode", "admin", "limits"] {
+        assert!(
+            p.wait_log(
+                &[&format!("{key} changed: restart switchyard")],
+                Duration::from_secs(5)
+            )
+            .is_some(),
+            "no restart-needed message for {key}: {}",
+            p.log()
+        );
+    }
+    assert_eq!(p.workers().len(), 2, "workers: {:?}", p.children());
+    assert_eq!(
+        status(),
+        414,
+        "the request-line limit changed without a restart"
+    );
+    assert_eq!(get(admin1, "/healthz").status, 200);
+    assert!(
+        std::net::TcpStream::connect(admin2).is_err(),
+        "the admin listener moved"
+    );
+    p.signal(libc::SIGTERM);
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
 }

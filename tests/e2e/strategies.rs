@@ -1,6 +1,8 @@
 //! Strategies seen from a client: sticky cookies, weights, least-connections.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
 use switchyard::backend::BackendId;
@@ -65,6 +67,75 @@ fn sticky_cookie_pins_a_client_to_its_backend() {
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\nCookie: SWITCHYARD_BACKEND=00000000deadbeef\r\n\r\n");
     let r = c.read_response();
     assert!(r.header("set-cookie").is_some());
+}
+
+/// `sticky.cookie` renames the cookie (the default name is then just another
+/// cookie); an id whose backend is unhealthy falls back to a healthy one and sets the
+/// cookie again, while that backend, alive but failing its probes, gets nothing.
+#[test]
+fn sticky_cookie_name_is_configurable_and_an_unhealthy_id_falls_back() {
+    let sick = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&sick);
+    let a = TestBackend::start(move |r| {
+        if r.target == "/healthz" && s.load(SeqCst) {
+            Reply::Raw(b"HTTP/1.1 503 Sick\r\nContent-Length: 0\r\n\r\n".to_vec())
+        } else {
+            Reply::ok("a")
+        }
+    });
+    let b = TestBackend::named("b");
+    let lb = Balancer::new()
+        .backend(a.addr)
+        .backend(b.addr)
+        .strategy(StrategyKind::Sticky)
+        .probes(Duration::from_millis(100))
+        .with(|c| {
+            c.sticky_cookie = "route".into();
+            c.health.path = "/healthz".into();
+        })
+        .start();
+    let id = |addr: std::net::SocketAddr| BackendId::of(&addr.to_string()).to_string();
+    let with_cookie = |cookie: &str| {
+        crate::support::client::raw(
+            lb.addr,
+            format!("GET /x HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n").as_bytes(),
+        )
+    };
+    let first = get(lb.addr, "/");
+    let set = first.header("set-cookie").expect("sets the cookie");
+    assert!(set.starts_with("route="), "{set}");
+    assert!(set.contains("Path=/") && set.contains("HttpOnly"), "{set}");
+    // The configured name pins; the default one is ignored.
+    for _ in 0..3 {
+        let r = with_cookie(&format!("route={}", id(a.addr)));
+        assert_eq!((r.text().as_str(), r.header("set-cookie")), ("a", None));
+    }
+    let r = with_cookie(&format!("SWITCHYARD_BACKEND={}", id(b.addr)));
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.starts_with("route=")),
+        "{:?}",
+        r.headers
+    );
+
+    // `a` starts failing its probes: its id no longer pins.
+    sick.store(true, SeqCst);
+    assert!(
+        eventually(Duration::from_secs(5), || !lb.health().is_up(0)),
+        "never marked down"
+    );
+    let before = a.count("/x");
+    for _ in 0..3 {
+        let r = with_cookie(&format!("route={}", id(a.addr)));
+        assert_eq!(r.text(), "b");
+        assert_eq!(
+            r.header("set-cookie")
+                .map(|c| c.split(';').next().unwrap().to_string()),
+            Some(format!("route={}", id(b.addr))),
+            "the cookie is set again, to the backend that answered"
+        );
+    }
+    assert_eq!(a.count("/x"), before, "the unhealthy backend got traffic");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use crate::support::client::raw;
@@ -71,7 +71,14 @@ fn read_head(s: &mut TcpStream) -> Option<String> {
 
 /// A WebSocket echo server: answers the handshake, echoes every frame until Close.
 fn echo_backend() -> TestBackend {
-    TestBackend::raw(|mut s: TcpStream| {
+    echo_backend_counting_ends().0
+}
+
+/// The echo server, and how many of its tunnels have ended (Close or EOF).
+fn echo_backend_counting_ends() -> (TestBackend, Arc<AtomicUsize>) {
+    let ended = Arc::new(AtomicUsize::new(0));
+    let e = Arc::clone(&ended);
+    let be = TestBackend::raw(move |mut s: TcpStream| {
         let Some(text) = read_head(&mut s) else {
             return;
         };
@@ -88,10 +95,12 @@ fn echo_backend() -> TestBackend {
         while let Some((op, payload)) = read_frame(&mut s) {
             let _ = s.write_all(&frame(op, &payload, None));
             if op == 8 {
-                return;
+                break;
             }
         }
-    })
+        e.fetch_add(1, SeqCst);
+    });
+    (be, ended)
 }
 
 fn handshake(c: &mut Conn) {
@@ -126,30 +135,42 @@ fn websocket_echo_round_trip() {
     let (op, _) = read_frame(&mut c.stream).expect("close frame");
     assert_eq!(op, 8);
     assert!(
-        c.closed_within(Duration::from_secs(3)),
+        c.closed_within(Duration::from_secs(8)),
         "tunnel not closed after the backend closed"
     );
 }
 
+/// A tunnel with traffic outlives `client_idle`; one silent for `client_idle` is
+/// closed, on both sides, and not before.
 #[test]
 fn idle_tunnel_is_closed() {
-    let be = echo_backend();
+    let (be, ended) = echo_backend_counting_ends();
     let lb = Balancer::new()
         .backend(be.addr)
         .client_idle(Duration::from_millis(400))
         .start();
     let mut c = Conn::open(lb.addr);
     handshake(&mut c);
-    // Traffic keeps it open past the idle time...
+    // Traffic keeps it open past the idle time (these gaps are the scenario)...
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(200));
         c.send(&frame(1, b"ping", Some([5, 6, 7, 8])));
         assert!(read_frame(&mut c.stream).is_some());
     }
-    // ...silence closes it.
+    // ...silence closes it, once it has lasted client_idle.
+    let quiet = std::time::Instant::now();
     assert!(
-        c.closed_within(Duration::from_secs(3)),
+        c.closed_within(Duration::from_secs(8)),
         "idle tunnel never closed"
+    );
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(350),
+        "closed after {:?} of silence, before client_idle",
+        quiet.elapsed()
+    );
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || ended.load(SeqCst) == 1),
+        "the backend side of the tunnel stayed open"
     );
 }
 
@@ -276,4 +297,64 @@ fn websocket_on_a_connection_that_was_idle() {
     c.send(&frame(1, b"after a nap", Some([1, 1, 1, 1])));
     let (op, payload) = read_frame(&mut c.stream).expect("echo frame");
     assert_eq!((op, payload.as_slice()), (1, &b"after a nap"[..]));
+}
+
+/// A drain waits for an open tunnel: the balancer stops accepting, the tunnel keeps
+/// carrying frames, and the drain ends once the tunnel closes.
+#[test]
+fn a_drain_waits_for_an_open_tunnel() {
+    let be = echo_backend();
+    let mut lb = Balancer::new()
+        .backend(be.addr)
+        .with(|c| c.timeouts.drain = Duration::from_secs(30))
+        .start();
+    let addr = lb.addr;
+    let mut c = Conn::open(addr);
+    handshake(&mut c);
+    let drain = lb.drain_in_background();
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || TcpStream::connect(addr).is_err()),
+        "still accepting while draining"
+    );
+    for msg in ["still", "open"] {
+        c.send(&frame(1, msg.as_bytes(), Some([3, 1, 4, 1])));
+        let (op, payload) = read_frame(&mut c.stream).expect("echo while draining");
+        assert_eq!((op, payload.as_slice()), (1, msg.as_bytes()));
+    }
+    assert!(
+        !drain.is_finished(),
+        "the drain did not wait for the tunnel"
+    );
+    c.send(&frame(8, b"", Some([9, 9, 9, 9])));
+    assert_eq!(read_frame(&mut c.stream).expect("close frame").0, 8);
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), || drain.is_finished()),
+        "the drain went on after the tunnel closed"
+    );
+    drain.join().unwrap();
+}
+
+/// A tunnel still open at the drain deadline is cut then, not before.
+#[test]
+fn a_tunnel_open_at_the_drain_deadline_is_cut() {
+    let be = echo_backend();
+    let mut lb = Balancer::new()
+        .backend(be.addr)
+        .client_idle(Duration::from_secs(30))
+        .with(|c| c.timeouts.drain = Duration::from_millis(500))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    handshake(&mut c);
+    let t = std::time::Instant::now();
+    let drain = lb.drain_in_background();
+    assert!(
+        c.closed_within(Duration::from_secs(8)),
+        "the tunnel outlived the drain deadline"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(450),
+        "cut after {:?}, before the drain deadline",
+        t.elapsed()
+    );
+    drain.join().unwrap();
 }

@@ -185,6 +185,17 @@ impl TestBackend {
         self.stats.requests.lock().expect("lock").len()
     }
 
+    /// How many requests for `target` arrived (a health probe asks for its path too).
+    pub fn count(&self, target: &str) -> usize {
+        self.stats
+            .requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.target == target)
+            .count()
+    }
+
     pub fn connections(&self) -> usize {
         self.stats.connections.load(SeqCst)
     }

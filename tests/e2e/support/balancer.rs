@@ -1,4 +1,5 @@
-//! Runs switchyard in-process on 127.0.0.1:0.
+//! Runs switchyard in-process on 127.0.0.1:0 (thread mode), with the config built in
+//! code; `Started` reloads it, drains it, and scrapes its admin listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use switchyard::backend::parse_spec;
 use switchyard::balance::StrategyKind;
 use switchyard::config::{Config, Mode, Overrides};
 use switchyard::server::{self, Running};
+
+use crate::support::prometheus::Scrape;
 
 type Tweak = Box<dyn FnOnce(&mut Config)>;
 
@@ -28,6 +31,32 @@ impl Started {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+
+    /// The admin listener's address (`Balancer::admin`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.config.admin.expect("started without .admin()")
+    }
+
+    /// A scrape of `/metrics`, parsed strictly.
+    pub fn metrics(&self) -> Scrape {
+        scrape(self.admin_addr())
+    }
+
+    /// Starts a graceful drain (as SIGTERM does) on another thread; it returns once
+    /// every worker has exited.
+    pub fn drain_in_background(&mut self) -> std::thread::JoinHandle<()> {
+        let running = self.running.take().expect("running");
+        std::thread::spawn(move || running.drain())
+    }
+}
+
+/// GETs `/metrics` from an admin listener and parses it strictly.
+pub fn scrape(admin: SocketAddr) -> Scrape {
+    let r = crate::support::client::get(admin, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    Scrape::parse(&r.text()).unwrap_or_else(|e| panic!("{e}\n{}", r.text()))
 }
 
 impl Started {
@@ -101,13 +130,21 @@ impl Balancer {
         self.with(move |c| c.timeouts.backend_response = d)
     }
 
-    /// Active probes every `every` (timeout `every`), with the default thresholds.
+    /// Active probes every `every`, with the default thresholds. The probe timeout is a
+    /// generous 2 s: a healthy backend answers in microseconds, and a short timeout would
+    /// mark it down whenever the machine is busy.
     pub fn probes(self, every: Duration) -> Balancer {
         self.with(move |c| {
             c.health.probes = true;
             c.health.interval = every;
-            c.health.timeout = every;
+            c.health.timeout = Duration::from_secs(2);
         })
+    }
+
+    /// The admin listener on a free port (see [`Started::metrics`]).
+    pub fn admin(self) -> Balancer {
+        let admin = crate::support::dead_port();
+        self.with(move |c| c.admin = Some(admin))
     }
 
     pub fn start(self) -> Started {

@@ -34,6 +34,28 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// Checks that this is an answer the balancer made itself: `status`, and the
+    /// contract's one-line text body, starting with the status and its reason phrase.
+    pub fn assert_local_error(&self, status: u16) {
+        let text = self.text();
+        assert_eq!(self.status, status, "{:?} {text:?}", self.headers);
+        assert!(
+            self.header("content-type")
+                .is_some_and(|t| t.starts_with("text/plain")),
+            "{:?}",
+            self.headers
+        );
+        let reason = http::StatusCode::from_u16(status)
+            .expect("status")
+            .canonical_reason()
+            .expect("reason");
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        assert!(
+            line.starts_with(&format!("{status} {reason}")) && !line.contains('\n'),
+            "not a one-line text body: {text:?}"
+        );
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
@@ -179,6 +201,21 @@ impl Conn {
             r.body = std::mem::take(&mut self.buf);
         }
         r
+    }
+
+    /// The next response, or `None` if the peer closes (EOF or reset) before sending
+    /// a byte of one.
+    pub fn read_response_or_close(&mut self) -> Option<Resp> {
+        while self.buf.is_empty() {
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read from balancer failed: {e}"),
+            }
+        }
+        Some(self.read_response())
     }
 
     /// True if the peer closes (EOF or reset) within `within`, with no data first.

@@ -3,19 +3,26 @@
 //! `Balancer::new().backend(addr).start()` runs switchyard in this process (thread
 //! mode) on 127.0.0.1:0; `TestBackend` is a scriptable blocking HTTP/1.1 backend that
 //! records every request and connection it sees; `client` speaks raw HTTP/1.1 over
-//! `TcpStream` so tests can send exact bytes and read exact framing.
+//! `TcpStream` so tests can send exact bytes and read exact framing. `process` runs the
+//! built binary and reads its log as it comes; `prometheus` parses `/metrics` strictly.
+//! [`Gate`] holds a backend's answer until the test says so, which orders events
+//! (a drain waiting for a request, say) without timing them.
 
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod balancer;
 pub mod client;
+pub mod process;
+pub mod prometheus;
 pub mod tls;
 
 pub use backend::{Reply, TestBackend};
 pub use balancer::Balancer;
 pub use client::Conn;
 
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Polls `cond` every few ms until it holds or `within` passes.
@@ -38,4 +45,66 @@ pub fn dead_port() -> std::net::SocketAddr {
     let a = l.local_addr().expect("addr");
     drop(l);
     a
+}
+
+/// A gate a backend handler waits at until the test opens it (or 30 s pass, so a failed
+/// test never leaves a thread stuck for good).
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    pub fn open(&self) {
+        *self.0.0.lock().expect("lock") = true;
+        self.0.1.notify_all();
+    }
+
+    pub fn wait(&self) {
+        let open = self.0.0.lock().expect("lock");
+        let _ = self
+            .0
+            .1
+            .wait_timeout_while(open, Duration::from_secs(30), |open| !*open);
+    }
+}
+
+/// A loopback address where connecting hangs: a listener whose accept queue is full
+/// and never drained, so the kernel drops further SYNs (a non-routable address is not
+/// reliable: some sandboxes answer any address). Closed when dropped.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+}
+
+pub fn black_hole() -> BlackHole {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    listener.bind(&any.into()).expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    // Fill the queue until a connect hangs: then the balancer's will too.
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => queued.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return BlackHole {
+                    addr,
+                    _listener: listener,
+                    _queued: queued,
+                };
+            }
+            Err(e) => panic!("black hole: {e}"),
+        }
+    }
+    panic!("connects to a full accept queue never hung");
 }

@@ -1,5 +1,7 @@
 //! Certificates made in the test (rcgen) and an HTTPS backend that records the SNI of
-//! each handshake and counts its TLS connections.
+//! each handshake and counts its TLS connections; HTTP/2 and WebSocket-over-TLS
+//! backends; and a TLS client call that reports which certificate the server showed
+//! (for certificate reloads).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -355,4 +357,32 @@ pub fn client_config(ca: &TestCa, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+/// One HTTP/1.1 GET over TLS (SNI `name`, trusting what `config` trusts) to `addr`:
+/// the certificate the server presented and the response's body.
+pub fn https_get(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: &str,
+    path: &str,
+) -> (CertificateDer<'static>, String) {
+    use std::io::{Read, Write};
+    let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(config, server).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    // A close without close_notify still ends the response (Connection: close).
+    let _ = tls.read_to_end(&mut got);
+    let cert = tls.conn.peer_certificates().expect("a certificate")[0].clone();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (cert, body)
 }
