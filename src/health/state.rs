@@ -42,6 +42,7 @@ impl Reason {
             BadResponse,
             Status5xx,
             ProbeStatus,
+            Tls,
         ]
         .get(usize::from(v))
         .copied()
@@ -285,6 +286,24 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.1:2".parse().unwrap(),
         ])
+    }
+
+    #[test]
+    fn every_reason_survives_its_byte() {
+        use Reason::*;
+        for r in [
+            None,
+            ConnectRefused,
+            ConnectTimeout,
+            Reset,
+            Timeout,
+            BadResponse,
+            Status5xx,
+            ProbeStatus,
+            Tls,
+        ] {
+            assert_eq!(Reason::from_u8(r as u8), r);
+        }
     }
 
     #[test]

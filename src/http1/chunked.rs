@@ -182,9 +182,12 @@ impl Decoder {
                 }
                 self.state = State::Size;
             }
+            // Trailer lines may end in a bare LF, as header lines may (RFC 9112 2.2):
+            // they are dropped, so this leniency cannot change where the body ends.
             State::TrailerStart => match b {
                 b'\r' => self.state = State::EndLf,
-                b'\n' | 0 => return Err(ChunkError("malformed trailer")),
+                b'\n' => self.state = State::Done,
+                0 => return Err(ChunkError("malformed trailer")),
                 _ => {
                     self.trailer_byte()?;
                     self.state = State::TrailerLine;
@@ -192,7 +195,8 @@ impl Decoder {
             },
             State::TrailerLine => match b {
                 b'\r' => self.state = State::TrailerLf,
-                b'\n' | 0 => return Err(ChunkError("malformed trailer")),
+                b'\n' => self.state = State::TrailerStart,
+                0 => return Err(ChunkError("malformed trailer")),
                 _ => self.trailer_byte()?,
             },
             State::TrailerLf => {
@@ -292,8 +296,7 @@ mod tests {
             b"5\nhello\r\n0\r\n\r\n",
             b"5\r\nhelloX\r\n0\r\n\r\n",
             b"5\r\nhello\n0\r\n\r\n",
-            b"0\r\n\n",
-            b"0\r\nA: b\n\r\n",
+            b"0\r\nA: b\r\r\n",
             b"fffffffffffffffff\r\n",
             b"5 x\r\n",
             b"-5\r\n",
@@ -305,6 +308,15 @@ mod tests {
         assert!(run(long_ext.as_bytes(), 4096).is_err());
         let big_trailer = format!("0\r\nA: {}\r\n\r\n", "v".repeat(2000));
         assert!(run(big_trailer.as_bytes(), 4096).is_err());
+    }
+
+    #[test]
+    fn trailer_lines_may_end_in_a_bare_lf() {
+        assert_eq!(
+            run(b"1\r\na\r\n0\r\nX-T: 1\n\r\nN", 1).unwrap(),
+            (b"a".to_vec(), 18)
+        );
+        assert_eq!(run(b"0\r\n\nN", 1).unwrap(), (vec![], 4));
     }
 
     #[test]

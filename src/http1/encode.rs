@@ -26,11 +26,14 @@ pub struct RequestEdits<'a> {
     pub default_host: &'a [u8],
     /// The request becomes a tunnel: `Upgrade` and `Connection: upgrade` go through.
     pub tunnel: bool,
+    /// How the body goes out: a chunked body held whole goes with a Content-Length,
+    /// a streamed one stays chunked (re-framed by us).
+    pub framing: Framing,
 }
 
 /// Writes the head `head` (parsed from `buf`) as it goes to a backend: HTTP/1.1,
-/// origin-form target, edited headers, and the framing of `body` (the body as we send
-/// it: chunked bodies stay chunked, re-framed by us).
+/// origin-form target, edited headers, and the framing of the body as we send it
+/// (`edits.framing`).
 pub fn request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, edits: &RequestEdits) {
     out.extend_from_slice(head.method_span.of(buf));
     out.push(b' ');
@@ -77,7 +80,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, edits: &R
                 }
             }
             Known::ContentLength => {
-                if let (Framing::Length(n), false) = (head.framing, length) {
+                if let (Framing::Length(n), false) = (edits.framing, length) {
                     length = true;
                     line(out, h.name.of(buf), itoa(n, &mut [0; 20]));
                 }
@@ -95,7 +98,7 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, edits: &R
     if !via {
         line(out, b"Via", VIA);
     }
-    match head.framing {
+    match edits.framing {
         Framing::Chunked => line(out, b"Transfer-Encoding", b"chunked"),
         Framing::Length(n) if !length => line(out, b"Content-Length", itoa(n, &mut [0; 20])),
         _ => {}
@@ -278,6 +281,7 @@ mod tests {
             proto: b"http",
             default_host: b"backend:80",
             tunnel,
+            framing: head.framing,
         };
         request_head(&mut out, buf, &head, &edits);
         out

@@ -38,7 +38,16 @@ pub fn content_length(buf: &[u8], headers: &[Header]) -> Result<Option<u64>, Len
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
+    if digits.is_empty() {
+        return None;
+    }
+    // Leading zeros are allowed, and do not count against the length.
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len() - 1);
+    let digits = &digits[first..];
+    if digits.len() > 19 {
         return None;
     }
     let mut n: u64 = 0;
@@ -162,6 +171,9 @@ mod tests {
             );
         }
         assert_eq!(cl("content-length: 5,\n"), Err(LengthError::Invalid));
+        let zeros = format!("content-length: {}12\n", "0".repeat(60));
+        assert_eq!(cl(&zeros), Ok(Some(12)));
+        assert_eq!(cl("content-length: 00\n"), Ok(Some(0)));
     }
 
     #[test]

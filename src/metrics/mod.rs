@@ -143,10 +143,11 @@ pub enum LocalReason {
     Timeout,
     UpgradeNotSupported,
     TlsFailed,
+    HeadTimeout,
 }
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 14] = [
+    pub const ALL: [LocalReason; 15] = [
         LocalReason::BadRequest,
         LocalReason::UriTooLong,
         LocalReason::HeadersTooLarge,
@@ -161,6 +162,7 @@ impl LocalReason {
         LocalReason::Timeout,
         LocalReason::UpgradeNotSupported,
         LocalReason::TlsFailed,
+        LocalReason::HeadTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -179,6 +181,7 @@ impl LocalReason {
             LocalReason::Timeout => "timeout",
             LocalReason::UpgradeNotSupported => "upgrade_not_supported",
             LocalReason::TlsFailed => "tls_failed",
+            LocalReason::HeadTimeout => "client_head_timeout",
         }
     }
 }
@@ -195,8 +198,8 @@ pub struct GlobalStats {
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,
     /// Responses the balancer made itself, by `LocalReason` (with the status of each).
-    local: [AtomicU64; 14],
-    local_code: [AtomicU32; 14],
+    local: [AtomicU64; 15],
+    local_code: [AtomicU32; 15],
 }
 
 impl GlobalStats {

@@ -48,6 +48,8 @@ pub enum ProxyError {
     TlsFailed(String),
     /// An `Upgrade` to a protocol other than WebSocket: 501.
     UpgradeRefused,
+    /// The request head did not arrive within `client_header`: 408, closed.
+    HeadTimeout,
 }
 
 impl ProxyError {
@@ -84,7 +86,7 @@ impl ProxyError {
             Timeout => (StatusCode::GATEWAY_TIMEOUT, "backend timed out", false),
             UpgradeNotSupported => (
                 StatusCode::BAD_GATEWAY,
-                "backend switched protocols; upgrades are not supported yet",
+                "backend switched protocols (an upgrade nobody asked for)",
                 false,
             ),
             TlsFailed(_) => (StatusCode::BAD_GATEWAY, "TLS to the backend failed", false),
@@ -93,11 +95,30 @@ impl ProxyError {
                 "only upgrades to websocket are proxied",
                 false,
             ),
+            HeadTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request head not received in time",
+                true,
+            ),
         }
     }
 
     pub fn status(&self) -> StatusCode {
         self.parts().0
+    }
+
+    /// Status, the one-line text body, and whether the connection must close.
+    pub fn text(&self) -> (u16, String, bool) {
+        let (status, why, close) = self.parts();
+        let reason = status.canonical_reason().unwrap_or("");
+        let text = match self {
+            // Say which check failed: an operator fixes trust from this line.
+            ProxyError::TlsFailed(detail) => {
+                format!("{} {reason}: {why}: {detail}\n", status.as_u16())
+            }
+            _ => format!("{} {reason}: {why}\n", status.as_u16()),
+        };
+        (status.as_u16(), text, close)
     }
 
     /// The `reason` label of `switchyard_local_responses_total`.
@@ -119,19 +140,26 @@ impl ProxyError {
             UpgradeNotSupported => LocalReason::UpgradeNotSupported,
             TlsFailed(_) => LocalReason::TlsFailed,
             UpgradeRefused => LocalReason::UpgradeNotSupported,
+            HeadTimeout => LocalReason::HeadTimeout,
+        }
+    }
+
+    /// The answer to a request head our codec refused.
+    pub fn from_head(e: crate::http1::request::RequestError) -> ProxyError {
+        use crate::http1::request::RequestError as E;
+        match e {
+            E::Bad(why) => ProxyError::BadRequest(why),
+            E::LineTooLong => ProxyError::UriTooLong,
+            E::HeadTooLarge => ProxyError::HeadersTooLarge,
+            E::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
         }
     }
 }
 
 /// Builds the response for `err`.
 pub fn respond(err: &ProxyError, clock: Option<std::rc::Rc<ConnState>>) -> Response<ProxyBody> {
-    let (status, why, close) = err.parts();
-    let reason = status.canonical_reason().unwrap_or("");
-    let text = match err {
-        // Say which check failed: an operator fixes trust from this line.
-        ProxyError::TlsFailed(detail) => format!("{} {reason}: {why}: {detail}\n", status.as_u16()),
-        _ => format!("{} {reason}: {why}\n", status.as_u16()),
-    };
+    let (_, text, close) = err.text();
+    let status = err.status();
     let mut resp = Response::new(ProxyBody::local(Bytes::from(text), clock));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -11,6 +11,7 @@
 pub mod body;
 pub mod error_response;
 pub mod guard;
+pub mod h1;
 pub mod headers;
 pub mod retry;
 pub mod upgrade;
@@ -180,6 +181,25 @@ impl Proxy {
     /// The client timeouts of this handler's config.
     pub fn timeouts(&self) -> crate::config::Timeouts {
         self.config.timeouts.clone()
+    }
+
+    /// The request-head limits, as the HTTP/1 codec takes them.
+    pub fn head_limits(&self) -> crate::http1::request::Limits {
+        let l = &self.config.limits;
+        crate::http1::request::Limits {
+            request_line: l.request_line,
+            header_section: l.header_section,
+            headers: l.headers,
+        }
+    }
+
+    /// Counts a response the balancer made itself (when metrics are on).
+    pub fn count_local(&self, e: &ProxyError) {
+        if self.record {
+            self.health
+                .global()
+                .count_local(e.reason(), e.status().as_u16());
+        }
     }
 
     pub fn pool_idle_timeout(&self) -> Duration {
@@ -688,13 +708,19 @@ fn sticky_cookie(name: &str, id: BackendId) -> HeaderValue {
 
 /// The backend id in the request's `Cookie` header(s) under `name`, if well formed.
 fn find_cookie(headers: &http::HeaderMap, name: &[u8]) -> Option<BackendId> {
-    for v in headers.get_all(header::COOKIE) {
-        for pair in v.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            if let Some(rest) = pair.strip_prefix(name) {
-                if let Some(value) = rest.strip_prefix(b"=") {
-                    return BackendId::parse_hex(value.trim_ascii());
-                }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .find_map(|v| find_cookie_in(v.as_bytes(), name))
+}
+
+/// The backend id under `name` in one `Cookie` header value, if well formed.
+fn find_cookie_in(value: &[u8], name: &[u8]) -> Option<BackendId> {
+    for pair in value.split(|&b| b == b';') {
+        let pair = pair.trim_ascii();
+        if let Some(rest) = pair.strip_prefix(name) {
+            if let Some(value) = rest.strip_prefix(b"=") {
+                return BackendId::parse_hex(value.trim_ascii());
             }
         }
     }

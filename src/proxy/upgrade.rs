@@ -113,16 +113,26 @@ async fn run(
     if !read_buf.is_empty() && !forward(&mut b, &read_buf, idle).await {
         return;
     }
+    splice(&mut c, &mut b, idle).await;
+}
+
+/// Copies bytes both ways between `c` and `b` until either side closes or nothing
+/// moves for `idle`, then closes both (cleanly where the peers let us).
+pub async fn splice<C, B>(c: &mut C, b: &mut B, idle: Duration)
+where
+    C: AsyncReadExt + AsyncWriteExt + Unpin,
+    B: AsyncReadExt + AsyncWriteExt + Unpin,
+{
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_backend = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
             r = c.read(&mut from_client) => match r {
-                Ok(n) if n > 0 => if !forward(&mut b, &from_client[..n], idle).await { break },
+                Ok(n) if n > 0 => if !forward(b, &from_client[..n], idle).await { break },
                 _ => break,
             },
             r = b.read(&mut from_backend) => match r {
-                Ok(n) if n > 0 => if !forward(&mut c, &from_backend[..n], idle).await { break },
+                Ok(n) if n > 0 => if !forward(c, &from_backend[..n], idle).await { break },
                 _ => break,
             },
             _ = tokio::time::sleep(idle) => {

@@ -13,6 +13,7 @@
 
 pub mod conn_io;
 pub mod control;
+pub mod h1;
 pub mod listener;
 pub mod master;
 pub mod signals;

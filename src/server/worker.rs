@@ -43,11 +43,11 @@ type Current = Rc<RefCell<Rc<Proxy>>>;
 
 /// Open client connections of this worker, and a way to tell them to wind down.
 #[derive(Default)]
-struct Connections {
+pub(super) struct Connections {
     open: Cell<usize>,
-    draining: Cell<bool>,
+    pub(super) draining: Cell<bool>,
     /// Wakes connection tasks when draining starts.
-    drain: Notify,
+    pub(super) drain: Notify,
     /// Wakes the worker when the last connection closes.
     empty: Notify,
 }
@@ -169,7 +169,7 @@ impl Builders {
 }
 
 /// Counts a connection open (per worker and in the shared gauge) until dropped.
-struct OpenGuard(
+pub(super) struct OpenGuard(
     Rc<Connections>,
     &'static crate::metrics::GlobalStats,
     &'static Ledger,
@@ -188,17 +188,17 @@ impl Drop for OpenGuard {
 }
 
 /// What a client connection keeps between its tasks (served by hyper, or parked).
-struct ClientCtx {
-    peer: std::net::SocketAddr,
-    https: bool,
-    current: Current,
+pub(super) struct ClientCtx {
+    pub(super) peer: std::net::SocketAddr,
+    pub(super) https: bool,
+    pub(super) current: Current,
     builder: Rc<Builders>,
     /// Counts the connection open until the last task holding it ends.
-    guard: Rc<OpenGuard>,
+    pub(super) guard: Rc<OpenGuard>,
 }
 
 impl ClientCtx {
-    fn conns(&self) -> &Connections {
+    pub(super) fn conns(&self) -> &Connections {
         &self.guard.0
     }
 }
@@ -274,6 +274,9 @@ fn serve(
         };
         let result = if h2 {
             serve_http2(io, &ctx).await
+        } else if own_http1() {
+            super::h1::serve(io, ctx).await;
+            Ok(())
         } else {
             serve_http1(io, ctx, None).await
         };
@@ -281,6 +284,13 @@ fn serve(
             tracing::debug!(%peer, "client connection ended: {e}");
         }
     });
+}
+
+/// Whether HTTP/1 clients are served by our own codec (`SWITCHYARD_HTTP1=hyper` keeps
+/// hyper's server while the move is under way).
+fn own_http1() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::env::var("SWITCHYARD_HTTP1").map_or(true, |v| v != "hyper"))
 }
 
 /// Serves an HTTP/2 connection until the client closes it, a drain or the idle clock
@@ -401,10 +411,10 @@ async fn serve_http1(
 
 /// Counts a connection parked (in the shared gauge and this worker's ledger, which the
 /// master settles if the worker dies) until dropped.
-struct ParkedCount<'a>(&'a OpenGuard);
+pub(super) struct ParkedCount<'a>(&'a OpenGuard);
 
 impl ParkedCount<'_> {
-    fn new(open: &OpenGuard) -> ParkedCount<'_> {
+    pub(super) fn new(open: &OpenGuard) -> ParkedCount<'_> {
         open.1.connections_parked.fetch_add(1, Relaxed);
         open.2.parked.fetch_add(1, Relaxed);
         ParkedCount(open)
@@ -446,7 +456,7 @@ fn resume(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Instant) 
 
 /// True when TLS has already decrypted bytes that hyper has not read: readiness of the
 /// socket would never announce them.
-fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
+pub(super) fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
     match stream {
         ClientStream::Plain(_) => false,
         ClientStream::Tls(s) => s
@@ -459,7 +469,7 @@ fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
 
 /// Waits, parked, for the client's next byte: true when it can be read, false when the
 /// idle clock ran out or the worker is draining.
-async fn wait_parked(
+pub(super) async fn wait_parked(
     stream: &ClientStream,
     deadline: tokio::time::Instant,
     conns: &Connections,

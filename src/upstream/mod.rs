@@ -8,6 +8,7 @@
 //! is shared between workers.
 
 pub mod connect;
+pub mod h1;
 pub mod pool;
 
 use std::rc::Rc;
@@ -160,6 +161,14 @@ impl Drop for DialDone<'_> {
     fn drop(&mut self) {
         self.0.h2_dial_done();
     }
+}
+
+/// A backend connection for the HTTP/1 client path.
+pub enum Link {
+    /// Our own HTTP/1.1 client's connection, held by the request.
+    Own(h1::BackendConn),
+    /// A stream on the backend's shared HTTP/2 connection.
+    H2(H2Sender),
 }
 
 /// What a dial produced.
@@ -347,6 +356,67 @@ impl Upstreams {
                 })
             }
         }
+    }
+
+    /// A connection for the HTTP/1 client path: the backend's shared HTTP/2 connection
+    /// when it speaks HTTP/2, else a pooled connection of our own HTTP/1 client, else a
+    /// new one. `upgrade` dials a fresh HTTP/1.1 connection whatever the backend speaks
+    /// (a tunnel consumes it). The flag says whether the connection was reused.
+    pub async fn link(
+        &self,
+        backend: &Backend,
+        tls: TlsChoice<'_>,
+        pool: &Pool,
+        upgrade: bool,
+    ) -> Result<(Link, bool), UpstreamError> {
+        if upgrade {
+            let stream = Box::pin(self.open(backend, tls, true)).await?;
+            return Ok((Link::Own(h1::BackendConn::new(stream)), false));
+        }
+        if let Some(h2) = pool.h2_after_dial(backend.h2c()).await {
+            return Ok((Link::H2(h2), true));
+        }
+        if let Some(conn) = pool.checkout_own() {
+            return Ok((Link::Own(conn), true));
+        }
+        Box::pin(self.dial_link(backend, tls, pool)).await
+    }
+
+    /// A newly dialed connection (after a pooled one turned out stale).
+    pub async fn link_fresh(
+        &self,
+        backend: &Backend,
+        tls: TlsChoice<'_>,
+        pool: &Pool,
+    ) -> Result<(Link, bool), UpstreamError> {
+        Box::pin(self.dial_link(backend, tls, pool)).await
+    }
+
+    /// Sends `req` as a stream on `h2` (for the HTTP/1 client path).
+    pub async fn send_h2_pub(
+        backend: &Backend,
+        h2: H2Sender,
+        req: Request<ReqBody>,
+        upload: &Upload,
+        reused: bool,
+    ) -> Result<Exchange, Failed> {
+        Self::send_h2(backend, h2, req, upload, reused).await
+    }
+
+    async fn dial_link(
+        &self,
+        backend: &Backend,
+        tls: TlsChoice<'_>,
+        pool: &Pool,
+    ) -> Result<(Link, bool), UpstreamError> {
+        let _dialing = pool.h2_dial_start(backend.h2c()).then_some(DialDone(pool));
+        let stream = self.open(backend, tls, false).await?;
+        if backend.h2c() || stream.negotiated_h2() {
+            let h2 = self.handshake_h2(stream).await?;
+            pool.set_h2(h2.clone());
+            return Ok((Link::H2(h2), false));
+        }
+        Ok((Link::Own(h1::BackendConn::new(stream)), false))
     }
 
     /// Dials `backend`: HTTP/2 when it is h2c or ALPN chose it, HTTP/1.1 otherwise.

@@ -15,15 +15,23 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Conn;
+use super::h1::BackendConn;
 
 struct Idle {
     conn: Conn,
     since: Instant,
 }
 
+struct IdleOwn {
+    conn: BackendConn,
+    since: Instant,
+}
+
 /// One backend's idle connections in one worker.
 pub struct Pool {
     idle: RefCell<VecDeque<Idle>>,
+    /// Idle connections of our own HTTP/1 client (the HTTP/1 client path uses these).
+    own: RefCell<VecDeque<IdleOwn>>,
     /// The backend's shared HTTP/2 connection, once one was negotiated.
     h2: RefCell<Option<super::H2Sender>>,
     /// The backend speaks HTTP/2 (h2c, or a dial negotiated it): new connections are
@@ -39,6 +47,7 @@ impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             idle: RefCell::new(VecDeque::new()),
+            own: RefCell::new(VecDeque::new()),
             h2: RefCell::new(None),
             h2_expected: std::cell::Cell::new(false),
             h2_dialing: std::cell::Cell::new(false),
@@ -118,14 +127,47 @@ impl Pool {
         });
     }
 
+    /// The most recently returned connection of our own client that is still open.
+    pub fn checkout_own(&self) -> Option<BackendConn> {
+        let mut idle = self.own.borrow_mut();
+        while let Some(mut entry) = idle.pop_back() {
+            if entry.since.elapsed() >= self.idle_timeout {
+                idle.clear();
+                return None;
+            }
+            if entry.conn.still_open() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose exchange ended cleanly (nothing pending on it).
+    pub fn checkin_own(&self, conn: BackendConn) {
+        if self.max_idle == 0 || !conn.pending().is_empty() {
+            return;
+        }
+        let mut idle = self.own.borrow_mut();
+        if idle.len() >= self.max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(IdleOwn {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
     /// Drops expired and closed connections (run periodically by the worker).
     pub fn sweep(&self) {
         let mut idle = self.idle.borrow_mut();
         let timeout = self.idle_timeout;
         idle.retain(|e| e.since.elapsed() < timeout && !e.conn.sender.is_closed());
+        self.own
+            .borrow_mut()
+            .retain_mut(|e| e.since.elapsed() < timeout && e.conn.still_open());
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.borrow().len()
+        self.idle.borrow().len() + self.own.borrow().len()
     }
 }

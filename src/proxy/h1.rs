@@ -1,0 +1,1242 @@
+//! The request path for an HTTP/1 client, inline: [`Proxy::serve_h1`].
+//!
+//! The connection's own task runs each request from head to last body byte: policy
+//! checks on the parsed head, the body held (up to the replay limit) or streamed, a
+//! backend picked, the edited head and body written to a connection it holds, the
+//! response head read, edited and written back with the first body bytes in one
+//! vectored write, and the rest of the body copied from the backend's buffer to the
+//! client. There is no connection task, no channel and no `HeaderMap` on this path
+//! when the backend speaks HTTP/1.1; a backend that speaks HTTP/2 gets the request
+//! rebuilt as an `http::Request` (see `to_h2`).
+//!
+//! One error type, [`Failure`], carries what the retry decision needs (was anything
+//! written, was the connection reused, did any response byte come), so the attempt
+//! loop is one loop that reads it.
+
+use std::io::IoSlice;
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::Proxy;
+use super::body::{REPLAY_LIMIT, ReqBody};
+use super::error_response::ProxyError;
+use crate::access_log;
+use crate::balance::{Pick, Tried, View};
+use crate::health::{InFlightGuard, Reason, Source};
+use crate::http1::chunked::{self, Decoder, Step};
+use crate::http1::encode::{self, OutFraming, RequestEdits, ResponseEdits};
+use crate::http1::request::RequestHead;
+use crate::http1::{Framing, Known, Version};
+use crate::server::conn_io::ClientStream;
+use crate::upstream::h1::{BackendConn, RecvError, write_all_vectored};
+use crate::upstream::{Link, UpstreamError};
+
+/// What the request path knows of the client connection it serves.
+pub struct Client<'a> {
+    pub io: &'a mut ClientStream,
+    /// The read buffer: the request's head at the start, then what followed it.
+    pub buf: &'a mut Vec<u8>,
+    /// Scratch for heads on their way out.
+    pub out: &'a mut Vec<u8>,
+    /// The client's IP, for X-Forwarded-For and the access log.
+    pub addr: &'a [u8],
+    /// `http` or `https`.
+    pub proto: &'static [u8],
+    /// The worker is draining: this response closes the connection.
+    pub closing: bool,
+    /// Keeps the client connection counted open while a tunnel outlives the request.
+    pub open: &'a Rc<dyn std::any::Any>,
+    /// Where the next request starts in `buf`, once this one's body has been read to
+    /// its end (`usize::MAX` until then: the connection cannot go on).
+    pub next: usize,
+}
+
+/// How the connection goes on after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// Ready for the next request, which starts at this offset of the read buffer.
+    Next(usize),
+    /// Close it.
+    Close,
+}
+
+/// The request body as read so far.
+enum Body {
+    Empty,
+    /// Held whole (replayable): in the read buffer, or decoded from chunks.
+    InBuf(Range<usize>),
+    Decoded(Vec<u8>),
+    /// Longer than the replay limit: `sent` is what was read so far (raw bytes of a
+    /// Content-Length body from `at`, or decoded chunks), the rest comes from the client.
+    Streaming(Box<Upload>),
+}
+
+struct Upload {
+    /// Where unread body bytes start in the read buffer.
+    at: usize,
+    /// Decoded bytes of a chunked body read before streaming began.
+    decoded: Vec<u8>,
+    /// Content-Length bytes still to read, or the chunk decoder.
+    rest: Rest,
+}
+
+enum Rest {
+    Length(u64),
+    Chunked(Decoder),
+}
+
+impl Body {
+    fn held<'b>(&'b self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        match self {
+            Body::Empty => Some(&[]),
+            Body::InBuf(r) => buf.get(r.clone()),
+            Body::Decoded(v) => Some(v),
+            Body::Streaming(_) => None,
+        }
+    }
+
+    /// How the body goes to the backend.
+    fn framing(&self, buf: &[u8]) -> Framing {
+        match self {
+            Body::Streaming(u) => match u.rest {
+                Rest::Length(left) => {
+                    Framing::Length(left + (buf.len().saturating_sub(u.at)) as u64)
+                }
+                Rest::Chunked(_) => Framing::Chunked,
+            },
+            held => match held.held(buf).map_or(0, <[u8]>::len) {
+                0 => Framing::None,
+                n => Framing::Length(n as u64),
+            },
+        }
+    }
+}
+
+/// A failed attempt, with what decides whether another may follow.
+struct Failure {
+    error: ProxyError,
+    reason: Reason,
+    /// Some request byte reached the backend's socket.
+    written: bool,
+    /// The connection came from the pool.
+    reused: bool,
+    /// Some response byte came back.
+    answered: bool,
+    timed_out: bool,
+    /// The client side failed (its body): answer that, no retry.
+    client: Option<ProxyError>,
+}
+
+impl Failure {
+    fn connect(e: UpstreamError) -> Failure {
+        let (error, reason, timed_out) = match e {
+            UpstreamError::Connect(_) => (ProxyError::ConnectFailed, Reason::ConnectRefused, false),
+            UpstreamError::ConnectTimeout => (ProxyError::Timeout, Reason::ConnectTimeout, false),
+            UpstreamError::Tls(why) => (ProxyError::TlsFailed(why), Reason::Tls, false),
+            UpstreamError::Send(_) => (ProxyError::BadGateway, Reason::Reset, false),
+        };
+        Failure {
+            error,
+            reason,
+            written: false,
+            reused: false,
+            answered: false,
+            timed_out,
+            client: None,
+        }
+    }
+
+    fn client(error: ProxyError) -> Failure {
+        Failure {
+            error: ProxyError::BadGateway,
+            reason: Reason::None,
+            written: true,
+            reused: false,
+            answered: false,
+            timed_out: false,
+            client: Some(error),
+        }
+    }
+
+    /// A pooled connection the backend had closed while it was idle: nothing came
+    /// back, the usual keep-alive race rather than a backend failure.
+    fn stale(&self) -> bool {
+        self.reused && !self.answered && !self.timed_out && self.client.is_none()
+    }
+}
+
+/// The response of one successful attempt.
+enum Answer {
+    Own(Box<BackendConn>, bool),
+    H2(http::Response<hyper::body::Incoming>),
+}
+
+impl Proxy {
+    /// Serves one HTTP/1 request whose head `head` is at the start of `c.buf`.
+    pub async fn serve_h1(&self, c: &mut Client<'_>, head: &RequestHead) -> After {
+        let start = Instant::now();
+        let log = self.access_log.then(|| access_log::Entry {
+            client: String::from_utf8_lossy(c.addr).into_owned(),
+            method: head.method.clone(),
+            target: String::from_utf8_lossy(head.target.of(c.buf)).into_owned(),
+            version: match head.version {
+                Version::Http10 => http::Version::HTTP_10,
+                Version::Http11 => http::Version::HTTP_11,
+            },
+            status: 0,
+            backend: None,
+        });
+        let mut done = Done {
+            start,
+            log,
+            bytes: 0,
+            backend: None,
+            status: 0,
+        };
+        let after = match self.forward_h1(c, head, &mut done).await {
+            Ok(after) => after,
+            Err(e) => {
+                tracing::debug!(error = ?e, "answered locally");
+                if self.record {
+                    self.health
+                        .global()
+                        .count_local(e.reason(), e.status().as_u16());
+                }
+                let (status, text, close) = e.text();
+                c.out.clear();
+                encode::local_response(c.out, status, text.as_bytes(), close || c.closing);
+                done.status = status;
+                done.bytes = text.len() as u64;
+                let keep = !close && !c.closing && head.keep_alive();
+                let written = write_timed(c.io, c.out, &[], self.config.timeouts.client_idle).await;
+                if keep && written {
+                    After::Next(usize::MAX)
+                } else {
+                    After::Close
+                }
+            }
+        };
+        self.finish(done);
+        after
+    }
+
+    fn finish(&self, done: Done) {
+        let took = done.start.elapsed();
+        if self.record {
+            if let Some(i) = done.backend {
+                self.health.stats(i).observe(took);
+            }
+        }
+        if let Some(mut e) = done.log {
+            e.status = done.status;
+            e.backend = done.backend.map(|i| self.health.address(i).to_owned());
+            access_log::write(&e, done.bytes, took);
+        }
+    }
+
+    async fn forward_h1(
+        &self,
+        c: &mut Client<'_>,
+        head: &RequestHead,
+        done: &mut Done,
+    ) -> Result<After, ProxyError> {
+        if head.framing == Framing::None {
+            c.next = head.len;
+        }
+        let tunnel = policy(head, c.buf)?;
+        let idle = self.config.timeouts.client_idle;
+        let mut body = read_body(c, head, idle).await?;
+        let sticky = if self.strategy.is_sticky() {
+            head.headers
+                .iter()
+                .filter(|h| h.known == Known::Cookie)
+                .find_map(|h| {
+                    super::find_cookie_in(h.value.of(c.buf), self.config.sticky_cookie.as_bytes())
+                })
+        } else {
+            None
+        };
+        let replayable = body.held(c.buf).is_some();
+        let idempotent = super::retry::is_idempotent(&head.method);
+        let mut tried = Tried::default();
+        let mut attempts = 0u32;
+        let mut last = ProxyError::NoHealthyBackend;
+        loop {
+            let view = View {
+                health: &self.health,
+                tried: &tried,
+                sticky,
+            };
+            let (pick, fail_open) = match self.strategy.pick(&view) {
+                Some(p) => (p, false),
+                None if attempts == 0 => match self.least_recently_failed(&tried) {
+                    Some(index) => (
+                        Pick {
+                            index,
+                            set_cookie: self.strategy.is_sticky(),
+                        },
+                        true,
+                    ),
+                    None => return Err(ProxyError::NoHealthyBackend),
+                },
+                None if self.health.all_down() => return Err(ProxyError::NoHealthyBackend),
+                None => return Err(last),
+            };
+            tried.insert(pick.index);
+            if attempts > 0 && !replayable && matches!(body, Body::Streaming(_)) {
+                // A streamed body went (partly) to the last backend: it cannot go again.
+                return Err(last);
+            }
+            if attempts > 0 && self.record {
+                let retries = &self.health.global().retries;
+                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            attempts += 1;
+            let in_flight = self.health.start_request(pick.index, self.ledger);
+            let mut result = self
+                .attempt_h1(c, head, &mut body, pick.index, tunnel, false)
+                .await;
+            if let Err(f) = &result {
+                if f.stale() && idempotent && replayable {
+                    tracing::debug!(backend = %self.health.address(pick.index), "pooled connection was stale; retrying on a fresh one");
+                    result = self
+                        .attempt_h1(c, head, &mut body, pick.index, tunnel, true)
+                        .await;
+                }
+            }
+            match result {
+                Ok(answer) => {
+                    done.backend = Some(pick.index);
+                    return self
+                        .relay_h1(c, head, &body, answer, pick, tunnel, in_flight, done)
+                        .await;
+                }
+                Err(f) => {
+                    if let Some(e) = f.client {
+                        return Err(e);
+                    }
+                    tracing::warn!(
+                        backend = %self.health.address(pick.index),
+                        attempt = attempts,
+                        reason = f.reason.as_str(),
+                        "backend attempt failed"
+                    );
+                    self.health
+                        .record_failure(pick.index, Source::Request, f.reason);
+                    last = if fail_open {
+                        ProxyError::NoHealthyBackend
+                    } else {
+                        f.error
+                    };
+                    let class = if f.timed_out {
+                        super::retry::AttemptFailure::TimedOut
+                    } else if f.written {
+                        super::retry::AttemptFailure::SentNoResponse
+                    } else {
+                        super::retry::AttemptFailure::NotSent
+                    };
+                    if fail_open
+                        || !super::retry::may_retry(
+                            class,
+                            &head.method,
+                            replayable,
+                            attempts,
+                            self.config.retries,
+                        )
+                    {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt on backend `index`: connection, request out, response head in.
+    async fn attempt_h1(
+        &self,
+        c: &mut Client<'_>,
+        head: &RequestHead,
+        body: &mut Body,
+        index: usize,
+        tunnel: bool,
+        fresh: bool,
+    ) -> Result<Answer, Failure> {
+        let backend = self.config.backends.get(index);
+        let slot = &self.slots[index];
+        let link = if fresh {
+            self.upstreams
+                .link_fresh(backend, slot.tls(), &slot.pool)
+                .await
+        } else {
+            self.upstreams
+                .link(backend, slot.tls(), &slot.pool, tunnel)
+                .await
+        };
+        let (link, reused) = link.map_err(Failure::connect)?;
+        c.out.clear();
+        let edits = RequestEdits {
+            client: c.addr,
+            proto: c.proto,
+            default_host: slot.host.as_bytes(),
+            tunnel,
+            framing: body.framing(c.buf),
+        };
+        encode::request_head(c.out, c.buf, head, &edits);
+        let mut conn = match link {
+            Link::Own(conn) => Box::new(conn),
+            Link::H2(h2) => return self.attempt_h2(c, backend, h2, body, reused).await,
+        };
+        let t = &self.config.timeouts;
+        let failed = |error, reason, written, answered, timed_out| Failure {
+            error,
+            reason,
+            written,
+            reused,
+            answered,
+            timed_out,
+            client: None,
+        };
+        // The head and a held body in one write.
+        let held = body.held(c.buf);
+        let first: &[u8] = match (&held, &*body) {
+            (Some(b), _) => b,
+            (None, Body::Streaming(u)) if !u.decoded.is_empty() => &[],
+            (None, Body::Streaming(u)) => match u.rest {
+                Rest::Length(_) => c.buf.get(u.at..).unwrap_or_default(),
+                Rest::Chunked(_) => &[],
+            },
+            _ => &[],
+        };
+        let first_len = first.len();
+        let mut bufs = [IoSlice::new(c.out), IoSlice::new(first)];
+        let write = write_all_vectored(&mut conn.io, &mut bufs);
+        match tokio::time::timeout(t.backend_response, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err((_, written))) => {
+                return Err(failed(
+                    ProxyError::BadGateway,
+                    Reason::Reset,
+                    written,
+                    false,
+                    false,
+                ));
+            }
+            Err(_) => {
+                return Err(failed(
+                    ProxyError::Timeout,
+                    Reason::Timeout,
+                    true,
+                    false,
+                    true,
+                ));
+            }
+        }
+        let mut upload_done = true;
+        if let Body::Streaming(u) = body {
+            if let Rest::Length(_) = u.rest {
+                u.at += first_len;
+            }
+            match self.upload(c, &mut conn, u).await {
+                Ok(complete) => upload_done = complete,
+                Err(e) => return Err(Failure::client(e)),
+            }
+        }
+        let to_head = head.method == Method::HEAD;
+        match tokio::time::timeout(t.backend_response, conn.read_head(to_head)).await {
+            Ok(Ok(())) => Ok(Answer::Own(conn, upload_done)),
+            Ok(Err(RecvError::Closed { any, .. })) => Err(failed(
+                ProxyError::BadGateway,
+                Reason::Reset,
+                true,
+                any,
+                false,
+            )),
+            Ok(Err(RecvError::Malformed(why))) => {
+                tracing::debug!(backend = %backend.address, "bad response: {why}");
+                Err(failed(
+                    ProxyError::BadGateway,
+                    Reason::BadResponse,
+                    true,
+                    true,
+                    false,
+                ))
+            }
+            Err(_) => Err(failed(
+                ProxyError::Timeout,
+                Reason::Timeout,
+                true,
+                false,
+                true,
+            )),
+        }
+    }
+
+    /// Streams the rest of a long request body to the backend. True when all of it
+    /// went; false when the backend stopped taking it (it may have answered early).
+    async fn upload(
+        &self,
+        c: &mut Client<'_>,
+        conn: &mut BackendConn,
+        u: &mut Upload,
+    ) -> Result<bool, ProxyError> {
+        let idle = self.config.timeouts.client_idle;
+        let stall = self.config.timeouts.backend_response;
+        let mut size = [0u8; 18];
+        if !u.decoded.is_empty() {
+            let line = chunked::size_line(u.decoded.len(), &mut size);
+            let mut bufs = [
+                IoSlice::new(line),
+                IoSlice::new(&u.decoded),
+                IoSlice::new(b"\r\n"),
+            ];
+            if !matches!(
+                tokio::time::timeout(stall, write_all_vectored(&mut conn.io, &mut bufs)).await,
+                Ok(Ok(()))
+            ) {
+                return Ok(false);
+            }
+            u.decoded = Vec::new();
+        }
+        loop {
+            // What is in the buffer goes first.
+            let pending = c.buf.len().saturating_sub(u.at);
+            match &mut u.rest {
+                Rest::Length(0) => {
+                    c.next = u.at;
+                    return Ok(true);
+                }
+                Rest::Length(left) => {
+                    if pending == 0 {
+                        c.buf.truncate(u.at.min(c.buf.len()));
+                        u.at = c.buf.len();
+                        match more_or_answer(c, conn, idle).await? {
+                            More::Client => continue,
+                            More::Backend => return Ok(false),
+                        }
+                    }
+                    let n = pending.min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let chunk = &c.buf[u.at..u.at + n];
+                    let w = tokio::time::timeout(stall, conn.io.write_all(chunk)).await;
+                    if !matches!(w, Ok(Ok(()))) {
+                        return Ok(false);
+                    }
+                    *left -= n as u64;
+                    u.at += n;
+                    // Reuse the buffer's room: drop what was sent.
+                    if u.at == c.buf.len() && *left > 0 {
+                        c.buf.truncate(0);
+                        u.at = 0;
+                    }
+                }
+                Rest::Chunked(dec) => {
+                    let (used, step) = dec
+                        .decode(c.buf.get(u.at..).unwrap_or_default())
+                        .map_err(|_| ProxyError::BadBody)?;
+                    let start = u.at;
+                    u.at += used;
+                    match step {
+                        Step::Data(r) => {
+                            let data = &c.buf[start + r.start..start + r.end];
+                            let line = chunked::size_line(data.len(), &mut size);
+                            let mut bufs = [
+                                IoSlice::new(line),
+                                IoSlice::new(data),
+                                IoSlice::new(b"\r\n"),
+                            ];
+                            let w = tokio::time::timeout(
+                                stall,
+                                write_all_vectored(&mut conn.io, &mut bufs),
+                            )
+                            .await;
+                            if !matches!(w, Ok(Ok(()))) {
+                                return Ok(false);
+                            }
+                        }
+                        Step::Done => {
+                            c.next = u.at;
+                            let w =
+                                tokio::time::timeout(stall, conn.io.write_all(chunked::LAST_CHUNK))
+                                    .await;
+                            return Ok(matches!(w, Ok(Ok(()))));
+                        }
+                        Step::NeedMore => {
+                            c.buf.truncate(u.at.min(c.buf.len()));
+                            if u.at == c.buf.len() {
+                                c.buf.clear();
+                                u.at = 0;
+                            }
+                            if more_or_answer(c, conn, idle).await? == More::Backend {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the request on the backend's HTTP/2 connection.
+    async fn attempt_h2(
+        &self,
+        c: &mut Client<'_>,
+        backend: &crate::backend::Backend,
+        h2: crate::upstream::H2Sender,
+        body: &mut Body,
+        reused: bool,
+    ) -> Result<Answer, Failure> {
+        let Some(held) = body.held(c.buf) else {
+            // Not yet: a streamed HTTP/1 upload to an HTTP/2 backend.
+            return Err(Failure {
+                error: ProxyError::BadGateway,
+                reason: Reason::None,
+                written: false,
+                reused,
+                answered: false,
+                timed_out: false,
+                client: Some(ProxyError::MethodNotSupported(
+                    "request bodies over 64 KiB to HTTP/2 backends are not supported yet",
+                )),
+            });
+        };
+        let body = match held.len() {
+            0 => ReqBody::Empty,
+            _ => ReqBody::Full(Some(Bytes::copy_from_slice(held))),
+        };
+        let Some(req) = to_http_request(c.out, body) else {
+            return Err(Failure::client(ProxyError::BadRequest(
+                "request cannot be sent over HTTP/2",
+            )));
+        };
+        let upload = super::body::Upload::default();
+        let send = crate::upstream::Upstreams::send_h2_pub(backend, h2, req, &upload, reused);
+        match tokio::time::timeout(self.config.timeouts.backend_response, send).await {
+            Ok(Ok(x)) => Ok(Answer::H2(x.response)),
+            Ok(Err(f)) => {
+                let mut fail = Failure::connect(f.error);
+                fail.written = f.request.is_none();
+                fail.reused = reused;
+                fail.error = ProxyError::BadGateway;
+                fail.reason = Reason::Reset;
+                Err(fail)
+            }
+            Err(_) => Err(Failure {
+                error: ProxyError::Timeout,
+                reason: Reason::Timeout,
+                written: true,
+                reused,
+                answered: false,
+                timed_out: true,
+                client: None,
+            }),
+        }
+    }
+
+    /// Relays a response to the client (or starts the tunnel a 101 opens).
+    #[allow(clippy::too_many_arguments)]
+    async fn relay_h1(
+        &self,
+        c: &mut Client<'_>,
+        head: &RequestHead,
+        body: &Body,
+        answer: Answer,
+        pick: Pick,
+        tunnel: bool,
+        in_flight: InFlightGuard,
+        done: &mut Done,
+    ) -> Result<After, ProxyError> {
+        let slot = &self.slots[pick.index];
+        let cookie = pick.set_cookie.then(|| slot.cookie.as_bytes());
+        let (mut conn, upload_done) = match answer {
+            Answer::Own(conn, upload_done) => (conn, upload_done),
+            Answer::H2(resp) => {
+                let status = resp.status().as_u16();
+                self.record_status(pick.index, status);
+                done.status = status;
+                return self.relay_h2(c, head, resp, cookie, in_flight, done).await;
+            }
+        };
+        let status = conn.head.status;
+        self.record_status(pick.index, status);
+        if status == 101 {
+            if !tunnel {
+                tracing::warn!(backend = %self.health.address(pick.index), "backend switched protocols unasked");
+                return Err(ProxyError::UpgradeNotSupported);
+            }
+            done.status = 101;
+            return Ok(self.tunnel(c, head, conn, in_flight).await);
+        }
+        // A chunked body whose first chunk line is already here and broken: nothing has
+        // gone to the client yet, so it gets a 502.
+        if conn.head.framing == Framing::Chunked {
+            let mut probe = Decoder::new(64 * 1024);
+            let after_head = conn.pending().get(conn.head.len..).unwrap_or_default();
+            if probe.decode(after_head).is_err() {
+                tracing::warn!(backend = %self.health.address(pick.index), "malformed chunked response");
+                self.health
+                    .record_failure(pick.index, Source::Request, Reason::BadResponse);
+                return Err(ProxyError::BadGateway);
+            }
+        }
+        let client_11 = head.version == Version::Http11;
+        let framing = match conn.head.framing {
+            Framing::None | Framing::Length(_) => OutFraming::AsIs,
+            Framing::Chunked | Framing::UntilClose if client_11 => OutFraming::Chunked,
+            Framing::Chunked | Framing::UntilClose => OutFraming::Close,
+        };
+        let body_done_reading = matches!(body, Body::Streaming(_)) && !upload_done;
+        let close = c.closing || !head.keep_alive() || body_done_reading;
+        c.out.clear();
+        let edits = ResponseEdits {
+            framing,
+            client: head.version,
+            close,
+            set_cookie: cookie,
+            tunnel: false,
+        };
+        encode::response_head(c.out, conn.pending(), &conn.head, &edits);
+        let head_len = conn.head.len;
+        conn.consume(head_len);
+        done.status = status;
+        let copied = self.copy_body(c, &mut conn, framing, done).await;
+        drop(in_flight);
+        let backend_clean = copied == Copied::Clean;
+        // A connection dialed for an upgrade the backend refused is not pooled.
+        if backend_clean
+            && !tunnel
+            && conn.head.keep_alive()
+            && upload_done
+            && conn.pending().is_empty()
+        {
+            slot.pool.checkin_own(*conn);
+        }
+        let whole = matches!(copied, Copied::Clean | Copied::CleanClosed);
+        if !whole || close || framing == OutFraming::Close {
+            return Ok(After::Close);
+        }
+        Ok(After::Next(usize::MAX))
+    }
+
+    fn record_status(&self, index: usize, status: u16) {
+        if self.config.health.passive_5xx && (500..600).contains(&status) {
+            self.health
+                .record_failure(index, Source::Request, Reason::Status5xx);
+        } else {
+            self.health.record_success(index, Source::Request);
+        }
+        if self.record {
+            self.health.stats(index).count_response(status);
+        }
+    }
+
+    /// Writes the response head (in `c.out`) and copies the body from the backend.
+    async fn copy_body(
+        &self,
+        c: &mut Client<'_>,
+        conn: &mut BackendConn,
+        framing: OutFraming,
+        done: &mut Done,
+    ) -> Copied {
+        let idle = self.config.timeouts.client_idle;
+        let stall = self.config.timeouts.backend_response;
+        let mut size = [0u8; 18];
+        let mut head_sent = false;
+        match conn.head.framing {
+            Framing::None => match write_timed(c.io, c.out, &[], idle).await {
+                true => Copied::Clean,
+                false => Copied::ClientGone,
+            },
+            Framing::Length(mut left) => loop {
+                let n = conn
+                    .pending()
+                    .len()
+                    .min(usize::try_from(left).unwrap_or(usize::MAX));
+                if n > 0 || !head_sent {
+                    let head: &[u8] = if head_sent { &[] } else { c.out };
+                    if !write_timed(c.io, head, &conn.pending()[..n], idle).await {
+                        return Copied::ClientGone;
+                    }
+                    head_sent = true;
+                    done.bytes += n as u64;
+                    conn.consume(n);
+                    left -= n as u64;
+                }
+                if left == 0 {
+                    return Copied::Clean;
+                }
+                match tokio::time::timeout(stall, conn.read_more()).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Copied::BackendFailed,
+                }
+            },
+            Framing::Chunked => {
+                let mut dec = Decoder::new(64 * 1024);
+                loop {
+                    let (used, step) = match dec.decode(conn.pending()) {
+                        Ok(x) => x,
+                        Err(_) => return Copied::BackendFailed,
+                    };
+                    match step {
+                        Step::Data(r) => {
+                            let data = &conn.pending()[r.clone()];
+                            let ok = match framing {
+                                OutFraming::Chunked => {
+                                    let line = chunked::size_line(data.len(), &mut size);
+                                    let head: &[u8] = if head_sent { &[] } else { c.out };
+                                    write_parts(c.io, &[head, line, data, b"\r\n"], idle).await
+                                }
+                                _ => {
+                                    let head: &[u8] = if head_sent { &[] } else { c.out };
+                                    write_timed(c.io, head, data, idle).await
+                                }
+                            };
+                            if !ok {
+                                return Copied::ClientGone;
+                            }
+                            head_sent = true;
+                            done.bytes += data.len() as u64;
+                            conn.consume(used);
+                        }
+                        Step::Done => {
+                            conn.consume(used);
+                            let head: &[u8] = if head_sent { &[] } else { c.out };
+                            let last: &[u8] = match framing {
+                                OutFraming::Chunked => chunked::LAST_CHUNK,
+                                _ => &[],
+                            };
+                            return match write_timed(c.io, head, last, idle).await {
+                                true => Copied::Clean,
+                                false => Copied::ClientGone,
+                            };
+                        }
+                        Step::NeedMore => {
+                            conn.consume(used);
+                            if !head_sent {
+                                // The head goes now: the first chunk may take a while.
+                                if !write_timed(c.io, c.out, &[], idle).await {
+                                    return Copied::ClientGone;
+                                }
+                                head_sent = true;
+                            }
+                            match tokio::time::timeout(stall, conn.read_more()).await {
+                                Ok(Ok(n)) if n > 0 => {}
+                                _ => return Copied::BackendFailed,
+                            }
+                        }
+                    }
+                }
+            }
+            Framing::UntilClose => loop {
+                let data = conn.pending();
+                let head: &[u8] = if head_sent { &[] } else { c.out };
+                if !data.is_empty() || !head_sent {
+                    let ok = match (framing, data.is_empty()) {
+                        (OutFraming::Chunked, false) => {
+                            let line = chunked::size_line(data.len(), &mut size);
+                            write_parts(c.io, &[head, line, data, b"\r\n"], idle).await
+                        }
+                        _ => write_timed(c.io, head, data, idle).await,
+                    };
+                    if !ok {
+                        return Copied::ClientGone;
+                    }
+                    head_sent = true;
+                    done.bytes += data.len() as u64;
+                    let n = data.len();
+                    conn.consume(n);
+                }
+                match tokio::time::timeout(stall, conn.read_more()).await {
+                    Ok(Ok(0)) => {
+                        let last: &[u8] = match framing {
+                            OutFraming::Chunked => chunked::LAST_CHUNK,
+                            _ => &[],
+                        };
+                        if !write_timed(c.io, &[], last, idle).await {
+                            return Copied::ClientGone;
+                        }
+                        // The backend closed: the connection is not reusable (Clean
+                        // here only means the body is whole).
+                        return Copied::CleanClosed;
+                    }
+                    Ok(Ok(_)) => {}
+                    _ => return Copied::BackendFailed,
+                }
+            },
+        }
+    }
+
+    /// Relays an HTTP/2 backend's response to the HTTP/1 client.
+    async fn relay_h2(
+        &self,
+        c: &mut Client<'_>,
+        head: &RequestHead,
+        resp: http::Response<hyper::body::Incoming>,
+        cookie: Option<&[u8]>,
+        in_flight: InFlightGuard,
+        done: &mut Done,
+    ) -> Result<After, ProxyError> {
+        let idle = self.config.timeouts.client_idle;
+        let stall = self.config.timeouts.backend_response;
+        let (mut parts, mut incoming) = resp.into_parts();
+        super::headers::rewrite_response(&mut parts.headers);
+        let no_body = head.method == Method::HEAD
+            || parts.status.is_informational()
+            || parts.status == http::StatusCode::NO_CONTENT
+            || parts.status == http::StatusCode::NOT_MODIFIED;
+        let length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
+        let client_11 = head.version == Version::Http11;
+        let framing = if no_body || length {
+            OutFraming::AsIs
+        } else if client_11 {
+            OutFraming::Chunked
+        } else {
+            OutFraming::Close
+        };
+        let close = c.closing || !head.keep_alive() || framing == OutFraming::Close;
+        c.out.clear();
+        write_http_head(c.out, &parts, cookie, framing, head.version, close);
+        if !write_timed(c.io, c.out, &[], idle).await {
+            return Ok(After::Close);
+        }
+        if !no_body {
+            let mut size = [0u8; 18];
+            loop {
+                let frame = match tokio::time::timeout(stall, incoming.frame()).await {
+                    Ok(Some(Ok(f))) => f,
+                    Ok(None) => break,
+                    _ => return Ok(After::Close),
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                done.bytes += data.len() as u64;
+                let ok = match framing {
+                    OutFraming::Chunked => {
+                        let line = chunked::size_line(data.len(), &mut size);
+                        write_parts(c.io, &[line, &data, b"\r\n"], idle).await
+                    }
+                    _ => write_timed(c.io, &[], &data, idle).await,
+                };
+                if !ok {
+                    return Ok(After::Close);
+                }
+            }
+            if framing == OutFraming::Chunked
+                && !write_timed(c.io, &[], chunked::LAST_CHUNK, idle).await
+            {
+                return Ok(After::Close);
+            }
+        }
+        drop(in_flight);
+        Ok(if close {
+            After::Close
+        } else {
+            After::Next(usize::MAX)
+        })
+    }
+
+    /// Answers the client's upgrade with the backend's 101 and copies bytes both ways
+    /// until either side closes or nothing moves for `client_idle`.
+    async fn tunnel(
+        &self,
+        c: &mut Client<'_>,
+        head: &RequestHead,
+        mut conn: Box<BackendConn>,
+        in_flight: InFlightGuard,
+    ) -> After {
+        c.out.clear();
+        let edits = ResponseEdits {
+            framing: OutFraming::AsIs,
+            client: head.version,
+            close: false,
+            set_cookie: None,
+            tunnel: true,
+        };
+        encode::response_head(c.out, conn.pending(), &conn.head, &edits);
+        let head_len = conn.head.len;
+        conn.consume(head_len);
+        let idle = self.config.timeouts.client_idle;
+        // The 101 and whatever the backend already sent past it.
+        if !write_timed(c.io, c.out, conn.pending(), idle).await {
+            return After::Close;
+        }
+        let n = conn.pending().len();
+        conn.consume(n);
+        // Bytes the client sent right behind its request head belong to the tunnel.
+        let from_client = c.buf.get(head.len..).unwrap_or_default();
+        if !from_client.is_empty()
+            && !matches!(
+                tokio::time::timeout(idle, conn.io.write_all(from_client)).await,
+                Ok(Ok(()))
+            )
+        {
+            return After::Close;
+        }
+        let _held = (in_flight, Rc::clone(c.open));
+        super::upgrade::splice(c.io, &mut conn.io, idle).await;
+        After::Close
+    }
+}
+
+/// End-of-request bookkeeping.
+struct Done {
+    start: Instant,
+    log: Option<access_log::Entry>,
+    bytes: u64,
+    backend: Option<usize>,
+    status: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Copied {
+    /// The whole body went to the client; the backend connection may be reused.
+    Clean,
+    /// The whole body went; the backend closed its connection to end it.
+    CleanClosed,
+    /// The client stopped taking bytes.
+    ClientGone,
+    /// The backend failed mid-body: the client's response is cut short.
+    BackendFailed,
+}
+
+/// Policy on a parsed head: what we refuse before any backend, and whether the
+/// request opens a tunnel (WebSocket).
+fn policy(head: &RequestHead, buf: &[u8]) -> Result<bool, ProxyError> {
+    for h in head.headers.iter().filter(|h| h.known == Known::Expect) {
+        if !h
+            .value
+            .of(buf)
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+        {
+            return Err(ProxyError::ExpectationFailed);
+        }
+    }
+    if head.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotSupported(
+            "CONNECT is not supported by this proxy",
+        ));
+    }
+    let Some(upgrade) = head.get(buf, Known::Upgrade) else {
+        return Ok(false);
+    };
+    if !head.connection.upgrade || head.version != Version::Http11 {
+        return Ok(false);
+    }
+    let name = |t: &[u8]| {
+        t.split(|&b| b == b'/')
+            .next()
+            .unwrap_or(t)
+            .to_ascii_lowercase()
+    };
+    let protocols = || upgrade.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+    if protocols().any(|t| name(t) == b"websocket") {
+        Ok(true)
+    } else if protocols().all(|t| name(t) == b"h2c") {
+        Ok(false)
+    } else {
+        Err(ProxyError::UpgradeRefused)
+    }
+}
+
+/// Reads the body up to the replay limit: held whole if it ends within it.
+async fn read_body(
+    c: &mut Client<'_>,
+    head: &RequestHead,
+    idle: Duration,
+) -> Result<Body, ProxyError> {
+    let expects =
+        head.version == Version::Http11 && head.headers.iter().any(|h| h.known == Known::Expect);
+    match head.framing {
+        Framing::None | Framing::UntilClose => Ok(Body::Empty),
+        Framing::Length(n) => {
+            let want = head.len as u64 + n;
+            if expects && (c.buf.len() as u64) < want {
+                send_continue(c, idle).await?;
+            }
+            if n as usize > REPLAY_LIMIT {
+                return Ok(Body::Streaming(Box::new(Upload {
+                    at: head.len,
+                    decoded: Vec::new(),
+                    rest: Rest::Length(n - (c.buf.len() - head.len).min(n as usize) as u64),
+                })));
+            }
+            while (c.buf.len() as u64) < want {
+                if !read_client(c, idle).await? {
+                    return Err(ProxyError::BadBody);
+                }
+            }
+            c.next = want as usize;
+            Ok(Body::InBuf(head.len..want as usize))
+        }
+        Framing::Chunked => {
+            if expects && c.buf.len() == head.len {
+                send_continue(c, idle).await?;
+            }
+            let mut dec = Decoder::new(64 * 1024);
+            let mut decoded = Vec::new();
+            let mut at = head.len;
+            loop {
+                let (used, step) = dec
+                    .decode(c.buf.get(at..).unwrap_or_default())
+                    .map_err(|_| ProxyError::BadBody)?;
+                match step {
+                    Step::Data(r) => {
+                        decoded.extend_from_slice(&c.buf[at + r.start..at + r.end]);
+                        at += used;
+                        if decoded.len() > REPLAY_LIMIT {
+                            return Ok(Body::Streaming(Box::new(Upload {
+                                at,
+                                decoded,
+                                rest: Rest::Chunked(dec),
+                            })));
+                        }
+                    }
+                    Step::Done => {
+                        at += used;
+                        // The bytes the chunks took in the buffer are used up: the
+                        // next request starts after them.
+                        c.buf.drain(head.len..at);
+                        c.next = head.len;
+                        return Ok(Body::Decoded(decoded));
+                    }
+                    Step::NeedMore => {
+                        at += used;
+                        if !read_client(c, idle).await? {
+                            return Err(ProxyError::BadBody);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What came first while an upload waited for the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum More {
+    /// More of the body.
+    Client,
+    /// The backend answered (or closed) before taking the whole body.
+    Backend,
+}
+
+/// Waits for more of the client's body, or for the backend to answer early.
+async fn more_or_answer(
+    c: &mut Client<'_>,
+    conn: &mut BackendConn,
+    idle: Duration,
+) -> Result<More, ProxyError> {
+    tokio::select! {
+        r = read_client(c, idle) => match r? {
+            true => Ok(More::Client),
+            false => Err(ProxyError::BadBody),
+        },
+        _ = conn.read_more() => Ok(More::Backend),
+    }
+}
+
+async fn send_continue(c: &mut Client<'_>, idle: Duration) -> Result<(), ProxyError> {
+    match tokio::time::timeout(idle, c.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(ProxyError::ClientBodyTimeout),
+    }
+}
+
+/// Reads more of the client's bytes; false at end of stream.
+async fn read_client(c: &mut Client<'_>, idle: Duration) -> Result<bool, ProxyError> {
+    c.buf.reserve(16 * 1024);
+    match tokio::time::timeout(idle, c.io.read_buf(c.buf)).await {
+        Ok(Ok(0)) => Ok(false),
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(_)) => Err(ProxyError::BadBody),
+        Err(_) => Err(ProxyError::ClientBodyTimeout),
+    }
+}
+
+/// Writes `head` then `body` to the client, bounded by the write-stall clock.
+async fn write_timed(io: &mut ClientStream, head: &[u8], body: &[u8], idle: Duration) -> bool {
+    write_parts(io, &[head, body], idle).await
+}
+
+async fn write_parts(io: &mut ClientStream, parts: &[&[u8]], idle: Duration) -> bool {
+    let mut slices: [IoSlice<'_>; 4] = [IoSlice::new(&[]); 4];
+    for (s, p) in slices.iter_mut().zip(parts) {
+        *s = IoSlice::new(p);
+    }
+    let n = parts.len().min(4);
+    let write = async {
+        write_all_vectored(io, &mut slices[..n])
+            .await
+            .map_err(|(e, _)| e)?;
+        io.flush().await
+    };
+    matches!(tokio::time::timeout(idle, write).await, Ok(Ok(())))
+}
+
+/// Serialises an `http` response head for an HTTP/1 client.
+fn write_http_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    cookie: Option<&[u8]>,
+    framing: OutFraming,
+    client: Version,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(c) = cookie {
+        out.extend_from_slice(b"set-cookie: ");
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        OutFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        OutFraming::Close => {}
+        OutFraming::AsIs => {}
+    }
+    if close || framing == OutFraming::Close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if client == Version::Http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Rebuilds an HTTP/1.1 head we wrote (`head`) as an `http::Request` for an HTTP/2
+/// backend.
+fn to_http_request(head: &[u8], body: ReqBody) -> Option<http::Request<ReqBody>> {
+    let mut headers = [httparse::EMPTY_HEADER; crate::http1::request::MAX_HEADERS + 8];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).ok()?;
+    let mut b = http::Request::builder()
+        .method(req.method?)
+        .uri(req.path?)
+        .version(http::Version::HTTP_11);
+    for h in req.headers.iter() {
+        let known = Known::of(h.name.as_bytes());
+        if known == Known::TransferEncoding || known == Known::ContentLength {
+            continue;
+        }
+        b = b.header(h.name, h.value);
+    }
+    b.body(body).ok()
+}

@@ -1,0 +1,182 @@
+//! HTTP/1 client connections on our own codec: one task per connection.
+//!
+//! The task alternates between two states, and the difference is memory:
+//! - **idle** (after accept, and after [`PARK_AFTER`] without a request): it holds the
+//!   socket and nothing else, waiting for readiness, the idle deadline or a drain.
+//!   This is "parked"; the `switchyard_connections_parked` gauge counts it.
+//! - **busy** ([`busy`], boxed so the idle state stays small): it owns a read buffer
+//!   (1 KiB to start, as nginx's `client_header_buffer_size`, grown only for what
+//!   arrives), parses each head once ([`request::parse`]), answers a head it refuses
+//!   with the status and one-line text body of [`RequestError`] and closes, and hands
+//!   a good head to [`Proxy::serve_h1`], which runs the request inline. Pipelined
+//!   bytes stay in the buffer for the next turn.
+//!
+//! "Between messages" is a plain fact here: the previous response is written and the
+//! buffer holds no byte of a next head. The clocks are deadlines in this state, not
+//! wrappers around the socket: `client_idle` while between messages, `client_header`
+//! from the first byte of a head to its end (then a 408 with a text body), and the
+//! request path's own deadlines after that.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use super::conn_io::ClientStream;
+use super::worker::{ClientCtx, ParkedCount, tls_has_plaintext, wait_parked};
+use crate::http1::encode;
+use crate::http1::request::{self, RequestError, RequestHead};
+use crate::proxy::h1::{After, Client};
+
+/// How long a connection between requests keeps its buffers before it parks.
+pub const PARK_AFTER: Duration = Duration::from_millis(20);
+
+/// The first read buffer of a busy connection.
+const FIRST_BUFFER: usize = 1024;
+
+/// Why a busy period ended.
+enum Turn {
+    /// Nothing arrived for [`PARK_AFTER`]: give the buffers back and wait.
+    Park,
+    Close,
+}
+
+/// Serves an HTTP/1 connection until it closes.
+pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx) {
+    let idle = ctx.current.borrow().timeouts().client_idle;
+    let mut deadline = Instant::now() + idle;
+    let addr = ctx.peer.ip().to_string();
+    let open: Rc<dyn std::any::Any> = ctx.guard.clone();
+    loop {
+        let parked = ParkedCount::new(&ctx.guard);
+        let wake = tls_has_plaintext(&mut io) || wait_parked(&io, deadline, ctx.conns()).await;
+        drop(parked);
+        if !wake {
+            return;
+        }
+        let turn = Box::pin(busy(&mut io, &ctx, addr.as_bytes(), &open, &mut deadline)).await;
+        match turn {
+            Turn::Park => continue,
+            Turn::Close => return,
+        }
+    }
+}
+
+/// Serves requests while they come; returns when the connection has been between
+/// messages for [`PARK_AFTER`], or must close.
+async fn busy(
+    io: &mut ClientStream,
+    ctx: &ClientCtx,
+    addr: &[u8],
+    open: &Rc<dyn std::any::Any>,
+    idle_deadline: &mut Instant,
+) -> Turn {
+    let (limits, timeouts) = {
+        let p = ctx.current.borrow();
+        (p.head_limits(), p.timeouts())
+    };
+    let proto: &'static [u8] = if ctx.https { b"https" } else { b"http" };
+    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_BUFFER);
+    let mut out: Vec<u8> = Vec::new();
+    let mut head = RequestHead::default();
+    loop {
+        // Read one head.
+        let mut scanned = 0;
+        let mut head_deadline = None;
+        loop {
+            if !buf.is_empty() {
+                head_deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header);
+                match request::parse(&buf, scanned, &limits, &mut head) {
+                    Ok(request::Status::Complete) => break,
+                    Ok(request::Status::Partial { scanned: s }) => scanned = s,
+                    Err(e) => {
+                        refuse(io, ctx, &mut out, e, timeouts.client_idle).await;
+                        return Turn::Close;
+                    }
+                }
+            } else if ctx.conns().draining.get() {
+                return Turn::Close;
+            }
+            let (until, parking) = match head_deadline {
+                Some(d) => (d, false),
+                None => {
+                    let park = Instant::now() + PARK_AFTER;
+                    (park.min(*idle_deadline), park < *idle_deadline)
+                }
+            };
+            if buf.capacity() - buf.len() < 512 {
+                buf.reserve(buf.capacity().max(FIRST_BUFFER));
+            }
+            let read = tokio::select! {
+                r = io.read_buf(&mut buf) => Some(r),
+                _ = tokio::time::sleep_until(until) => None,
+                _ = ctx.conns().drain.notified(), if head_deadline.is_none() => return Turn::Close,
+            };
+            match read {
+                Some(Ok(0)) | Some(Err(_)) => return Turn::Close,
+                Some(Ok(_)) => {}
+                None if parking => return Turn::Park,
+                None if head_deadline.is_some() => {
+                    let e = crate::proxy::error_response::ProxyError::HeadTimeout;
+                    answer(io, ctx, &mut out, &e, timeouts.client_idle).await;
+                    return Turn::Close;
+                }
+                None => return Turn::Close,
+            }
+        }
+        let proxy = Rc::clone(&ctx.current.borrow());
+        let mut client = Client {
+            io,
+            buf: &mut buf,
+            out: &mut out,
+            addr,
+            proto,
+            closing: ctx.conns().draining.get(),
+            open,
+            next: usize::MAX,
+        };
+        let after = proxy.serve_h1(&mut client, &head).await;
+        let next = client.next;
+        drop(proxy);
+        match after {
+            After::Next(_) if next <= buf.len() => {
+                buf.drain(..next);
+            }
+            _ => return Turn::Close,
+        }
+        *idle_deadline = Instant::now() + timeouts.client_idle;
+    }
+}
+
+/// Answers a head we refuse, then the connection closes.
+async fn refuse(
+    io: &mut ClientStream,
+    ctx: &ClientCtx,
+    out: &mut Vec<u8>,
+    e: RequestError,
+    idle: Duration,
+) {
+    let err = crate::proxy::error_response::ProxyError::from_head(e);
+    answer(io, ctx, out, &err, idle).await;
+}
+
+async fn answer(
+    io: &mut ClientStream,
+    ctx: &ClientCtx,
+    out: &mut Vec<u8>,
+    err: &crate::proxy::error_response::ProxyError,
+    idle: Duration,
+) {
+    ctx.current.borrow().count_local(err);
+    let (status, text, _) = err.text();
+    out.clear();
+    encode::local_response(out, status, text.as_bytes(), true);
+    let write = async {
+        use tokio::io::AsyncWriteExt;
+        io.write_all(out).await?;
+        io.flush().await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(idle, write).await;
+}
