@@ -1032,20 +1032,7 @@ fn policy(head: &RequestHead, buf: &[u8]) -> Result<bool, ProxyError> {
     if !head.connection.upgrade || head.version != Version::Http11 {
         return Ok(false);
     }
-    let name = |t: &[u8]| {
-        t.split(|&b| b == b'/')
-            .next()
-            .unwrap_or(t)
-            .to_ascii_lowercase()
-    };
-    let protocols = || upgrade.split(|&b| b == b',').map(<[u8]>::trim_ascii);
-    if protocols().any(|t| name(t) == b"websocket") {
-        Ok(true)
-    } else if protocols().all(|t| name(t) == b"h2c") {
-        Ok(false)
-    } else {
-        Err(ProxyError::UpgradeRefused)
-    }
+    super::upgrade::requested(upgrade)
 }
 
 /// Reads the body up to the replay limit: held whole if it ends within it.

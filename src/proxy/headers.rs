@@ -106,13 +106,6 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &HeaderValue, proto: &He
     append_joined(headers, &header::VIA, &HeaderValue::from_static(VIA_VALUE));
 }
 
-/// Puts back `Connection: upgrade` and the `Upgrade` value of a request (or 101
-/// response) that becomes a tunnel: the one case where they travel end to end.
-pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, upgrade);
-}
-
 /// Rewrites a backend response's headers for the client.
 pub fn rewrite_response(headers: &mut HeaderMap) {
     // A response framed by Transfer-Encoding was decoded by that framing; a

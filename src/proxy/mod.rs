@@ -247,11 +247,6 @@ impl Proxy {
             }
         };
         busy.0 = None;
-        if conn.clock.lost_sync() {
-            // We can no longer vouch for where the next request starts: end here.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         if self.record || log.is_some() {
             let stats = backend
                 .filter(|_| self.record)
@@ -272,18 +267,7 @@ impl Proxy {
         conn: &ClientConn,
         req: Request<Incoming>,
     ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
-        if conn.clock.next_request_ambiguous() {
-            return Err(ProxyError::BadRequest(
-                "Content-Length together with Transfer-Encoding is ambiguous",
-            ));
-        }
         guard::check(&req, &self.config.limits)?;
-        // A WebSocket upgrade becomes a tunnel once the backend agrees (101). Only
-        // HTTP/1.1 has `Upgrade` (HTTP/2 refuses connection-specific headers).
-        let tunnel = match req.version() {
-            Version::HTTP_11 => upgrade::requested(req.headers())?,
-            _ => None,
-        };
         let (mut parts, incoming) = req.into_parts();
 
         let upload = Rc::new(Upload::default());
@@ -297,9 +281,6 @@ impl Proxy {
 
         to_origin_form(&mut parts.uri, &mut parts.headers);
         headers::rewrite_request(&mut parts.headers, &conn.addr_value, &conn.proto);
-        if let Some(token) = &tunnel {
-            headers::restore_upgrade(&mut parts.headers, token.clone());
-        }
         // An HTTP/1.0 request may lack Host; the backend gets its own address then.
         let needs_host =
             parts.version == Version::HTTP_10 && !parts.headers.contains_key(header::HOST);
@@ -369,7 +350,7 @@ impl Proxy {
                 .attempt(backend, slot, req, replay.as_ref(), host, &upload)
                 .await
             {
-                Ok(mut exchange) => {
+                Ok(exchange) => {
                     let status = exchange.response.status();
                     if self.config.health.passive_5xx && status.is_server_error() {
                         self.health
@@ -378,22 +359,9 @@ impl Proxy {
                         self.health.record_success(pick.index, Source::Request);
                     }
                     if status == http::StatusCode::SWITCHING_PROTOCOLS {
-                        if tunnel.is_none() {
-                            // Nobody asked for it: a bare 101 would strand the client.
-                            tracing::warn!(backend = %backend.address, "backend switched protocols unasked");
-                            return Err(ProxyError::UpgradeNotSupported);
-                        }
-                        if self.record {
-                            self.health.stats(pick.index).count_response(101);
-                        }
-                        let idle = self.config.timeouts.client_idle;
-                        let resp = upgrade::start(conn, exchange, in_flight, idle);
-                        return Ok((resp, pick.index));
-                    }
-                    if tunnel.is_some() {
-                        // A refused upgrade's connection was dialed for it alone (HTTP/1.1
-                        // even to an HTTP/2 backend): it closes after this response.
-                        exchange.conn = None;
+                        // HTTP/2 has no upgrades: a bare 101 would strand the client.
+                        tracing::warn!(backend = %backend.address, "backend switched protocols unasked");
+                        return Err(ProxyError::UpgradeNotSupported);
                     }
                     let resp = self.relay(conn, exchange, pick, slot, in_flight, upload);
                     return Ok((resp, pick.index));
@@ -445,24 +413,13 @@ impl Proxy {
     ) -> Result<Exchange, AttemptError> {
         upload.sent_at.set(None);
         upload.progress_at.set(Some(Instant::now()));
-        // An upgrade takes its connection for good: never a pooled one.
-        let is_upgrade = req.headers().contains_key(header::UPGRADE);
         let failed = {
             // Scoped, so that its storage ends before the retry's begins.
-            let first = std::pin::pin!(async {
-                if is_upgrade {
-                    // Boxed: upgrades are rare; their dial stays out of every request.
-                    Box::pin(
-                        self.upstreams
-                            .send_upgrade(backend, slot.tls(), req, upload),
-                    )
-                    .await
-                } else {
+            let first =
+                std::pin::pin!(
                     self.upstreams
                         .send(backend, slot.tls(), &slot.pool, req, upload)
-                        .await
-                }
-            });
+                );
             match self.with_response_timeout(first, upload).await {
                 Err(timeout) => return Err(AttemptError::timed_out(timeout)),
                 Ok(Ok(x)) => return Ok(x),

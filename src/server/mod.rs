@@ -17,7 +17,6 @@ pub mod h1;
 pub mod listener;
 pub mod master;
 pub mod signals;
-pub mod sniff;
 pub mod worker;
 
 use std::io;

@@ -13,10 +13,9 @@
 //! deadline passes.
 //!
 //! Each client connection is a task: TLS (when the listener terminates it), then
-//! hyper's HTTP/2 or HTTP/1 server. An HTTP/1 connection idle for a moment *parks*: its
-//! task ends, dropping hyper's buffers, and a small task holding only the socket waits
-//! for the next byte (see `conn_io` for when, and `serve_http1` for how). Parked
-//! connections are counted in the `switchyard_connections_parked` gauge.
+//! hyper's HTTP/2 server (ALPN `h2`) or our own HTTP/1 one (`server::h1`), whose idle
+//! connections *park*: they hold the socket alone while they wait for a next request
+//! (counted in the `switchyard_connections_parked` gauge).
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -25,13 +24,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-use super::conn_io::{ClientStream, ConnState, TimedIo, Upgraded};
+use super::conn_io::{ClientStream, ConnState, TimedIo};
 use super::{RunState, Snapshot};
 use crate::config::Config;
 use crate::health::shared::Ledger;
@@ -136,24 +135,14 @@ async fn sweep_pools(current: Current) {
     }
 }
 
-/// hyper's connection settings, made once per worker (limits are restart-only).
+/// hyper's HTTP/2 connection settings, made once per worker (limits are restart-only).
 struct Builders {
-    h1: http1::Builder,
     h2: http2::Builder<LocalExec>,
 }
 
 impl Builders {
     fn new(config: &Config) -> Builders {
         let limits = &config.limits;
-        let mut h1 = http1::Builder::new();
-        h1.keep_alive(true)
-            .half_close(false)
-            .header_read_timeout(None)
-            .max_headers(limits.headers)
-            // Room for our own limits to be the ones that answer (with a text body).
-            .max_buf_size((limits.request_line + limits.header_section + 4096).max(8192));
-        // Not `pipeline_flush`: it defers flushing while unread bytes are buffered, which
-        // also swallows hyper's automatic 400 for a malformed head.
         let mut h2 = http2::Builder::new(LocalExec);
         // Pings find a client that vanished or stopped reading while streams are open
         // (the idle clock covers connections without streams). HPACK-decoded headers
@@ -164,7 +153,7 @@ impl Builders {
             .keep_alive_interval(crate::upstream::H2_PING_INTERVAL)
             .keep_alive_timeout(crate::upstream::H2_PING_TIMEOUT)
             .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX));
-        Builders { h1, h2 }
+        Builders { h2 }
     }
 }
 
@@ -187,7 +176,7 @@ impl Drop for OpenGuard {
     }
 }
 
-/// What a client connection keeps between its tasks (served by hyper, or parked).
+/// What a client connection's task knows of it.
 pub(super) struct ClientCtx {
     pub(super) peer: std::net::SocketAddr,
     pub(super) https: bool,
@@ -274,11 +263,9 @@ fn serve(
         };
         let result = if h2 {
             serve_http2(io, &ctx).await
-        } else if own_http1() {
+        } else {
             super::h1::serve(io, ctx).await;
             Ok(())
-        } else {
-            serve_http1(io, ctx, None).await
         };
         if let Err(e) = result {
             tracing::debug!(%peer, "client connection ended: {e}");
@@ -286,24 +273,15 @@ fn serve(
     });
 }
 
-/// Whether HTTP/1 clients are served by our own codec (`SWITCHYARD_HTTP1=hyper` keeps
-/// hyper's server while the move is under way).
-fn own_http1() -> bool {
-    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OWN.get_or_init(|| std::env::var("SWITCHYARD_HTTP1").map_or(true, |v| v != "hyper"))
-}
-
 /// Serves an HTTP/2 connection until the client closes it, a drain or the idle clock
 /// asks for a graceful close (GOAWAY).
 async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
     let timeouts = ctx.current.borrow().timeouts();
-    let clock = Rc::new(ConnState::new(timeouts.client_idle, timeouts.client_header));
-    // HTTP/2 multiplexes: an idle clock while no stream is open, no HTTP/1 framing to
-    // follow.
-    clock.multiplex();
+    // HTTP/2 multiplexes: an idle clock while no stream is open.
+    let clock = Rc::new(ConnState::new(timeouts.client_idle));
     let client = ClientConn::new(ctx.peer, Rc::clone(&clock), ctx.https, ctx.guard.clone());
     let svc = service(Rc::clone(&ctx.current), Rc::new(client));
-    let io = TokioIo::new(TimedIo::new(io, Rc::clone(&clock), bytes::Bytes::new()));
+    let io = TokioIo::new(TimedIo::new(io, Rc::clone(&clock)));
     // Boxed: HTTP/2 state is large, and keeping it out of line keeps every HTTP/1
     // connection task small.
     let mut conn = Box::pin(ctx.builder.h2.serve_connection(io, svc));
@@ -313,7 +291,7 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
         false => tokio::select! {
             r = conn.as_mut() => Some(r),
             _ = conns.drain.notified() => None,
-            _ = clock.park_due() => None,
+            _ = clock.close_due() => None,
         },
     };
     match ended {
@@ -322,90 +300,6 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-    }
-}
-
-/// Serves an HTTP/1 connection with hyper while requests come. After [`PARK_AFTER`]
-/// without one it parks: hyper's state and this task end, and a small task holding
-/// only the socket ([`parked`]) waits for the next byte to start this again. Ends
-/// when the client or hyper closes, a drain closes it, or an upgrade hands the socket
-/// to its tunnel.
-async fn serve_http1(
-    mut io: ClientStream,
-    ctx: ClientCtx,
-    parked_until: Option<tokio::time::Instant>,
-) -> hyper::Result<()> {
-    let timeouts = ctx.current.borrow().timeouts();
-    let (idle, header) = (timeouts.client_idle, timeouts.client_header);
-    let clock = Rc::new(match parked_until {
-        None => ConnState::new(idle, header),
-        Some(deadline) => ConnState::resumed(idle, header, deadline),
-    });
-    let client = ClientConn::new(ctx.peer, Rc::clone(&clock), ctx.https, ctx.guard.clone());
-    let svc = service(Rc::clone(&ctx.current), Rc::new(client));
-    let conns = ctx.conns();
-    let mut unread = bytes::Bytes::new();
-    loop {
-        let timed = TimedIo::new(io, Rc::clone(&clock), std::mem::take(&mut unread));
-        // Boxed: hyper's state is large and goes away when the connection parks.
-        let conn = ctx
-            .builder
-            .h1
-            .serve_connection(TokioIo::new(timed), svc.clone());
-        let mut conn = Box::pin(conn);
-        let mut stopping = false;
-        let done = loop {
-            if !stopping && conns.draining.get() {
-                conn.as_mut().graceful_shutdown();
-                stopping = true;
-            }
-            tokio::select! {
-                // The park first: hyper, polled first, could start on a request that
-                // just arrived, and a shutdown then would close after its response.
-                biased;
-                _ = clock.park_due(), if !stopping => {
-                    // Re-checked: a stale wake-up, or bytes of a request since.
-                    if clock.park_confirmed() {
-                        conn.as_mut().graceful_shutdown();
-                        stopping = true;
-                    }
-                }
-                _ = conns.drain.notified(), if !stopping => {}
-                r = conn.as_mut() => break r,
-            }
-        };
-        done?;
-        // hyper is done with the socket. Closed for good (by the client, `Connection:
-        // close`, a drain...) unless it is parked or upgraded: then `TimedIo` left it
-        // open, and it is taken back.
-        let upgrade = clock.take_upgrade();
-        if upgrade.is_none() && !clock.take_park_request() {
-            return Ok(());
-        }
-        let parts = std::pin::Pin::into_inner(conn).into_parts();
-        let (stream, not_read) = parts.io.into_inner().into_inner();
-        // What hyper read but did not use, then what it never read. A copy: the `Bytes`
-        // hyper hands back keeps its whole 8 KiB read buffer alive.
-        let rest = match (parts.read_buf.is_empty(), not_read.is_empty()) {
-            (true, _) => not_read,
-            (false, true) => bytes::Bytes::copy_from_slice(&parts.read_buf),
-            (false, false) => [&parts.read_buf[..], &not_read[..]].concat().into(),
-        };
-        if let Some(tunnel) = upgrade {
-            let _ = tunnel.send(Upgraded {
-                io: stream,
-                read_buf: rest,
-            });
-            return Ok(());
-        }
-        if rest.is_empty() {
-            let deadline = clock.deadline();
-            tokio::task::spawn_local(parked(stream, ctx, deadline));
-            return Ok(());
-        }
-        // Bytes of a next request already read: serve them at once.
-        unread = rest;
-        io = stream;
     }
 }
 
@@ -428,34 +322,8 @@ impl Drop for ParkedCount<'_> {
     }
 }
 
-/// A parked HTTP/1 connection: its own small task holding the socket and `ctx`, until
-/// the client sends its next byte (then hyper serves it again in a new task), the idle
-/// clock runs out, or a drain closes it.
-async fn parked(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Instant) {
-    let mut stream = stream;
-    let counted = ParkedCount::new(&ctx.guard);
-    let wake = tls_has_plaintext(&mut stream) || wait_parked(&stream, deadline, ctx.conns()).await;
-    drop(counted);
-    if wake {
-        resume(stream, ctx, deadline);
-    }
-    // Else dropped: closed (without a TLS close_notify, which would take a task of
-    // its own; clients treat an idle close without it like any other).
-}
-
-/// Serves a parked connection again, in a task of its own (kept out of `parked`, whose
-/// future stays small).
-fn resume(stream: ClientStream, ctx: ClientCtx, deadline: tokio::time::Instant) {
-    tokio::task::spawn_local(async move {
-        let peer = ctx.peer;
-        if let Err(e) = serve_http1(stream, ctx, Some(deadline)).await {
-            tracing::debug!(%peer, "client connection ended: {e}");
-        }
-    });
-}
-
-/// True when TLS has already decrypted bytes that hyper has not read: readiness of the
-/// socket would never announce them.
+/// True when TLS has already decrypted bytes not yet read: readiness of the socket
+/// would never announce them.
 pub(super) fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
     match stream {
         ClientStream::Plain(_) => false,

@@ -274,27 +274,6 @@ impl Upstreams {
         }
     }
 
-    /// Sends an upgrade request (WebSocket) on a new HTTP/1.1 connection of its own:
-    /// an upgrade consumes its connection, and HTTP/2 has no `Upgrade`. A TLS backend
-    /// is offered only `http/1.1`; an h2c backend is spoken HTTP/1.1 to for this one
-    /// request (servers that take h2c usually take HTTP/1.1 on the same port).
-    pub async fn send_upgrade(
-        &self,
-        backend: &Backend,
-        tls: TlsChoice<'_>,
-        req: Request<ReqBody>,
-        upload: &Upload,
-    ) -> Result<Exchange, Failed> {
-        match Box::pin(self.dial_http1(backend, tls)).await {
-            Ok(conn) => Self::send_on(conn, req, upload, false).await,
-            Err(error) => Err(Failed {
-                error,
-                request: Some(req),
-                reused: false,
-            }),
-        }
-    }
-
     /// Sends `req` on HTTP/1 connection `conn`.
     async fn send_on(
         mut conn: Conn,
@@ -428,16 +407,6 @@ impl Upstreams {
         self.handshake_h1(stream).await.map(Dialed::H1)
     }
 
-    /// Dials `backend` for HTTP/1.1 whatever it would otherwise speak.
-    async fn dial_http1(
-        &self,
-        backend: &Backend,
-        tls: TlsChoice<'_>,
-    ) -> Result<Conn, UpstreamError> {
-        let stream = self.open(backend, tls, true).await?;
-        self.handshake_h1(stream).await
-    }
-
     /// TCP (and TLS) to `backend`, bounded by `timeouts.connect`.
     async fn open(
         &self,
@@ -481,7 +450,7 @@ impl Upstreams {
             .await
             .map_err(UpstreamError::Send)?;
         let task = tokio::task::spawn_local(async move {
-            if let Err(e) = conn.with_upgrades().await {
+            if let Err(e) = conn.await {
                 tracing::debug!("backend connection ended: {e}");
             }
         });
