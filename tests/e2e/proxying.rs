@@ -322,3 +322,144 @@ fn multi_piece_bodies_arrive_byte_for_byte() {
     assert_eq!(got[1].body.len(), big.len());
     assert!(got[1].body == big, "large body corrupted");
 }
+
+/// Header lines go through as the client wrote them, name case and order kept, minus
+/// the hop-by-hop ones, with the forwarding headers edited; the response's lines come
+/// back with their case kept too.
+#[test]
+fn header_case_and_order_are_kept_both_ways() {
+    let be = TestBackend::start(|_| {
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nX-Resp-Mixed: a\r\nx-resp-lower: b\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: 1\r\nX-RESP-UPPER: c\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        )
+    });
+    let lb = Balancer::new().backend(be.addr).start();
+    let r = raw(
+        lb.addr,
+        b"GET /case HTTP/1.1\r\nHost: a\r\nX-Mixed-Case: v\r\nConnection: keep-alive, X-Hop\r\nx-lower: w\r\nX-Hop: gone\r\nKeep-Alive: 300\r\nTE: trailers\r\nX-Forwarded-For: 203.0.113.7\r\nX-UPPER: z\r\nx-forwarded-for: 198.51.100.1\r\nX-Forwarded-Proto: https\r\nVia: 1.0 edge\r\nX-Last: 1\r\n\r\n",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let got = &be.requests()[0];
+    let forwarding = ["x-forwarded-for", "x-forwarded-proto", "via"];
+    let lines: Vec<(String, String)> = got
+        .headers
+        .iter()
+        .filter(|(k, _)| !forwarding.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("Host", "a"),
+        ("X-Mixed-Case", "v"),
+        ("x-lower", "w"),
+        ("X-UPPER", "z"),
+        ("X-Last", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(lines, want, "all lines: {:?}", got.headers);
+    let once = |name: &str| {
+        let all: Vec<String> = got
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        assert_eq!(all.len(), 1, "{name}: {:?}", got.headers);
+        all[0].clone()
+    };
+    assert_eq!(
+        once("x-forwarded-for"),
+        "203.0.113.7, 198.51.100.1, 127.0.0.1"
+    );
+    assert_eq!(once("x-forwarded-proto"), "http");
+    assert_eq!(once("via"), "1.0 edge, 1.1 switchyard");
+
+    let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|k| *k == n)
+            .unwrap_or_else(|| panic!("no {n:?} (case kept) in {names:?}"))
+    };
+    assert!(
+        pos("X-Resp-Mixed") < pos("x-resp-lower") && pos("x-resp-lower") < pos("X-RESP-UPPER"),
+        "{names:?}"
+    );
+    assert!(r.header("x-resp-hop").is_none(), "{:?}", r.headers);
+}
+
+/// Three requests in one write, each framed differently, get three responses in
+/// order on the one connection, and each body reaches the backend whole.
+#[test]
+fn pipelined_requests_of_every_framing() {
+    let be = TestBackend::start(|r| {
+        Reply::ok(&format!(
+            "{} {}",
+            r.target,
+            String::from_utf8_lossy(&r.body)
+        ))
+    });
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    c.send(
+        b"GET /get HTTP/1.1\r\nHost: a\r\n\r\n\
+POST /length HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n",
+    );
+    let bodies: Vec<String> = (0..3).map(|_| c.read_response().text()).collect();
+    assert_eq!(bodies, ["/get ", "/length hello", "/chunked Wikipedia"]);
+    // Still the same connection, still usable.
+    assert_eq!(c.get("/after").text(), "/after ");
+    let got = be.requests();
+    let seen: Vec<(&str, &str, &[u8])> = got
+        .iter()
+        .map(|r| (r.method.as_str(), r.target.as_str(), r.body.as_slice()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "/get", &b""[..]),
+            ("POST", "/length", b"hello"),
+            ("POST", "/chunked", b"Wikipedia"),
+            ("GET", "/after", b""),
+        ]
+    );
+
+    // The same with bodies over the 64 KiB held whole, so they stream.
+    let big = vec![b'x'; 100_000];
+    let mut msg =
+        b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in big.chunks(30_000) {
+        msg.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        msg.extend_from_slice(piece);
+        msg.extend_from_slice(b"\r\n");
+    }
+    msg.extend_from_slice(b"0\r\n\r\n");
+    msg.extend_from_slice(
+        format!(
+            "POST /length HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    msg.extend_from_slice(&big);
+    msg.extend_from_slice(b"GET /get HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.send(&msg);
+    let statuses: Vec<u16> = (0..3).map(|_| c.read_response().status).collect();
+    assert_eq!(statuses, [200, 200, 200]);
+    let got = be.requests();
+    let seen: Vec<(&str, usize)> = got[4..]
+        .iter()
+        .map(|r| (r.target.as_str(), r.body.len()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("/chunked", big.len()), ("/length", big.len()), ("/get", 0)]
+    );
+    assert!(
+        got[4].body == big && got[5].body == big,
+        "a streamed body changed"
+    );
+}

@@ -34,8 +34,9 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// Checks that this is an answer the balancer made itself: `status`, and the
-    /// contract's one-line text body, starting with the status and its reason phrase.
+    /// Checks that this is an answer the balancer made itself: `status`, `Via`, and
+    /// the contract's one-line text body (`text/plain`, one line ending in `\n`,
+    /// starting with the status and its reason phrase).
     pub fn assert_local_error(&self, status: u16) {
         let text = self.text();
         assert_eq!(self.status, status, "{:?} {text:?}", self.headers);
@@ -45,13 +46,18 @@ impl Resp {
             "{:?}",
             self.headers
         );
+        assert!(
+            self.header("via").is_some_and(|v| v.contains("switchyard")),
+            "no Via: {:?}",
+            self.headers
+        );
         let reason = http::StatusCode::from_u16(status)
             .expect("status")
             .canonical_reason()
             .expect("reason");
-        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = text.strip_suffix('\n');
         assert!(
-            line.starts_with(&format!("{status} {reason}")) && !line.contains('\n'),
+            line.is_some_and(|l| l.starts_with(&format!("{status} {reason}")) && !l.contains('\n')),
             "not a one-line text body: {text:?}"
         );
     }
