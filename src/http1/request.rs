@@ -385,7 +385,23 @@ fn check_host(buf: &[u8], head: &RequestHead) -> Result<Option<usize>, RequestEr
             _ => {}
         }
     }
+    if let Some(i) = found {
+        if !head.headers[i]
+            .value
+            .of(buf)
+            .iter()
+            .all(|&b| is_host_byte(b))
+        {
+            return Err(RequestError::Bad("invalid Host header"));
+        }
+    }
     Ok(found)
+}
+
+/// A byte of `uri-host [ ":" port ]` (RFC 3986: reg-name, IP literals, percent
+/// escapes).
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b)
 }
 
 #[cfg(test)]
@@ -510,6 +526,8 @@ mod tests {
                 "more than one Host",
             ),
             ("GET / HTTP/1.1\r\nHost:\r\n\r\n", "empty Host"),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "invalid Host"),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", "invalid Host"),
             ("GET / HTTP/3.0\r\nHost: x\r\n\r\n", "version"),
             ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2"),
         ];

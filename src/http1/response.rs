@@ -40,6 +40,10 @@ pub struct ResponseHead {
     pub len: usize,
     pub framing: Framing,
     pub connection: ConnectionTokens,
+    /// Framed, but in a way that leaves the connection's state in doubt
+    /// (Content-Length beside Transfer-Encoding, Transfer-Encoding in HTTP/1.0): the
+    /// body is relayed, then the connection closes (RFC 9112 6.1, 6.3).
+    pub faulty: bool,
 }
 
 impl Default for ResponseHead {
@@ -52,6 +56,7 @@ impl Default for ResponseHead {
             len: 0,
             framing: Framing::None,
             connection: ConnectionTokens::default(),
+            faulty: false,
         }
     }
 }
@@ -63,7 +68,7 @@ impl ResponseHead {
             Version::Http11 => !self.connection.close,
             Version::Http10 => self.connection.keep_alive && !self.connection.close,
         };
-        asked && self.framing != Framing::UntilClose
+        asked && !self.faulty && self.framing != Framing::UntilClose
     }
 
     /// True for 1xx other than 101: an interim response, the real one follows.
@@ -148,6 +153,12 @@ pub fn parse(
     }
     head.connection = connection_tokens(buf, &mut head.headers);
     head.framing = response_framing(buf, head, to_head)?;
+    let te = head
+        .headers
+        .iter()
+        .any(|h| h.known == Known::TransferEncoding);
+    let cl = head.headers.iter().any(|h| h.known == Known::ContentLength);
+    head.faulty = te && (cl || head.version == Version::Http10);
     Ok(Status::Complete)
 }
 
@@ -250,6 +261,12 @@ mod tests {
         )
         .unwrap();
         assert!(h.keep_alive());
+        let h = parse_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!h.keep_alive(), "faulty framing: close after the body");
         let h = parse_all(b"HTTP/1.1 100 Continue\r\n\r\n", false).unwrap();
         assert!(h.is_interim());
         assert_eq!(h.framing, Framing::None);

@@ -46,8 +46,6 @@ enum Turn {
 pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx) {
     let idle = ctx.current.borrow().timeouts().client_idle;
     let mut deadline = Instant::now() + idle;
-    let addr = ctx.peer.ip().to_string();
-    let open: Rc<dyn std::any::Any> = ctx.guard.clone();
     loop {
         let parked = ParkedCount::new(&ctx.guard);
         let wake = tls_has_plaintext(&mut io) || wait_parked(&io, deadline, ctx.conns()).await;
@@ -55,7 +53,7 @@ pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx) {
         if !wake {
             return;
         }
-        let turn = Box::pin(busy(&mut io, &ctx, addr.as_bytes(), &open, &mut deadline)).await;
+        let turn = Box::pin(busy(&mut io, &ctx, &mut deadline)).await;
         match turn {
             Turn::Park => continue,
             Turn::Close => return,
@@ -65,13 +63,10 @@ pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx) {
 
 /// Serves requests while they come; returns when the connection has been between
 /// messages for [`PARK_AFTER`], or must close.
-async fn busy(
-    io: &mut ClientStream,
-    ctx: &ClientCtx,
-    addr: &[u8],
-    open: &Rc<dyn std::any::Any>,
-    idle_deadline: &mut Instant,
-) -> Turn {
+async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instant) -> Turn {
+    // Made per busy period, not kept while parked.
+    let addr = ctx.peer.ip().to_string();
+    let open: Rc<dyn std::any::Any> = ctx.guard.clone();
     let (limits, timeouts) = {
         let p = ctx.current.borrow();
         (p.head_limits(), p.timeouts())
@@ -130,13 +125,15 @@ async fn busy(
             io,
             buf: &mut buf,
             out: &mut out,
-            addr,
+            addr: addr.as_bytes(),
             proto,
             closing: ctx.conns().draining.get(),
-            open,
+            open: &open,
             next: usize::MAX,
         };
-        let after = proxy.serve_h1(&mut client, &head).await;
+        // Boxed: the request's state is large, and a connection reading a head (or
+        // a slow one) should not carry room for it.
+        let after = Box::pin(proxy.serve_h1(&mut client, &head)).await;
         let next = client.next;
         drop(proxy);
         match after {
@@ -179,4 +176,35 @@ async fn answer(
         io.shutdown().await
     };
     let _ = tokio::time::timeout(idle, write).await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async fn with two arguments returns.
+    fn size2<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn size3<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn future_sizes() {
+        eprintln!("serve: {}", size2(super::serve));
+        eprintln!("busy: {}", size3(super::busy));
+        eprintln!("serve_h1: {}", size_of_serve_h1());
+    }
+
+    fn size_of_serve_h1() -> usize {
+        fn sz<'a, 'b, 'c, F: std::future::Future>(
+            _: fn(
+                &'a crate::proxy::Proxy,
+                &'b mut crate::proxy::h1::Client<'c>,
+                &'a crate::http1::request::RequestHead,
+            ) -> F,
+        ) -> usize {
+            std::mem::size_of::<F>()
+        }
+        sz(crate::proxy::Proxy::serve_h1)
+    }
 }
