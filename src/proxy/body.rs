@@ -32,7 +32,7 @@ use crate::access_log;
 use crate::health::InFlightGuard;
 use crate::metrics::BackendStats;
 use crate::server::conn_io::ConnState;
-use crate::upstream::{Conn, Pool};
+use crate::upstream::{Pool, UpBody};
 
 /// Largest request body held whole before the backend is contacted (and replayable).
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -242,11 +242,9 @@ impl Streaming {
     }
 }
 
-/// A backend connection on loan to one response body.
+/// What decides whether the response's backend connection may be reused.
 pub struct Lease {
     pub pool: Rc<Pool>,
-    /// `None` for an HTTP/2 stream: its connection is shared, nothing to return.
-    pub conn: Option<Conn>,
     /// The request's upload: the connection is clean only if it completed.
     pub upload: Rc<Upload>,
 }
@@ -288,7 +286,7 @@ enum Kind {
 }
 
 struct Upstream {
-    inner: Incoming,
+    inner: Option<UpBody>,
     ended: bool,
     lease: Option<Lease>,
     _in_flight: InFlightGuard,
@@ -313,14 +311,14 @@ impl ProxyBody {
     /// The backend's body; `lease` goes back to its pool if the exchange ends cleanly.
     /// Frames must keep coming within `stall` of each other.
     pub fn upstream(
-        inner: Incoming,
+        inner: UpBody,
         lease: Option<Lease>,
         in_flight: InFlightGuard,
         stall: Duration,
         clock: Option<Rc<ConnState>>,
     ) -> ProxyBody {
         let up = Upstream {
-            inner,
+            inner: Some(inner),
             ended: false,
             lease,
             _in_flight: in_flight,
@@ -344,8 +342,28 @@ impl ProxyBody {
 }
 
 impl Upstream {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            None => Poll::Ready(None),
+            Some(UpBody::H2(i)) => Pin::new(i)
+                .poll_frame(cx)
+                .map(|r| r.map(|f| f.map_err(|e| Box::new(e) as BoxError))),
+            Some(UpBody::Own(b)) => b
+                .poll_data(cx)
+                .map(|r| r.map(|d| d.map(Frame::data).map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn inner_ended(&self) -> bool {
+        match &self.inner {
+            None => true,
+            Some(UpBody::H2(i)) => i.is_end_stream(),
+            Some(UpBody::Own(b)) => b.is_end(),
+        }
+    }
+
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        match self.poll_inner(cx) {
             Poll::Ready(r) => {
                 self.waiting = false;
                 match r {
@@ -353,7 +371,7 @@ impl Upstream {
                         self.ended = true;
                         Poll::Ready(None)
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     Some(Ok(f)) => Poll::Ready(Some(Ok(f))),
                 }
             }
@@ -405,14 +423,21 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Local(b) => b.is_none(),
-            Kind::Upstream(up) => up.ended || up.inner.is_end_stream(),
+            Kind::Upstream(up) => up.ended || up.inner_ended(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Local(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(up) => up.inner.size_hint(),
+            Kind::Upstream(up) => match &up.inner {
+                Some(UpBody::H2(i)) => i.size_hint(),
+                Some(UpBody::Own(b)) => match b.remaining() {
+                    Some(n) => SizeHint::with_exact(n),
+                    None => SizeHint::default(),
+                },
+                None => SizeHint::with_exact(0),
+            },
         }
     }
 }
@@ -426,18 +451,16 @@ impl Drop for ProxyBody {
             f.done(self.bytes);
         }
         if let Kind::Upstream(up) = &mut self.kind {
-            let response_done = up.ended || up.inner.is_end_stream();
-            if let Some(lease) = up.lease.take() {
-                // A backend may answer before reading the whole upload; that connection
-                // is mid-request and must not be reused.
-                if let Some(conn) = lease.conn {
-                    if response_done && lease.upload.sent_at.get().is_some() {
-                        lease.pool.checkin(conn);
-                    } else {
-                        // Mid-exchange (response cut short, or upload still going): close
-                        // it, which also ends the upload from the client.
-                        conn.abort();
-                    }
+            let upload_done = up
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.upload.sent_at.get().is_some());
+            // A backend may answer before reading the whole upload; that connection is
+            // mid-request and must not be reused (dropping it closes it, which also
+            // ends the upload from the client).
+            if let Some(UpBody::Own(b)) = up.inner.take() {
+                if upload_done {
+                    b.give_back();
                 }
             }
         }

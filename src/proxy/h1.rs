@@ -175,7 +175,7 @@ impl Failure {
 /// The response of one successful attempt.
 enum Answer {
     Own(Box<BackendConn>, bool),
-    H2(http::Response<hyper::body::Incoming>),
+    H2(http::Response<crate::upstream::UpBody>),
 }
 
 impl Proxy {
@@ -876,14 +876,17 @@ impl Proxy {
         &self,
         c: &mut Client<'_>,
         head: &RequestHead,
-        resp: http::Response<hyper::body::Incoming>,
+        resp: http::Response<crate::upstream::UpBody>,
         cookie: Option<&[u8]>,
         in_flight: InFlightGuard,
         done: &mut Done,
     ) -> Result<After, ProxyError> {
         let idle = self.config.timeouts.client_idle;
         let stall = self.config.timeouts.backend_response;
-        let (mut parts, mut incoming) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        let crate::upstream::UpBody::H2(mut incoming) = body else {
+            return Err(ProxyError::BadGateway);
+        };
         super::headers::rewrite_response(&mut parts.headers);
         let no_body = head.method == Method::HEAD
             || parts.status.is_informational()

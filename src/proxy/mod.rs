@@ -430,7 +430,7 @@ impl Proxy {
         // garbage response is not staleness: the backend did get the request.
         let stale = failed.reused
             && failed.request.is_none()
-            && matches!(&failed.error, UpstreamError::Send(e) if !e.is_parse());
+            && matches!(&failed.error, UpstreamError::Send(e) if !e.bad_response);
         match replay {
             Some(r)
                 if stale
@@ -486,7 +486,6 @@ impl Proxy {
         }
         let lease = Lease {
             pool: Rc::clone(&slot.pool),
-            conn: exchange.conn,
             upload,
         };
         let stall = self.config.timeouts.backend_response;
@@ -614,7 +613,7 @@ impl From<Failed> for AttemptError {
                 AttemptFailure::NotSent,
             ),
             UpstreamError::Send(e) => {
-                let reason = if e.is_parse() {
+                let reason = if e.bad_response {
                     Reason::BadResponse
                 } else {
                     Reason::Reset

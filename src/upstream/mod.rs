@@ -1,11 +1,15 @@
-//! Talking to backends: dialing ([`connect`]) and keeping connections ([`pool`]).
+//! Talking to backends: dialing ([`connect`]), our HTTP/1.1 client ([`h1`]), keeping
+//! connections ([`pool`]), and HTTP/2 through hyper.
 //!
-//! Each worker owns one [`Upstreams`]: a [`pool::Pool`] per backend of the current
-//! snapshot plus the dialer settings. [`Upstreams::send`] takes a pooled connection
-//! (LIFO) or dials a new one, and sends one request. A pooled connection found closed
-//! before the request was written is dropped and the request goes out on the next
-//! one, so a stale keep-alive connection never costs a client an error. Nothing here
-//! is shared between workers.
+//! Each worker owns one [`Upstreams`]: the dialer settings, plus a [`pool::Pool`] per
+//! backend of the current snapshot. HTTP/1.1 connections are ours ([`h1::BackendConn`]):
+//! the request's own task writes to them and reads from them, with no connection task.
+//! A backend that speaks HTTP/2 (h2c, or ALPN chose it) gets one shared hyper
+//! connection per worker. [`Upstreams::link`] hands out the connection a request
+//! goes on; [`Upstreams::send`] sends an `http::Request` (the HTTP/2 client path) on
+//! one. A pooled connection found closed before the request was written is dropped
+//! and the request goes out on the next one, so a stale keep-alive connection never
+//! costs a client an error. Nothing here is shared between workers.
 
 pub mod connect;
 pub mod h1;
@@ -16,7 +20,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use crate::backend::Backend;
 use crate::proxy::body::{ReqBody, Upload};
@@ -65,7 +68,7 @@ fn from_h2_form(req: &mut Request<ReqBody>) {
 
 /// A held (or empty) body goes out with the head: the response clock starts now. A
 /// streamed body sets the time itself when its last byte is handed over.
-fn mark_sent(req: &Request<ReqBody>, upload: &Upload) {
+pub(crate) fn mark_sent(req: &Request<ReqBody>, upload: &Upload) {
     if !req.body().is_streaming() {
         upload.sent_at.set(Some(tokio::time::Instant::now()));
     }
@@ -73,26 +76,8 @@ fn mark_sent(req: &Request<ReqBody>, upload: &Upload) {
 
 pub use pool::Pool;
 
-/// The request half of a backend connection.
-pub type Sender = SendRequest<ReqBody>;
-
 /// How to dial a backend: plain (`Ok(None)`), TLS, or TLS that cannot work (why).
 pub type TlsChoice<'a> = Result<Option<&'a tokio_rustls::TlsConnector>, &'a str>;
-
-/// A backend connection: its request half and the task driving its socket.
-pub struct Conn {
-    pub sender: Sender,
-    task: tokio::task::AbortHandle,
-}
-
-impl Conn {
-    /// Closes the connection now, even mid-exchange (an upload still being written to
-    /// a backend that already answered, say). Dropping a `Conn` instead lets hyper
-    /// finish what it is doing.
-    pub fn abort(self) {
-        self.task.abort();
-    }
-}
 
 /// Why a request to a backend failed.
 #[derive(Debug)]
@@ -101,20 +86,49 @@ pub enum UpstreamError {
     Connect(std::io::Error),
     /// Dialing took longer than `timeouts.connect`: nothing was sent.
     ConnectTimeout,
-    /// The connection failed after the request was (maybe partly) written.
-    Send(hyper::Error),
+    /// The connection failed after the request was (maybe partly) written, or the
+    /// response could not be read.
+    Send(SendFailure),
     /// TCP connected but TLS did not (certificate verification, handshake): nothing
     /// was sent.
     Tls(String),
 }
 
-/// The outcome of one successful exchange: the response head and the connection it
-/// came on, to be returned to the pool when the response body is done.
+/// How an exchange failed once a connection was there.
+#[derive(Debug)]
+pub struct SendFailure {
+    /// What came back is not a response (as opposed to the connection failing).
+    pub bad_response: bool,
+    pub cause: String,
+}
+
+impl SendFailure {
+    fn hyper(e: hyper::Error) -> SendFailure {
+        SendFailure {
+            bad_response: e.is_parse(),
+            cause: e.to_string(),
+        }
+    }
+
+    fn io(e: &std::io::Error) -> SendFailure {
+        SendFailure {
+            bad_response: false,
+            cause: e.to_string(),
+        }
+    }
+}
+
+/// A response body from a backend: a stream of a shared HTTP/2 connection, or read
+/// from our own HTTP/1.1 connection (which it holds, and gives back to the pool when
+/// the exchange ends cleanly).
+pub enum UpBody {
+    H2(Incoming),
+    Own(Box<h1::OwnBody>),
+}
+
+/// The outcome of one successful exchange: the response head, its body streaming.
 pub struct Exchange {
-    pub response: Response<Incoming>,
-    /// The HTTP/1 connection it came on (to pool again); `None` for an HTTP/2 stream,
-    /// whose connection stays shared.
-    pub conn: Option<Conn>,
+    pub response: Response<UpBody>,
     /// True when the connection came from the pool rather than a fresh dial.
     pub reused: bool,
 }
@@ -134,7 +148,6 @@ pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-worker backend connections.
 pub struct Upstreams {
     connect_timeout: Duration,
-    builder: hyper::client::conn::http1::Builder,
     h2_builder: hyper::client::conn::http2::Builder<LocalExec>,
 }
 
@@ -171,16 +184,8 @@ pub enum Link {
     H2(H2Sender),
 }
 
-/// What a dial produced.
-enum Dialed {
-    H1(Conn),
-    H2(H2Sender),
-}
-
 impl Upstreams {
     pub fn new(connect_timeout: Duration) -> Upstreams {
-        let mut builder = hyper::client::conn::http1::Builder::new();
-        builder.max_buf_size(256 * 1024);
         let mut h2_builder = hyper::client::conn::http2::Builder::new(LocalExec);
         // Streams in flight on one backend connection, at most (the backend's own
         // SETTINGS_MAX_CONCURRENT_STREAMS applies too).
@@ -195,7 +200,6 @@ impl Upstreams {
             .keep_alive_while_idle(true);
         Upstreams {
             connect_timeout,
-            builder,
             h2_builder,
         }
     }
@@ -209,93 +213,51 @@ impl Upstreams {
         mut req: Request<ReqBody>,
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        // HTTP/2: every request is a stream on the backend's one shared connection.
-        if let Some(h2) = pool.h2_after_dial(backend.h2c()).await {
-            return Self::send_h2(backend, h2, req, upload, true).await;
-        }
-        while let Some(mut conn) = pool.checkout() {
-            if conn.sender.ready().await.is_err() {
-                continue; // closed while idle: never hand it out
-            }
-            mark_sent(&req, upload);
-            match conn.sender.try_send_request(req).await {
-                Ok(response) => {
-                    return Ok(Exchange {
-                        response,
-                        conn: Some(conn),
-                        reused: true,
+        loop {
+            let (link, reused) = match self.link(backend, tls, pool, false).await {
+                Ok(l) => l,
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        request: Some(req),
+                        reused: false,
                     });
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not written: the connection died while idle. Try the next one.
-                    Some(r) => req = r,
-                    None => {
-                        let error = UpstreamError::Send(e.into_error());
-                        return Err(Failed {
-                            error,
-                            request: None,
-                            reused: true,
-                        });
-                    }
-                },
+            };
+            let result = match link {
+                Link::H2(h2) => return Self::send_h2(backend, h2, req, upload, reused).await,
+                Link::Own(conn) => h1::send(conn, req, upload, reused, pool).await,
+            };
+            match result {
+                // Not written: the pooled connection died while idle. Try the next one.
+                Err(Failed {
+                    request: Some(r),
+                    reused: true,
+                    ..
+                }) => req = r,
+                other => return other,
             }
         }
-        self.send_fresh(backend, tls, pool, req, upload).await
     }
 
     /// Sends `req` on a newly dialed connection (which, if it speaks HTTP/2, becomes the
-    /// backend's shared connection in `pool`).
+    /// backend's shared HTTP/2 connection in `pool`).
     pub async fn send_fresh(
         &self,
         backend: &Backend,
         tls: TlsChoice<'_>,
-        pool: &Pool,
+        pool: &Rc<Pool>,
         req: Request<ReqBody>,
         upload: &Upload,
     ) -> Result<Exchange, Failed> {
-        // Ends the single-flight dial even if this future is dropped mid-dial (client
-        // gone, deadline): waiters must never wait on a dial nobody finishes.
-        let _dialing = pool.h2_dial_start(backend.h2c()).then_some(DialDone(pool));
-        // Boxed: dialing (TCP, TLS, handshakes) is the cold path, and inline its state
-        // would make every request's future (moved on each request) kilobytes larger.
-        let dialed = Box::pin(self.dial(backend, tls)).await;
-        if let Ok(Dialed::H2(h2)) = &dialed {
-            pool.set_h2(h2.clone());
-        }
-        drop(_dialing);
-        match dialed {
-            Ok(Dialed::H1(conn)) => Self::send_on(conn, req, upload, false).await,
-            Ok(Dialed::H2(h2)) => Self::send_h2(backend, h2, req, upload, false).await,
+        match self.link_fresh(backend, tls, pool).await {
+            Ok((Link::H2(h2), _)) => Self::send_h2(backend, h2, req, upload, false).await,
+            Ok((Link::Own(conn), _)) => h1::send(conn, req, upload, false, pool).await,
             Err(error) => Err(Failed {
                 error,
                 request: Some(req),
                 reused: false,
             }),
-        }
-    }
-
-    /// Sends `req` on HTTP/1 connection `conn`.
-    async fn send_on(
-        mut conn: Conn,
-        req: Request<ReqBody>,
-        upload: &Upload,
-        reused: bool,
-    ) -> Result<Exchange, Failed> {
-        mark_sent(&req, upload);
-        match conn.sender.try_send_request(req).await {
-            Ok(response) => Ok(Exchange {
-                response,
-                conn: Some(conn),
-                reused,
-            }),
-            Err(mut e) => {
-                let request = e.take_message();
-                Err(Failed {
-                    error: UpstreamError::Send(e.into_error()),
-                    request,
-                    reused,
-                })
-            }
         }
     }
 
@@ -311,7 +273,7 @@ impl Upstreams {
         if let Err(e) = h2.ready().await {
             from_h2_form(&mut req);
             return Err(Failed {
-                error: UpstreamError::Send(e),
+                error: UpstreamError::Send(SendFailure::hyper(e)),
                 request: Some(req),
                 reused,
             });
@@ -319,8 +281,7 @@ impl Upstreams {
         mark_sent(&req, upload);
         match h2.try_send_request(req).await {
             Ok(response) => Ok(Exchange {
-                response,
-                conn: None,
+                response: response.map(UpBody::H2),
                 reused,
             }),
             Err(mut e) => {
@@ -329,7 +290,7 @@ impl Upstreams {
                     r
                 });
                 Err(Failed {
-                    error: UpstreamError::Send(e.into_error()),
+                    error: UpstreamError::Send(SendFailure::hyper(e.into_error())),
                     request,
                     reused,
                 })
@@ -398,15 +359,6 @@ impl Upstreams {
         Ok((Link::Own(h1::BackendConn::new(stream)), false))
     }
 
-    /// Dials `backend`: HTTP/2 when it is h2c or ALPN chose it, HTTP/1.1 otherwise.
-    async fn dial(&self, backend: &Backend, tls: TlsChoice<'_>) -> Result<Dialed, UpstreamError> {
-        let stream = self.open(backend, tls, false).await?;
-        if backend.h2c() || stream.negotiated_h2() {
-            return self.handshake_h2(stream).await.map(Dialed::H2);
-        }
-        self.handshake_h1(stream).await.map(Dialed::H1)
-    }
-
     /// TCP (and TLS) to `backend`, bounded by `timeouts.connect`.
     async fn open(
         &self,
@@ -433,31 +385,13 @@ impl Upstreams {
             .h2_builder
             .handshake::<_, ReqBody>(io)
             .await
-            .map_err(UpstreamError::Send)?;
+            .map_err(|e| UpstreamError::Send(SendFailure::hyper(e)))?;
         tokio::task::spawn_local(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("backend HTTP/2 connection ended: {e}");
             }
         });
         Ok(sender)
-    }
-
-    async fn handshake_h1(&self, stream: connect::Stream) -> Result<Conn, UpstreamError> {
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (sender, conn) = self
-            .builder
-            .handshake::<_, ReqBody>(io)
-            .await
-            .map_err(UpstreamError::Send)?;
-        let task = tokio::task::spawn_local(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("backend connection ended: {e}");
-            }
-        });
-        Ok(Conn {
-            sender,
-            task: task.abort_handle(),
-        })
     }
 }
 

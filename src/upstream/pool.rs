@@ -14,13 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Conn;
 use super::h1::BackendConn;
-
-struct Idle {
-    conn: Conn,
-    since: Instant,
-}
 
 struct IdleOwn {
     conn: BackendConn,
@@ -29,8 +23,7 @@ struct IdleOwn {
 
 /// One backend's idle connections in one worker.
 pub struct Pool {
-    idle: RefCell<VecDeque<Idle>>,
-    /// Idle connections of our own HTTP/1 client (the HTTP/1 client path uses these).
+    /// Idle HTTP/1.1 connections, newest last.
     own: RefCell<VecDeque<IdleOwn>>,
     /// The backend's shared HTTP/2 connection, once one was negotiated.
     h2: RefCell<Option<super::H2Sender>>,
@@ -46,7 +39,6 @@ pub struct Pool {
 impl Pool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
-            idle: RefCell::new(VecDeque::new()),
             own: RefCell::new(VecDeque::new()),
             h2: RefCell::new(None),
             h2_expected: std::cell::Cell::new(false),
@@ -96,37 +88,6 @@ impl Pool {
         self.h2_ready.notify_waiters();
     }
 
-    /// The most recently returned live connection, if any.
-    pub fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.borrow_mut();
-        while let Some(entry) = idle.pop_back() {
-            if entry.since.elapsed() >= self.idle_timeout {
-                // LIFO: everything below is older still.
-                idle.clear();
-                return None;
-            }
-            if !entry.conn.sender.is_closed() {
-                return Some(entry.conn);
-            }
-        }
-        None
-    }
-
-    /// Returns a connection whose exchange completed cleanly.
-    pub fn checkin(&self, conn: Conn) {
-        if self.max_idle == 0 || conn.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.borrow_mut();
-        if idle.len() >= self.max_idle {
-            idle.pop_front();
-        }
-        idle.push_back(Idle {
-            conn,
-            since: Instant::now(),
-        });
-    }
-
     /// The most recently returned connection of our own client that is still open.
     pub fn checkout_own(&self) -> Option<BackendConn> {
         let mut idle = self.own.borrow_mut();
@@ -159,15 +120,13 @@ impl Pool {
 
     /// Drops expired and closed connections (run periodically by the worker).
     pub fn sweep(&self) {
-        let mut idle = self.idle.borrow_mut();
         let timeout = self.idle_timeout;
-        idle.retain(|e| e.since.elapsed() < timeout && !e.conn.sender.is_closed());
         self.own
             .borrow_mut()
             .retain_mut(|e| e.since.elapsed() < timeout && e.conn.still_open());
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.borrow().len() + self.own.borrow().len()
+        self.own.borrow().len()
     }
 }
