@@ -65,6 +65,18 @@ pub enum ReqBody {
     Empty,
     Full(Option<Bytes>),
     Streaming(Box<Streaming>),
+    /// Pieces pumped in by an HTTP/1 client's task (a long upload to an HTTP/2
+    /// backend, whose connection task polls the body).
+    Channel(tokio::sync::mpsc::Receiver<Piece>),
+}
+
+/// A piece of a body sent through [`ReqBody::Channel`]. Only `End` ends the body:
+/// a channel closed without it is an error (the stream is reset), never a body that
+/// looks complete but is short.
+#[derive(Debug)]
+pub enum Piece {
+    Data(Bytes),
+    End,
 }
 
 pub struct Streaming {
@@ -139,12 +151,12 @@ impl ReqBody {
         match self {
             ReqBody::Empty => Some(ReqBody::Empty),
             ReqBody::Full(b) => Some(ReqBody::Full(b.clone())),
-            ReqBody::Streaming(_) => None,
+            ReqBody::Streaming(_) | ReqBody::Channel(_) => None,
         }
     }
 
     pub fn is_streaming(&self) -> bool {
-        matches!(self, ReqBody::Streaming(_))
+        matches!(self, ReqBody::Streaming(_) | ReqBody::Channel(_))
     }
 }
 
@@ -156,10 +168,28 @@ impl Body for ReqBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        match this {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ReqBody::Streaming(s) => s.poll_frame(cx),
+            ReqBody::Channel(rx) => {
+                let r = match rx.poll_recv(cx) {
+                    Poll::Ready(Some(Piece::Data(d))) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Poll::Ready(Some(Piece::End)) => Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        let e = std::io::Error::other("upload cut short");
+                        return Poll::Ready(Some(Err(Box::new(e))));
+                    }
+                    Poll::Pending => Poll::Pending,
+                };
+                if let Poll::Ready(None) = r {
+                    // Ended as it should: later polls see an empty body, not a
+                    // closed channel.
+                    *this = ReqBody::Empty;
+                }
+                r
+            }
         }
     }
 
@@ -168,6 +198,7 @@ impl Body for ReqBody {
             ReqBody::Empty => true,
             ReqBody::Full(b) => b.is_none(),
             ReqBody::Streaming(s) => s.prefix.is_none() && s.rest.is_end_stream(),
+            ReqBody::Channel(_) => false,
         }
     }
 
@@ -175,6 +206,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqBody::Channel(_) => SizeHint::default(),
             ReqBody::Streaming(s) => {
                 let p = s.prefix.as_ref().map_or(0, |b| b.len() as u64);
                 let r = s.rest.size_hint();

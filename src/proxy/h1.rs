@@ -81,6 +81,8 @@ enum Body {
 struct Upload {
     /// Where unread body bytes start in the read buffer.
     at: usize,
+    /// Where the body bytes that came with the head end (a Content-Length body).
+    prefix_end: usize,
     /// Decoded bytes of a chunked body read before streaming began.
     decoded: Vec<u8>,
     /// Content-Length bytes still to read, or the chunk decoder.
@@ -107,7 +109,7 @@ impl Body {
         match self {
             Body::Streaming(u) => match u.rest {
                 Rest::Length(left) => {
-                    Framing::Length(left + (buf.len().saturating_sub(u.at)) as u64)
+                    Framing::Length(left + (u.prefix_end.saturating_sub(u.at)) as u64)
                 }
                 Rest::Chunked(_) => Framing::Chunked,
             },
@@ -174,8 +176,9 @@ impl Failure {
 
 /// The response of one successful attempt.
 enum Answer {
+    /// The connection, and whether the whole request body went.
     Own(Box<BackendConn>, bool),
-    H2(http::Response<crate::upstream::UpBody>),
+    H2(http::Response<crate::upstream::UpBody>, bool),
 }
 
 impl Proxy {
@@ -409,7 +412,7 @@ impl Proxy {
             (Some(b), _) => b,
             (None, Body::Streaming(u)) if !u.decoded.is_empty() => &[],
             (None, Body::Streaming(u)) => match u.rest {
-                Rest::Length(_) => c.buf.get(u.at..).unwrap_or_default(),
+                Rest::Length(_) => c.buf.get(u.at..u.prefix_end).unwrap_or_default(),
                 Rest::Chunked(_) => &[],
             },
             _ => &[],
@@ -592,18 +595,10 @@ impl Proxy {
         reused: bool,
     ) -> Result<Answer, Failure> {
         let Some(held) = body.held(c.buf) else {
-            // Not yet: a streamed HTTP/1 upload to an HTTP/2 backend.
-            return Err(Failure {
-                error: ProxyError::BadGateway,
-                reason: Reason::None,
-                written: false,
-                reused,
-                answered: false,
-                timed_out: false,
-                client: Some(ProxyError::MethodNotSupported(
-                    "request bodies over 64 KiB to HTTP/2 backends are not supported yet",
-                )),
-            });
+            let Body::Streaming(u) = body else {
+                return Err(Failure::client(ProxyError::BadBody));
+            };
+            return self.attempt_h2_streaming(c, backend, h2, u, reused).await;
         };
         let body = match held.len() {
             0 => ReqBody::Empty,
@@ -617,7 +612,7 @@ impl Proxy {
         let upload = super::body::Upload::default();
         let send = crate::upstream::Upstreams::send_h2_pub(backend, h2, req, &upload, reused);
         match tokio::time::timeout(self.config.timeouts.backend_response, send).await {
-            Ok(Ok(x)) => Ok(Answer::H2(x.response)),
+            Ok(Ok(x)) => Ok(Answer::H2(x.response, true)),
             Ok(Err(f)) => {
                 let mut fail = Failure::connect(f.error);
                 fail.written = f.request.is_none();
@@ -638,6 +633,169 @@ impl Proxy {
         }
     }
 
+    /// A long upload to an HTTP/2 backend: the body goes through a channel that this
+    /// task fills from the client while hyper's connection task sends it, and the
+    /// response may come before the upload is done.
+    async fn attempt_h2_streaming(
+        &self,
+        c: &mut Client<'_>,
+        backend: &crate::backend::Backend,
+        h2: crate::upstream::H2Sender,
+        u: &mut Upload,
+        reused: bool,
+    ) -> Result<Answer, Failure> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let Some(req) = to_http_request(c.out, ReqBody::Channel(rx)) else {
+            return Err(Failure::client(ProxyError::BadRequest(
+                "request cannot be sent over HTTP/2",
+            )));
+        };
+        let upload = super::body::Upload::default();
+        let t = &self.config.timeouts;
+        let (result, upload_done) = {
+            let send = crate::upstream::Upstreams::send_h2_pub(backend, h2, req, &upload, reused);
+            let pump = self.pump(c, u, tx);
+            tokio::pin!(send, pump);
+            let mut pumping = true;
+            let mut upload_done = false;
+            let mut deadline = None;
+            let result = loop {
+                let until =
+                    deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+                tokio::select! {
+                    r = &mut send => break Ok(r),
+                    p = &mut pump, if pumping => {
+                        pumping = false;
+                        match p {
+                            Ok(complete) => upload_done = complete,
+                            Err(e) => return Err(Failure::client(e)),
+                        }
+                        deadline = Some(Instant::now() + t.backend_response);
+                    }
+                    _ = tokio::time::sleep_until(until) => break Err(()),
+                }
+            };
+            (result, upload_done)
+        };
+        match result {
+            Ok(Ok(x)) => Ok(Answer::H2(x.response, upload_done)),
+            Ok(Err(f)) => {
+                let mut fail = Failure::connect(f.error);
+                fail.written = f.request.is_none();
+                fail.reused = reused;
+                fail.error = ProxyError::BadGateway;
+                fail.reason = Reason::Reset;
+                Err(fail)
+            }
+            Err(()) => Err(Failure {
+                error: ProxyError::Timeout,
+                reason: Reason::Timeout,
+                written: true,
+                reused,
+                answered: false,
+                timed_out: true,
+                client: None,
+            }),
+        }
+    }
+
+    /// Reads the rest of a long body from the client into `tx`. True when all of it
+    /// went; false when the backend stopped taking it.
+    async fn pump(
+        &self,
+        c: &mut Client<'_>,
+        u: &mut Upload,
+        tx: tokio::sync::mpsc::Sender<super::body::Piece>,
+    ) -> Result<bool, ProxyError> {
+        use super::body::Piece;
+        let idle = self.config.timeouts.client_idle;
+        let stall = self.config.timeouts.backend_response;
+        let send = |piece: Piece| {
+            let tx = tx.clone();
+            async move {
+                matches!(
+                    tokio::time::timeout(stall, tx.send(piece)).await,
+                    Ok(Ok(()))
+                )
+            }
+        };
+        if !u.decoded.is_empty() {
+            let first = Bytes::from(std::mem::take(&mut u.decoded));
+            if !send(Piece::Data(first)).await {
+                return Ok(false);
+            }
+        }
+        if let Rest::Length(_) = u.rest {
+            // What came with the head (`left` counts only what is still to be read).
+            let prefix = c.buf.get(u.at..u.prefix_end).unwrap_or_default();
+            if !prefix.is_empty() {
+                let data = Bytes::copy_from_slice(prefix);
+                u.at = u.prefix_end;
+                if !send(Piece::Data(data)).await {
+                    return Ok(false);
+                }
+            }
+        }
+        loop {
+            let pending = c.buf.len().saturating_sub(u.at);
+            match &mut u.rest {
+                Rest::Length(0) => {
+                    c.next = u.at;
+                    return Ok(send(Piece::End).await);
+                }
+                Rest::Length(left) => {
+                    if pending == 0 {
+                        c.buf.truncate(u.at.min(c.buf.len()));
+                        if u.at >= c.buf.len() {
+                            c.buf.clear();
+                            u.at = 0;
+                        }
+                        if !read_client(c, idle).await? {
+                            return Err(ProxyError::BadBody);
+                        }
+                        continue;
+                    }
+                    let n = pending.min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let data = Bytes::copy_from_slice(&c.buf[u.at..u.at + n]);
+                    *left -= n as u64;
+                    u.at += n;
+                    if !send(Piece::Data(data)).await {
+                        return Ok(false);
+                    }
+                }
+                Rest::Chunked(dec) => {
+                    let (used, step) = dec
+                        .decode(c.buf.get(u.at..).unwrap_or_default())
+                        .map_err(|_| ProxyError::BadBody)?;
+                    let start = u.at;
+                    u.at += used;
+                    match step {
+                        Step::Data(r) => {
+                            let data =
+                                Bytes::copy_from_slice(&c.buf[start + r.start..start + r.end]);
+                            if !send(Piece::Data(data)).await {
+                                return Ok(false);
+                            }
+                        }
+                        Step::Done => {
+                            c.next = u.at;
+                            return Ok(send(Piece::End).await);
+                        }
+                        Step::NeedMore => {
+                            if u.at >= c.buf.len() {
+                                c.buf.clear();
+                                u.at = 0;
+                            }
+                            if !read_client(c, idle).await? {
+                                return Err(ProxyError::BadBody);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Relays a response to the client (or starts the tunnel a 101 opens).
     #[allow(clippy::too_many_arguments)]
     async fn relay_h1(
@@ -655,11 +813,13 @@ impl Proxy {
         let cookie = pick.set_cookie.then(|| slot.cookie.as_bytes());
         let (mut conn, upload_done) = match answer {
             Answer::Own(conn, upload_done) => (conn, upload_done),
-            Answer::H2(resp) => {
+            Answer::H2(resp, upload_done) => {
                 let status = resp.status().as_u16();
                 self.record_status(pick.index, status);
                 done.status = status;
-                return self.relay_h2(c, head, resp, cookie, in_flight, done).await;
+                return self
+                    .relay_h2(c, head, resp, cookie, in_flight, done, upload_done)
+                    .await;
             }
         };
         let status = conn.head.status;
@@ -872,6 +1032,7 @@ impl Proxy {
     }
 
     /// Relays an HTTP/2 backend's response to the HTTP/1 client.
+    #[allow(clippy::too_many_arguments)]
     async fn relay_h2(
         &self,
         c: &mut Client<'_>,
@@ -880,6 +1041,7 @@ impl Proxy {
         cookie: Option<&[u8]>,
         in_flight: InFlightGuard,
         done: &mut Done,
+        upload_done: bool,
     ) -> Result<After, ProxyError> {
         let idle = self.config.timeouts.client_idle;
         let stall = self.config.timeouts.backend_response;
@@ -901,7 +1063,7 @@ impl Proxy {
         } else {
             OutFraming::Close
         };
-        let close = c.closing || !head.keep_alive() || framing == OutFraming::Close;
+        let close = c.closing || !head.keep_alive() || framing == OutFraming::Close || !upload_done;
         c.out.clear();
         write_http_head(c.out, &parts, cookie, framing, head.version, close);
         if !write_timed(c.io, c.out, &[], idle).await {
@@ -1054,10 +1216,12 @@ async fn read_body(
                 send_continue(c, idle).await?;
             }
             if n as usize > REPLAY_LIMIT {
+                let came = ((c.buf.len() - head.len) as u64).min(n);
                 return Ok(Body::Streaming(Box::new(Upload {
                     at: head.len,
+                    prefix_end: head.len + came as usize,
                     decoded: Vec::new(),
-                    rest: Rest::Length(n - (c.buf.len() - head.len).min(n as usize) as u64),
+                    rest: Rest::Length(n - came),
                 })));
             }
             while (c.buf.len() as u64) < want {
@@ -1086,6 +1250,7 @@ async fn read_body(
                         if decoded.len() > REPLAY_LIMIT {
                             return Ok(Body::Streaming(Box::new(Upload {
                                 at,
+                                prefix_end: at,
                                 decoded,
                                 rest: Rest::Chunked(dec),
                             })));

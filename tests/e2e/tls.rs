@@ -337,6 +337,34 @@ fn h2c_backend_multiplexes_streams() {
     multiplexed(&be, &lb);
 }
 
+/// Long uploads from an HTTP/1 client (Content-Length and chunked, past the 64 KiB
+/// that is held) stream to an HTTP/2 backend whole, and the client connection carries
+/// on.
+#[test]
+fn long_uploads_from_http1_reach_an_h2c_backend_whole() {
+    let be = crate::support::tls::H2Backend::start(None, Duration::ZERO);
+    let mut b = switchyard::demo::backend_at(be.addr, 1);
+    b.protocol = switchyard::backend::Protocol::H2c;
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.backends = BackendSet::new(vec![b]))
+        .start();
+    let mut c = crate::support::Conn::open(lb.addr);
+    let body = vec![b'x'; 200_000];
+    c.send(b"POST /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n");
+    c.send(&body);
+    assert_eq!(c.read_response().text(), "HTTP/2.0 /cl 200000");
+    c.send(b"POST /chunked HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for _ in 0..4 {
+        c.send(b"c350\r\n");
+        c.send(&body[..50_000]);
+        c.send(b"\r\n");
+    }
+    c.send(b"0\r\n\r\n");
+    assert_eq!(c.read_response().text(), "HTTP/2.0 /chunked 200000");
+    assert_eq!(c.get("/after").text(), "HTTP/2.0 /after");
+}
+
 #[test]
 fn tls_backend_negotiating_h2_multiplexes_streams() {
     let dir = tempdir("h2");

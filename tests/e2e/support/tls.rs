@@ -183,7 +183,9 @@ impl TlsBackend {
 }
 
 /// An HTTP/2 backend (h2c, or TLS with ALPN h2) that counts its connections and the
-/// most streams it had in flight at once. Each request takes `delay`.
+/// most streams it had in flight at once. Each request takes `delay`. It answers
+/// `VERSION PATH`, plus ` LENGTH` when the request had a body (`usize::MAX` when the
+/// body failed).
 pub struct H2Backend {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicUsize>,
@@ -221,7 +223,16 @@ impl H2Backend {
                         m.fetch_max(n, SeqCst);
                         tokio::time::sleep(delay).await;
                         now.fetch_sub(1, SeqCst);
-                        let body = format!("{:?} {}", req.version(), req.uri().path());
+                        let (version, path) = (req.version(), req.uri().path().to_owned());
+                        // A request body is read whole; its length joins the answer.
+                        let len = match http_body_util::BodyExt::collect(req.into_body()).await {
+                            Ok(b) => b.to_bytes().len(),
+                            Err(_) => usize::MAX,
+                        };
+                        let body = match len {
+                            0 => format!("{version:?} {path}"),
+                            n => format!("{version:?} {path} {n}"),
+                        };
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
                     }
                 });
