@@ -143,6 +143,11 @@ pub fn parse(
     limits: &Limits,
     head: &mut RequestHead,
 ) -> Result<Status, RequestError> {
+    // Most heads arrive whole in one read: parse at once, and scan for the end (so a
+    // head that trickles in is not parsed again per read) only when it did not.
+    if scanned == 0 && parse_complete(buf, limits, head)? {
+        return Ok(Status::Complete);
+    }
     let mut from = scanned;
     loop {
         let Some(end) = super::find_head_end(buf, from) else {
@@ -198,18 +203,19 @@ fn parse_complete(
     if line.len() > limits.request_line {
         return Err(RequestError::LineTooLong);
     }
-    if rest.len() - line_len - 1 > limits.header_section + 2 {
-        return Err(RequestError::HeadTooLarge);
-    }
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS + 1];
     let slots = &mut storage[..(limits.headers + 1).min(MAX_HEADERS + 1)];
     let mut req = httparse::Request::new(&mut []);
     let parsed = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(n)) => n,
-        // The scan found the end, so this means leading empty lines only.
+        // Not all here yet (or, after a scan found an end, leading empty lines only).
         Ok(httparse::Status::Partial) => return Ok(false),
         Err(e) => return Err(classify(e, line, rest)),
     };
+    let section = parsed.saturating_sub(buf.len() - rest.len() + line_len + 1);
+    if section > limits.header_section + 2 {
+        return Err(RequestError::HeadTooLarge);
+    }
     if req.headers.len() > limits.headers {
         return Err(RequestError::HeadTooLarge);
     }

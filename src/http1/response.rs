@@ -95,6 +95,13 @@ pub fn parse(
     to_head: bool,
     head: &mut ResponseHead,
 ) -> Result<Status, ResponseError> {
+    // Most heads arrive whole: parse at once; scan for the end (so a head that
+    // trickles in is not parsed again per read) only when it did not.
+    if scanned == 0 && buf.len() >= 5 {
+        if let Some(status) = parse_head(buf, to_head, head)? {
+            return Ok(status);
+        }
+    }
     let Some(end) = super::find_head_end(buf, scanned) else {
         if buf.len() > MAX_HEAD {
             return Err(ResponseError("response head too large"));
@@ -108,15 +115,30 @@ pub fn parse(
     if end > MAX_HEAD {
         return Err(ResponseError("response head too large"));
     }
+    match parse_head(&buf[..end], to_head, head)? {
+        Some(status) => Ok(status),
+        None => Err(ResponseError("malformed response head")),
+    }
+}
+
+/// Runs httparse over `buf`: `None` when the head is not all there.
+fn parse_head(
+    buf: &[u8],
+    to_head: bool,
+    head: &mut ResponseHead,
+) -> Result<Option<Status>, ResponseError> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let parsed = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut resp,
-        &buf[..end],
+        buf,
         &mut storage,
     ) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Err(ResponseError("response head too large"));
+        }
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err(ResponseError("malformed response head")),
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(ResponseError("too many response header lines"));
         }
@@ -159,7 +181,7 @@ pub fn parse(
         .any(|h| h.known == Known::TransferEncoding);
     let cl = head.headers.iter().any(|h| h.known == Known::ContentLength);
     head.faulty = te && (cl || head.version == Version::Http10);
-    Ok(Status::Complete)
+    Ok(Some(Status::Complete))
 }
 
 /// The body's framing, by RFC 9112 6.3 for responses.

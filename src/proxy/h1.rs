@@ -56,6 +56,24 @@ pub struct Client<'a> {
     /// Where the next request starts in `buf`, once this one's body has been read to
     /// its end (`usize::MAX` until then: the connection cannot go on).
     pub next: usize,
+    /// The connection's request timer (see [`within`]).
+    pub timer: std::pin::Pin<&'a mut tokio::time::Sleep>,
+}
+
+/// Runs `fut` until `deadline` on `timer` (`None` if the deadline came first). The
+/// timer is the connection's, reused: moving it later costs a store, and it is filed
+/// with the timer wheel only when `fut` has to wait.
+async fn within<F: std::future::Future>(
+    timer: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    timer.as_mut().reset(deadline);
+    tokio::select! {
+        biased;
+        r = fut => Some(r),
+        _ = timer.as_mut() => None,
+    }
 }
 
 /// How the connection goes on after a request.
@@ -452,16 +470,17 @@ impl Proxy {
             }
         }
         let to_head = head.method == Method::HEAD;
-        match tokio::time::timeout(t.backend_response, conn.read_head(to_head)).await {
-            Ok(Ok(())) => Ok(Answer::Own(conn, upload_done)),
-            Ok(Err(RecvError::Closed { any, .. })) => Err(failed(
+        let deadline = Instant::now() + t.backend_response;
+        match within(&mut c.timer, deadline, conn.read_head(to_head)).await {
+            Some(Ok(())) => Ok(Answer::Own(conn, upload_done)),
+            Some(Err(RecvError::Closed { any, .. })) => Err(failed(
                 ProxyError::BadGateway,
                 Reason::Reset,
                 true,
                 any,
                 false,
             )),
-            Ok(Err(RecvError::Malformed(why))) => {
+            Some(Err(RecvError::Malformed(why))) => {
                 tracing::debug!(backend = %backend.address, "bad response: {why}");
                 Err(failed(
                     ProxyError::BadGateway,
@@ -471,7 +490,7 @@ impl Proxy {
                     false,
                 ))
             }
-            Err(_) => Err(failed(
+            None => Err(failed(
                 ProxyError::Timeout,
                 Reason::Timeout,
                 true,

@@ -75,6 +75,10 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
     let mut buf: Vec<u8> = Vec::with_capacity(FIRST_BUFFER);
     let mut out: Vec<u8> = Vec::new();
     let mut head = RequestHead::default();
+    let between = tokio::time::sleep_until(*idle_deadline);
+    tokio::pin!(between);
+    let request_timer = tokio::time::sleep_until(*idle_deadline);
+    tokio::pin!(request_timer);
     loop {
         // Read one head.
         let mut scanned = 0;
@@ -103,9 +107,14 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
             if buf.capacity() - buf.len() < 512 {
                 buf.reserve(buf.capacity().max(FIRST_BUFFER));
             }
+            // One timer for the whole busy period: moving its deadline later is only a
+            // store (tokio re-files it when the old deadline comes), where a new timer per
+            // request would be filed and removed each time.
+            between.as_mut().reset(until);
             let read = tokio::select! {
+                biased;
                 r = io.read_buf(&mut buf) => Some(r),
-                _ = tokio::time::sleep_until(until) => None,
+                _ = between.as_mut() => None,
                 _ = ctx.conns().drain.notified(), if head_deadline.is_none() => return Turn::Close,
             };
             match read {
@@ -130,6 +139,7 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
             closing: ctx.conns().draining.get(),
             open: &open,
             next: usize::MAX,
+            timer: request_timer.as_mut(),
         };
         // Boxed: the request's state is large, and a connection reading a head (or
         // a slow one) should not carry room for it.
