@@ -142,7 +142,7 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, edits: 
     out.push(b' ');
     out.extend_from_slice(head.reason.of(buf));
     out.extend_from_slice(b"\r\n");
-    let mut via = false;
+    let (mut via, mut length) = (false, false);
     for h in &head.headers {
         if h.named_by_connection || h.known.is_hop_by_hop() {
             if edits.tunnel && h.known == Known::Upgrade {
@@ -159,6 +159,16 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, edits: 
             // Framed by Transfer-Encoding: a Content-Length beside it is wrong (RFC
             // 9112 6.3) and would cut the relayed body.
             Known::ContentLength if head.framing == Framing::Chunked => {}
+            // One line, in canonical form when it frames the body (several equal
+            // values, leading zeros), as sent when it does not (HEAD, 304).
+            Known::ContentLength if !length => {
+                length = true;
+                match head.framing {
+                    Framing::Length(n) => line(out, h.name.of(buf), itoa(n, &mut [0; 20])),
+                    _ => copy_line(out, buf, h),
+                }
+            }
+            Known::ContentLength => {}
             _ => copy_line(out, buf, h),
         }
     }

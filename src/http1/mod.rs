@@ -187,8 +187,10 @@ fn connection_tokens(buf: &[u8], headers: &mut [Header]) -> ConnectionTokens {
                 t.upgrade = true;
             } else {
                 for h in headers.iter_mut() {
-                    // `Connection: host` must never strip the target's host.
-                    if h.known != Known::Host && h.name.of(buf).eq_ignore_ascii_case(token) {
+                    // `Connection: host` must never strip the target's host, nor
+                    // `Connection: content-length` a message's framing.
+                    let kept = matches!(h.known, Known::Host | Known::ContentLength);
+                    if !kept && h.name.of(buf).eq_ignore_ascii_case(token) {
                         h.named_by_connection = true;
                         t.names_headers = true;
                     }

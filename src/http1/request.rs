@@ -176,6 +176,11 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// How many bytes of `buf` are complete empty lines (CRLF or LF) before anything else.
+pub fn leading_empty_lines(buf: &[u8]) -> usize {
+    buf.len() - skip_empty_lines(buf).len()
+}
+
 fn skip_empty_lines(mut buf: &[u8]) -> &[u8] {
     loop {
         match buf {
@@ -227,6 +232,12 @@ fn parse_complete(
     head.method_span = Span::within(buf, method.as_bytes());
     head.target = Span::within(buf, target.as_bytes());
     head.form = target_form(buf, head.target);
+    if let Target::Absolute { authority, .. } = head.form {
+        let a = authority.of(buf);
+        if a.is_empty() || !a.iter().all(|&b| is_host_byte(b)) {
+            return Err(RequestError::Bad("invalid host in the request target"));
+        }
+    }
     head.version = Version::from_minor(minor);
     head.len = parsed;
     head.headers.clear();
@@ -534,6 +545,11 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost:\r\n\r\n", "empty Host"),
             ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "invalid Host"),
             ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", "invalid Host"),
+            (
+                "GET http://a\"b<c>/p HTTP/1.1\r\nHost: x\r\n\r\n",
+                "invalid host",
+            ),
+            ("GET http:///p HTTP/1.1\r\nHost: x\r\n\r\n", "invalid host"),
             ("GET / HTTP/3.0\r\nHost: x\r\n\r\n", "version"),
             ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2"),
         ];

@@ -231,11 +231,14 @@ impl Proxy {
                         .count_local(e.reason(), e.status().as_u16());
                 }
                 let (status, text, close) = e.text();
+                // Closing also when the request's body was not read to its end: its
+                // bytes would be taken for the next request.
+                let close = close || c.closing || !head.keep_alive() || c.next == usize::MAX;
                 c.out.clear();
-                encode::local_response(c.out, status, text.as_bytes(), close || c.closing);
+                encode::local_response(c.out, status, text.as_bytes(), close);
                 done.status = status;
                 done.bytes = text.len() as u64;
-                let keep = !close && !c.closing && head.keep_alive();
+                let keep = !close;
                 let written = write_timed(c.io, c.out, &[], self.config.timeouts.client_idle).await;
                 if keep && written {
                     After::Next(usize::MAX)
@@ -289,6 +292,7 @@ impl Proxy {
         let mut tried = Tried::default();
         let mut attempts = 0u32;
         let mut last = ProxyError::NoHealthyBackend;
+        let mut streamed_out = false;
         loop {
             let view = View {
                 health: &self.health,
@@ -311,7 +315,7 @@ impl Proxy {
                 None => return Err(last),
             };
             tried.insert(pick.index);
-            if attempts > 0 && !replayable && matches!(body, Body::Streaming(_)) {
+            if streamed_out {
                 // A streamed body went (partly) to the last backend: it cannot go again.
                 return Err(last);
             }
@@ -351,6 +355,7 @@ impl Proxy {
                     );
                     self.health
                         .record_failure(pick.index, Source::Request, f.reason);
+                    streamed_out |= f.written && matches!(body, Body::Streaming(_));
                     last = if fail_open {
                         ProxyError::NoHealthyBackend
                     } else {
@@ -583,9 +588,12 @@ impl Proxy {
                         }
                         Step::Done => {
                             c.next = u.at;
-                            let w =
-                                tokio::time::timeout(stall, conn.io.write_all(chunked::LAST_CHUNK))
-                                    .await;
+                            let mut last = [IoSlice::new(chunked::LAST_CHUNK)];
+                            let w = tokio::time::timeout(
+                                stall,
+                                write_all_vectored(&mut conn.io, &mut last),
+                            )
+                            .await;
                             return Ok(matches!(w, Ok(Ok(()))));
                         }
                         Step::NeedMore => {
@@ -842,12 +850,12 @@ impl Proxy {
             }
         };
         let status = conn.head.status;
-        self.record_status(pick.index, status);
         if status == 101 {
             if !tunnel {
                 tracing::warn!(backend = %self.health.address(pick.index), "backend switched protocols unasked");
                 return Err(ProxyError::UpgradeNotSupported);
             }
+            self.record_status(pick.index, status);
             done.status = 101;
             return Ok(self.tunnel(c, head, conn, in_flight).await);
         }
@@ -863,6 +871,7 @@ impl Proxy {
                 return Err(ProxyError::BadGateway);
             }
         }
+        self.record_status(pick.index, status);
         let client_11 = head.version == Version::Http11;
         let framing = match conn.head.framing {
             Framing::None | Framing::Length(_) => OutFraming::AsIs,
@@ -1156,10 +1165,14 @@ impl Proxy {
         let n = conn.pending().len();
         conn.consume(n);
         // Bytes the client sent right behind its request head belong to the tunnel.
-        let from_client = c.buf.get(head.len..).unwrap_or_default();
+        let from_client = match c.next {
+            usize::MAX => &[][..],
+            next => c.buf.get(next..).unwrap_or_default(),
+        };
+        let mut first = [IoSlice::new(from_client)];
         if !from_client.is_empty()
             && !matches!(
-                tokio::time::timeout(idle, conn.io.write_all(from_client)).await,
+                tokio::time::timeout(idle, write_all_vectored(&mut conn.io, &mut first)).await,
                 Ok(Ok(()))
             )
         {
@@ -1284,7 +1297,10 @@ async fn read_body(
                         return Ok(Body::Decoded(decoded));
                     }
                     Step::NeedMore => {
-                        at += used;
+                        // Every byte after the head is used (copied out, or framing):
+                        // give the room back, so chunk framing cannot pile up.
+                        c.buf.truncate(head.len);
+                        at = head.len;
                         if !read_client(c, idle).await? {
                             return Err(ProxyError::BadBody);
                         }

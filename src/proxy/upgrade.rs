@@ -71,7 +71,12 @@ where
 /// Writes `bytes` to one side; false when it failed or the side took nothing for
 /// `idle` (a peer that stopped reading must not hold the tunnel open forever).
 async fn forward<W: AsyncWriteExt + Unpin>(to: &mut W, bytes: &[u8], idle: Duration) -> bool {
-    match tokio::time::timeout(idle, to.write_all(bytes)).await {
+    let write = async {
+        to.write_all(bytes).await?;
+        // TLS keeps written bytes until flushed.
+        to.flush().await
+    };
+    match tokio::time::timeout(idle, write).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {

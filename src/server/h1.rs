@@ -35,6 +35,9 @@ pub const PARK_AFTER: Duration = Duration::from_millis(20);
 /// The first read buffer of a busy connection.
 const FIRST_BUFFER: usize = 1024;
 
+/// Bytes of empty lines tolerated before a request line.
+const MAX_EMPTY_LINES: usize = 64;
+
 /// Why a busy period ended.
 enum Turn {
     /// Nothing arrived for [`PARK_AFTER`]: give the buffers back and wait.
@@ -83,7 +86,23 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
         // Read one head.
         let mut scanned = 0;
         let mut head_deadline = None;
+        let mut empty_lines = 0usize;
         loop {
+            if head_deadline.is_none() && !buf.is_empty() {
+                // Empty lines before a request are ignored (RFC 9112 2.2), in linear
+                // time and only so many: they are not a head, so its clock does not
+                // start for them.
+                let skip = request::leading_empty_lines(&buf);
+                if skip > 0 {
+                    empty_lines += skip;
+                    buf.drain(..skip);
+                    if empty_lines > MAX_EMPTY_LINES {
+                        let e = RequestError::Bad("too many empty lines before the request");
+                        refuse(io, ctx, &mut out, e, timeouts.client_idle).await;
+                        return Turn::Close;
+                    }
+                }
+            }
             if !buf.is_empty() {
                 head_deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header);
                 match request::parse(&buf, scanned, &limits, &mut head) {

@@ -282,3 +282,92 @@ fn retries_total_counts_only_real_retries() {
         "{s:#?}"
     );
 }
+
+/// Empty lines before a request are skipped in linear time and only so many: a client
+/// sending nothing but CRLFs gets a 400 and cannot hold the worker, and another
+/// client is served meanwhile.
+#[test]
+fn a_flood_of_empty_lines_is_refused() {
+    let be = TestBackend::start(|r| Reply::ok(&r.target));
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    c.send(b"\r\n\r\nGET /lead HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.read_response().text(), "/lead", "a few are ignored");
+    let mut flood = Conn::open(lb.addr);
+    let _ = flood.stream.write_all(&b"\r\n".repeat(100_000));
+    let r = flood.read_response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("empty lines"), "{}", r.text());
+    assert_eq!(get(lb.addr, "/other").text(), "/other");
+}
+
+/// A CRLF after a body (some clients send one) is not the start of a head: no 408
+/// when `client_header` passes, the connection serves the next request.
+#[test]
+fn stray_crlf_after_a_body_does_not_start_the_head_clock() {
+    let be = TestBackend::start(|r| Reply::ok(&r.target));
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .client_header(Duration::from_millis(200))
+        .start();
+    let mut c = Conn::open(lb.addr);
+    c.send(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\r\n");
+    assert_eq!(c.read_response().text(), "/p");
+    std::thread::sleep(Duration::from_millis(500)); // past client_header, on purpose
+    assert_eq!(c.get("/next").text(), "/next");
+}
+
+/// A backend's `Connection: Content-Length` cannot strip the response's framing.
+#[test]
+fn connection_cannot_strip_a_responses_length() {
+    let be = TestBackend::start(|r| {
+        Reply::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: {}\r\n\r\n{}",
+                r.target.len(),
+                r.target
+            )
+            .into_bytes(),
+        )
+    });
+    let lb = Balancer::new().backend(be.addr).start();
+    let mut c = Conn::open(lb.addr);
+    c.send(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n");
+    let one = c.read_response();
+    assert_eq!(one.header("content-length"), Some("4"));
+    assert_eq!(one.text(), "/one");
+    assert_eq!(c.read_response().text(), "/two");
+}
+
+/// A local answer to a request whose body was not read says the connection closes.
+#[test]
+fn local_answer_before_the_body_was_read_says_close() {
+    let lb = Balancer::new()
+        .backend(crate::support::dead_port())
+        .with(|c| c.retries = 0)
+        .start();
+    let mut c = Conn::open(lb.addr);
+    c.send(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n");
+    let _ = c.stream.write_all(&vec![b'x'; 100_000]);
+    let r = c.read_response();
+    assert!(r.status >= 500, "{}", r.status);
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+/// A long (streamed) upload that could not be sent at all (connection refused) goes
+/// to another backend, as a held one does.
+#[test]
+fn streamed_upload_that_was_never_sent_is_retried() {
+    let ok = TestBackend::start(|r| Reply::ok(&r.body.len().to_string()));
+    let lb = Balancer::new()
+        .backend(crate::support::dead_port())
+        .backend(ok.addr)
+        .start();
+    for _ in 0..2 {
+        let mut c = Conn::open(lb.addr);
+        c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n");
+        c.send(&vec![b'x'; 100_000]);
+        let r = c.read_response();
+        assert_eq!((r.status, r.text().as_str()), (200, "100000"));
+    }
+}
