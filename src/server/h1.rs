@@ -221,6 +221,14 @@ mod tests {
     fn future_sizes() {
         eprintln!("serve: {}", size2(super::serve));
         eprintln!("busy: {}", size3(super::busy));
+        eprintln!(
+            "stream {} ctx {} sleep {} notified {} instant {}",
+            std::mem::size_of::<super::ClientStream>(),
+            std::mem::size_of::<super::ClientCtx>(),
+            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
+            std::mem::size_of::<tokio::time::Instant>(),
+        );
         eprintln!("serve_h1: {}", size_of_serve_h1());
     }
 

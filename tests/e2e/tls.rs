@@ -337,6 +337,64 @@ fn h2c_backend_multiplexes_streams() {
     multiplexed(&be, &lb);
 }
 
+/// HTTP/2 clients' requests reach HTTP/1.1 backends through our own client: a body
+/// held whole (with its length) and one streamed past 64 KiB (chunked to the backend),
+/// both whole, on a pooled connection the second time.
+#[test]
+fn http2_client_uploads_reach_an_http1_backend_whole() {
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = tempdir("h2up");
+    let ca = TestCa::new(&dir);
+    let (cert, key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
+    let be = crate::support::TestBackend::start(|r| {
+        crate::support::Reply::ok(&format!(
+            "{} {} {}",
+            r.target,
+            r.body.len(),
+            r.header("transfer-encoding").unwrap_or_else(|| "-".into())
+        ))
+    });
+    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let port = lb.addr.port();
+    let body = dir.join("body");
+    std::fs::write(&body, vec![b'x'; 200_000]).unwrap();
+    let curl = |path: &str, data: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--cacert", ca.pem_path.to_str().unwrap()])
+            .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+            .args(["-H", "Content-Type: application/octet-stream"])
+            .args(["--data-binary", data])
+            .arg(format!("https://a.test:{port}{path}"))
+            .output()
+            .expect("curl is needed for this test");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("/small", "hello"), "/small 5 -");
+    let big = format!("@{}", body.display());
+    assert_eq!(curl("/big", &big), "/big 200000 -");
+    assert_eq!(curl("/again", "hello"), "/again 5 -");
+    // From a pipe curl knows no length: the HTTP/2 request has none, so the body goes
+    // to the backend chunked.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat {} | curl -sS --http2 --cacert {} --resolve a.test:{port}:127.0.0.1 -T - https://a.test:{port}/piped",
+            body.display(),
+            ca.pem_path.display()
+        ))
+        .output()
+        .expect("sh and curl are needed for this test");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "/piped 200000 chunked"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Long uploads from an HTTP/1 client (Content-Length and chunked, past the 64 KiB
 /// that is held) stream to an HTTP/2 backend whole, and the client connection carries
 /// on.
