@@ -1,10 +1,10 @@
 //! HTTP/1 client connections on our own codec: one task per connection.
 //!
-//! The task alternates between two states, and the difference is memory:
-//! - **idle** (after accept, and after [`PARK_AFTER`] without a request): it holds the
-//!   socket and nothing else, waiting for readiness, the idle deadline or a drain.
-//!   This is "parked"; the `switchyard_connections_parked` gauge counts it.
-//! - **busy** ([`busy`], boxed so the idle state stays small): it owns a read buffer
+//! A connection alternates between two states, and the difference is memory:
+//! - **idle** (after accept, and after [`PARK_AFTER`] without a request): *parked* in
+//!   the worker's lot (`server::lot`): an entry holding the socket and its context, no
+//!   task; the `switchyard_connections_parked` gauge counts it.
+//! - **busy** ([`serve`], a task while bytes come): it owns a read buffer
 //!   (1 KiB to start, as nginx's `client_header_buffer_size`, grown only for what
 //!   arrives), parses each head once ([`request::parse`]), answers a head it refuses
 //!   with the status and one-line text body of [`RequestError`] and closes, and hands
@@ -24,7 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::conn_io::ClientStream;
-use super::worker::{ClientCtx, ParkedCount, tls_has_plaintext, wait_parked};
+use super::worker::ClientCtx;
 use crate::http1::encode;
 use crate::http1::request::{self, RequestError, RequestHead};
 use crate::proxy::h1::{After, Client};
@@ -45,22 +45,13 @@ enum Turn {
     Close,
 }
 
-/// Serves an HTTP/1 connection until it closes.
-pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx) {
-    let idle = ctx.current.borrow().timeouts().client_idle;
-    let mut deadline = Instant::now() + idle;
-    loop {
-        let parked = ParkedCount::new(&ctx.guard);
-        let wake = tls_has_plaintext(&mut io) || wait_parked(&io, deadline, ctx.conns()).await;
-        drop(parked);
-        if !wake {
-            return;
-        }
-        let turn = Box::pin(busy(&mut io, &ctx, &mut deadline)).await;
-        match turn {
-            Turn::Park => continue,
-            Turn::Close => return,
-        }
+/// Serves an HTTP/1 connection that has bytes to read (or a TLS record's plaintext),
+/// until it has been between requests for [`PARK_AFTER`]: then it goes back to the
+/// worker's [`Lot`](super::lot) and this task ends. `deadline` is its idle deadline.
+pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx, mut deadline: Instant) {
+    if let Turn::Park = busy(&mut io, &ctx, &mut deadline).await {
+        let lot = Rc::clone(&ctx.lot);
+        lot.park(io, ctx, deadline);
     }
 }
 
@@ -209,22 +200,15 @@ async fn answer(
 
 #[cfg(test)]
 mod tests {
-    /// The size of the future an async fn with two arguments returns.
-    fn size2<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
     fn size3<A, B, C, F: std::future::Future>(_: fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
-    /// What an idle connection and one reading a head hold: the idle state is all a
-    /// parked connection keeps (with its socket), so it must stay small; the request's
+    /// A connection reading a head holds this much besides its buffer; the request's
     /// own state is boxed apart.
     #[test]
-    fn connection_states_stay_small() {
-        let idle = size2(super::serve);
+    fn busy_state_stays_small() {
         let busy = size3(super::busy);
-        assert!(idle <= 512, "idle connection future: {idle} bytes");
         assert!(busy <= 1024, "busy connection future: {busy} bytes");
     }
 }

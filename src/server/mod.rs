@@ -15,6 +15,7 @@ pub mod conn_io;
 pub mod control;
 pub mod h1;
 pub mod listener;
+pub mod lot;
 pub mod master;
 pub mod signals;
 pub mod worker;

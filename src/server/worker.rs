@@ -70,6 +70,8 @@ pub fn run(
         tokio::task::spawn_local(follow_snapshots(snapshots, Rc::clone(&current), id));
         tokio::task::spawn_local(sweep_pools(Rc::clone(&current)));
         let conns = Rc::new(Connections::default());
+        let lot = super::lot::Lot::new();
+        tokio::task::spawn_local(Rc::clone(&lot).run(Rc::clone(&conns)));
 
         tracing::debug!(worker = id, "accepting");
         let deadline = loop {
@@ -80,7 +82,7 @@ pub fn run(
                     RunState::Serving => {}
                 },
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => serve(stream, peer, &current, &builder, &conns),
+                    Ok((stream, peer)) => serve(stream, peer, &current, &builder, &conns, &lot),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(worker = id, "accept failed: {e}");
@@ -164,6 +166,20 @@ pub(super) struct OpenGuard(
     &'static Ledger,
 );
 
+impl OpenGuard {
+    /// Counts the connection parked (`by` = 1) or no longer parked (`by` = -1), in
+    /// the shared gauge and this worker's ledger (which the master settles if the
+    /// worker dies).
+    pub(super) fn count_parked(&self, by: i64) {
+        self.1.connections_parked.fetch_add(by, Relaxed);
+        if by > 0 {
+            self.2.parked.fetch_add(1, Relaxed);
+        } else {
+            self.2.parked.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.1.connections_open.fetch_sub(1, Relaxed);
@@ -184,6 +200,8 @@ pub(super) struct ClientCtx {
     builder: Rc<Builders>,
     /// Counts the connection open until the last task holding it ends.
     pub(super) guard: Rc<OpenGuard>,
+    /// Where it waits while idle.
+    pub(super) lot: Rc<super::lot::Lot>,
 }
 
 impl ClientCtx {
@@ -215,6 +233,7 @@ fn serve(
     current: &Current,
     builder: &Rc<Builders>,
     conns: &Rc<Connections>,
+    lot: &Rc<super::lot::Lot>,
 ) {
     let _ = stream.set_nodelay(true);
     let (timeouts, acceptor) = {
@@ -229,46 +248,46 @@ fn serve(
     global.connections_open.fetch_add(1, Relaxed);
     ledger.conns.fetch_add(1, Relaxed);
     let guard = Rc::new(OpenGuard(Rc::clone(conns), global, ledger));
-    let (current, builder) = (Rc::clone(current), Rc::clone(builder));
+    let ctx = ClientCtx {
+        peer,
+        https: acceptor.is_some(),
+        current: Rc::clone(current),
+        builder: Rc::clone(builder),
+        guard,
+        lot: Rc::clone(lot),
+    };
+    let idle_deadline = tokio::time::Instant::now() + timeouts.client_idle;
+    let Some(acceptor) = acceptor else {
+        // Plain HTTP/1: straight to the lot until the first byte, no task yet.
+        lot.park(ClientStream::Plain(stream), ctx, idle_deadline);
+        return;
+    };
     tokio::task::spawn_local(async move {
-        // TLS first when the listener terminates it (the handshake is bounded by the
-        // head clock); ALPN then says HTTP/2 or HTTP/1.1.
-        let (io, h2) = match acceptor {
-            None => (ClientStream::Plain(stream), false),
-            Some(acceptor) => {
-                // Boxed: the handshake state is large and the task outlives it.
-                let handshake = Box::pin(acceptor.accept(stream));
-                match tokio::time::timeout(timeouts.client_header, handshake).await {
-                    Ok(Ok(tls)) => {
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        (ClientStream::Tls(Box::new(tls)), h2)
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                }
+        // TLS first (the handshake is bounded by the head clock); ALPN then says
+        // HTTP/2 or HTTP/1.1.
+        // Boxed: the handshake state is large and the task outlives it.
+        let handshake = Box::pin(acceptor.accept(stream));
+        let (io, h2) = match tokio::time::timeout(timeouts.client_header, handshake).await {
+            Ok(Ok(tls)) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                (ClientStream::Tls(Box::new(tls)), h2)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
             }
         };
-        let ctx = ClientCtx {
-            peer,
-            https: matches!(io, ClientStream::Tls(_)),
-            current,
-            builder,
-            guard,
-        };
-        let result = if h2 {
-            serve_http2(io, &ctx).await
+        if h2 {
+            if let Err(e) = serve_http2(io, &ctx).await {
+                tracing::debug!(%peer, "client connection ended: {e}");
+            }
         } else {
-            super::h1::serve(io, ctx).await;
-            Ok(())
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, "client connection ended: {e}");
+            let lot = Rc::clone(&ctx.lot);
+            lot.park(io, ctx, idle_deadline);
         }
     });
 }
@@ -303,25 +322,6 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
     }
 }
 
-/// Counts a connection parked (in the shared gauge and this worker's ledger, which the
-/// master settles if the worker dies) until dropped.
-pub(super) struct ParkedCount<'a>(&'a OpenGuard);
-
-impl ParkedCount<'_> {
-    pub(super) fn new(open: &OpenGuard) -> ParkedCount<'_> {
-        open.1.connections_parked.fetch_add(1, Relaxed);
-        open.2.parked.fetch_add(1, Relaxed);
-        ParkedCount(open)
-    }
-}
-
-impl Drop for ParkedCount<'_> {
-    fn drop(&mut self) {
-        self.0.1.connections_parked.fetch_sub(1, Relaxed);
-        self.0.2.parked.fetch_sub(1, Relaxed);
-    }
-}
-
 /// True when TLS has already decrypted bytes not yet read: readiness of the socket
 /// would never announce them.
 pub(super) fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
@@ -332,30 +332,5 @@ pub(super) fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
             .1
             .process_new_packets()
             .is_ok_and(|state| state.plaintext_bytes_to_read() > 0),
-    }
-}
-
-/// Waits, parked, for the client's next byte: true when it can be read, false when the
-/// idle clock ran out or the worker is draining.
-pub(super) async fn wait_parked(
-    stream: &ClientStream,
-    deadline: tokio::time::Instant,
-    conns: &Connections,
-) -> bool {
-    if conns.draining.get() {
-        return false;
-    }
-    let tcp = match stream {
-        ClientStream::Plain(s) => s,
-        ClientStream::Tls(s) => s.get_ref().0,
-    };
-    // `poll_read_ready`, not `readable()`: it takes the socket's reader slot, so the
-    // waker of the task that served it before (kept there by its last read) goes, and
-    // with it that task's memory.
-    let ready = std::future::poll_fn(|cx| tcp.poll_read_ready(cx));
-    tokio::select! {
-        r = ready => r.is_ok() && !conns.draining.get(),
-        _ = tokio::time::sleep_until(deadline) => false,
-        _ = conns.drain.notified() => false,
     }
 }

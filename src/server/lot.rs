@@ -1,0 +1,228 @@
+//! Parked HTTP/1 connections: one lot per worker, not a task per connection.
+//!
+//! Most client connections, most of the time, are idle: accepted and silent, or kept
+//! alive between requests. A task per idle connection costs its future and tokio's
+//! task header (about 1.4 KiB each in all); here a parked connection is an entry in a
+//! slab (the socket, what the connection needs to resume, its deadline), plus the
+//! waker tokio keeps for the socket's readiness. That waker belongs to the entry's slot
+//! (made once per slot, reused): waking it queues the slot's index, and the lot's one
+//! task resumes the connection in a task of its own. The same task closes entries whose
+//! idle deadline passed (a sweep every `client_idle / 8`, at least 10 ms, at most 1 s,
+//! while anything is parked) and, on a drain, all of them.
+//!
+//! The `switchyard_connections_parked` gauge counts the entries.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::conn_io::ClientStream;
+use super::worker::{ClientCtx, tls_has_plaintext};
+
+/// A parked connection.
+struct Parked {
+    io: ClientStream,
+    ctx: ClientCtx,
+    deadline: Instant,
+}
+
+struct Slot {
+    parked: Option<Parked>,
+    waker: Arc<SlotWaker>,
+}
+
+thread_local! {
+    /// Slots woken by readiness on this worker's thread, and its lot task's waker.
+    /// Thread-local rather than locked: a worker is one current-thread runtime, whose
+    /// reactor runs (and calls wakers) on that thread only.
+    static READY: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
+    static TASK: RefCell<Option<Waker>> = const { RefCell::new(None) };
+}
+
+fn wake_task() {
+    if let Some(w) = TASK.with(|t| t.borrow_mut().take()) {
+        w.wake();
+    }
+}
+
+/// The readiness waker of one slot: queues the slot (with the generation of the
+/// connection parked in it when the waker was handed to tokio).
+struct SlotWaker {
+    index: u32,
+    generation: AtomicU32,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let entry = (self.index, self.generation.load(Relaxed));
+        READY.with(|r| r.borrow_mut().push(entry));
+        wake_task();
+    }
+}
+
+/// One worker's parked connections.
+pub(super) struct Lot {
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<u32>>,
+    count: Cell<usize>,
+    sweep_every: Cell<Duration>,
+}
+
+impl Lot {
+    pub(super) fn new() -> Rc<Lot> {
+        Rc::new(Lot {
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            count: Cell::new(0),
+            sweep_every: Cell::new(Duration::from_secs(1)),
+        })
+    }
+
+    /// Parks `io` until it is readable (then `resume` serves it), `deadline` passes or
+    /// the worker drains (then it closes).
+    pub(super) fn park(self: &Rc<Self>, mut io: ClientStream, ctx: ClientCtx, deadline: Instant) {
+        if ctx.conns().draining.get() {
+            return;
+        }
+        if tls_has_plaintext(&mut io) {
+            resume(io, ctx, deadline);
+            return;
+        }
+        let idle = ctx.current.borrow().timeouts().client_idle;
+        self.sweep_every
+            .set((idle / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        let index = self.free.borrow_mut().pop().unwrap_or_else(|| {
+            let mut slots = self.slots.borrow_mut();
+            let index = slots.len() as u32;
+            slots.push(Slot {
+                parked: None,
+                waker: Arc::new(SlotWaker {
+                    index,
+                    generation: AtomicU32::new(0),
+                }),
+            });
+            index
+        });
+        let waker = {
+            let slots = self.slots.borrow();
+            let slot = &slots[index as usize];
+            slot.waker.generation.fetch_add(1, Relaxed);
+            Waker::from(Arc::clone(&slot.waker))
+        };
+        let tcp = match &io {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        };
+        // Hands tokio this slot's waker in place of the last task's (whose memory
+        // then goes). Ready already: serve it now.
+        let ready = tcp.poll_read_ready(&mut Context::from_waker(&waker));
+        if let Poll::Ready(r) = ready {
+            self.free.borrow_mut().push(index);
+            if r.is_ok() {
+                resume(io, ctx, deadline);
+            }
+            return;
+        }
+        ctx.guard.count_parked(1);
+        self.slots.borrow_mut()[index as usize].parked = Some(Parked { io, ctx, deadline });
+        let was_empty = self.count.get() == 0;
+        self.count.set(self.count.get() + 1);
+        if was_empty {
+            // The lot task may be waiting without a sweep timer.
+            wake_task();
+        }
+    }
+
+    /// Takes the connection parked in slot `index`, if it is still generation
+    /// `generation`.
+    fn take(&self, index: u32, generation: Option<u32>) -> Option<Parked> {
+        let mut slots = self.slots.borrow_mut();
+        let slot = slots.get_mut(index as usize)?;
+        if generation.is_some_and(|g| g != slot.waker.generation.load(Relaxed)) {
+            return None;
+        }
+        let parked = slot.parked.take()?;
+        drop(slots);
+        self.free.borrow_mut().push(index);
+        self.count.set(self.count.get() - 1);
+        parked.ctx.guard.count_parked(-1);
+        Some(parked)
+    }
+
+    /// Closes the connections whose deadline passed (or all of them).
+    fn sweep(&self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .slots
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.parked.as_ref().is_some_and(|p| all || p.deadline <= now))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for index in due {
+            drop(self.take(index, None));
+        }
+    }
+
+    /// The lot's task: resumes woken connections, closes expired ones, and closes all
+    /// of them when the worker drains.
+    pub(super) async fn run(self: Rc<Self>, conns: Rc<super::worker::Connections>) {
+        let mut next_sweep = Instant::now();
+        loop {
+            let woken = std::future::poll_fn(|cx| {
+                TASK.with(|t| *t.borrow_mut() = Some(cx.waker().clone()));
+                match READY.with(|r| r.borrow().is_empty()) {
+                    false => Poll::Ready(()),
+                    true => Poll::Pending,
+                }
+            });
+            let sweep = async {
+                // Looked at on every poll: a park wakes this task.
+                std::future::poll_fn(|_| match self.count.get() {
+                    0 => Poll::Pending,
+                    _ => Poll::Ready(()),
+                })
+                .await;
+                tokio::time::sleep_until(next_sweep).await;
+            };
+            tokio::select! {
+                _ = woken => {}
+                _ = sweep => {
+                    self.sweep(false);
+                    next_sweep = Instant::now() + self.sweep_every.get();
+                }
+                _ = conns.drain.notified() => {
+                    self.sweep(true);
+                    continue;
+                }
+            }
+            if conns.draining.get() {
+                self.sweep(true);
+            }
+            let woken: Vec<(u32, u32)> = READY.with(|r| std::mem::take(&mut *r.borrow_mut()));
+            for (index, generation) in woken {
+                if let Some(p) = self.take(index, Some(generation)) {
+                    resume(p.io, p.ctx, p.deadline);
+                }
+            }
+            if next_sweep <= Instant::now() {
+                next_sweep = Instant::now() + self.sweep_every.get();
+            }
+        }
+    }
+}
+
+/// Serves a connection that became readable, in a task of its own.
+fn resume(io: ClientStream, ctx: ClientCtx, deadline: Instant) {
+    tokio::task::spawn_local(super::h1::serve(io, ctx, deadline));
+}
