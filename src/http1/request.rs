@@ -221,6 +221,11 @@ fn parse_complete(
     head.method_span = Span::within(buf, method.as_bytes());
     head.target = Span::within(buf, target.as_bytes());
     head.form = target_form(buf, head.target);
+    // RFC 9112 3.2.3: authority-form is for CONNECT alone. For any other method a
+    // target that is not origin-form, absolute-form or `*` is no target at all.
+    if head.form == Target::Authority && head.method != http::Method::CONNECT {
+        return Err(RequestError::Bad("malformed request target"));
+    }
     head.version = Version::from_minor(minor);
     head.len = parsed;
     head.headers.clear();
@@ -545,6 +550,13 @@ mod tests {
         assert_eq!(path.of(b), b"/p?q");
         let b = b"OPTIONS * HTTP/1.1\r\nHost: y\r\n\r\n";
         assert_eq!(parse_all(b).unwrap().1.form, Target::Asterisk);
+        let b = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+        assert_eq!(parse_all(b).unwrap().1.form, Target::Authority);
+        // Authority-form is for CONNECT only: for other methods it is no target.
+        for t in ["?x", "example.com:80", "ftp://example.com/", "a"] {
+            let text = format!("GET {t} HTTP/1.1\r\nHost: y\r\n\r\n");
+            assert_eq!(refused(&text), (400, "malformed request target"), "{t}");
+        }
     }
 
     #[test]
