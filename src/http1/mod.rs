@@ -18,6 +18,9 @@ pub mod framing;
 pub mod request;
 pub mod response;
 
+#[cfg(test)]
+mod differential;
+
 /// A byte range of a head, relative to the start of the buffer it was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
