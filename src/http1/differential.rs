@@ -457,6 +457,25 @@ fn dechunk(s: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ()> {
     }
 }
 
+/// RFC 9112 3.2: a request target is origin-form, absolute-form (a proxy serves http
+/// and https, and such a URI needs a host: RFC 9110 4.2.1), asterisk-form, or
+/// authority-form for CONNECT alone.
+fn target_form_ok(method: &[u8], target: &[u8]) -> bool {
+    let lower = target.to_ascii_lowercase();
+    let after_scheme = lower
+        .strip_prefix(b"http://")
+        .or_else(|| lower.strip_prefix(b"https://"));
+    if let Some(rest) = after_scheme {
+        let authority = rest
+            .split(|&b| b == b'/' || b == b'?' || b == b'#')
+            .next()
+            .unwrap();
+        let host = authority.rsplit(|&b| b == b'@').next().unwrap();
+        return !host.is_empty() && !host.starts_with(b":");
+    }
+    target.starts_with(b"/") || target == b"*" || method == b"CONNECT"
+}
+
 /// The reference's reading of a whole stream.
 fn reference(stream: &[u8]) -> Outcome {
     let mut reqs = Vec::new();
@@ -486,18 +505,8 @@ fn reference(stream: &[u8]) -> Outcome {
         if http::Method::from_bytes(method.as_bytes()).is_err() {
             return end(reqs, End::Refused(400), at);
         }
-        // RFC 9112 3.2: origin-form, absolute-form (a proxy serves http and https),
-        // asterisk-form, or authority-form for CONNECT alone.
         let target = req.path.unwrap().as_bytes();
-        let scheme = |s: &str| {
-            target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s.as_bytes())
-        };
-        let valid_target = target.starts_with(b"/")
-            || target == b"*"
-            || scheme("http://")
-            || scheme("https://")
-            || method == "CONNECT";
-        if !valid_target {
+        if !target_form_ok(method.as_bytes(), target) {
             return end(reqs, End::Refused(400), at);
         }
         let version = req.version.unwrap();
@@ -778,22 +787,14 @@ const DELIBERATE: &[Deliberate] = &[
         },
     },
     // RFC 9112 3.2.3: authority-form is only for CONNECT, and a target must take one
-    // of the four forms (a proxy serves http and https absolute-form). hyper takes
-    // whatever `http::Uri` parses, `GET example.com:80` or `GET ftp://x/` included,
-    // and we would forward it as it came.
+    // of the four forms (a proxy serves http and https absolute-form, and RFC 9110
+    // 4.2.1 makes an http URI without a host invalid). hyper takes whatever
+    // `http::Uri` parses, `GET example.com:80`, `GET ftp://x/` and `GET http://:80/`
+    // included, and we would forward it as it came (the last with an empty Host).
     Deliberate {
-        name: "authority-form (or another scheme) outside CONNECT",
+        name: "a target of no form we serve (authority-form outside CONNECT, another scheme, no host)",
         stricter: Stricter::Ours,
-        applies: |s| {
-            request_lines(s).any(|(method, target)| {
-                let t = target.to_ascii_lowercase();
-                method != b"CONNECT"
-                    && !(t.starts_with(b"/")
-                        || t == b"*"
-                        || t.starts_with(b"http://")
-                        || t.starts_with(b"https://"))
-            })
-        },
+        applies: |s| request_lines(s).any(|(method, target)| !target_form_ok(method, target)),
     },
     // Every line of chunked framing ends in CRLF for us, the trailer section's too.
     // hyper reads a trailer line to its CR, bare LFs inside it included, and takes a
@@ -1425,6 +1426,14 @@ fn streams() -> Vec<(&'static str, Vec<u8>)> {
     );
     add("bare word target", b"GET a HTTP/1.1\r\nHost: a\r\n\r\n");
     add("asterisk on GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n");
+    add(
+        "absolute-form without a host",
+        b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    add(
+        "absolute-form with a port only",
+        b"GET http://:80/x HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
     add(
         "ftp scheme",
         b"GET ftp://example.com/x HTTP/1.1\r\nHost: a\r\n\r\n",

@@ -202,6 +202,16 @@ fn connection_tokens(buf: &[u8], headers: &mut [Header]) -> ConnectionTokens {
     t
 }
 
+/// `buf` without the empty lines (CRLF or LF) it starts with, which a head may follow.
+fn skip_empty_lines(mut buf: &[u8]) -> &[u8] {
+    loop {
+        match buf {
+            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => buf = rest,
+            _ => return buf,
+        }
+    }
+}
+
 /// Finds the end of a head: the index just past the first empty line that ends after
 /// `from` (every end up to `from` is known not to be the head's). Bare LF line ends
 /// count, as httparse accepts them.

@@ -11,7 +11,9 @@
 use std::mem::MaybeUninit;
 
 use super::framing::{self, Coding, LengthError};
-use super::{ConnectionTokens, Framing, Header, Known, Span, Version, connection_tokens};
+use super::{
+    ConnectionTokens, Framing, Header, Known, Span, Version, connection_tokens, skip_empty_lines,
+};
 
 /// Size limits on a request head (the contract's `limits:`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,15 +173,6 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), RequestError> {
     Ok(())
 }
 
-fn skip_empty_lines(mut buf: &[u8]) -> &[u8] {
-    loop {
-        match buf {
-            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => buf = rest,
-            _ => return buf,
-        }
-    }
-}
-
 /// Parses a complete head (`buf` ends with its empty line). False when `buf` held
 /// only empty lines.
 fn parse_complete(
@@ -225,6 +218,13 @@ fn parse_complete(
     // target that is not origin-form, absolute-form or `*` is no target at all.
     if head.form == Target::Authority && head.method != http::Method::CONNECT {
         return Err(RequestError::Bad("malformed request target"));
+    }
+    // RFC 9110 4.2.1: an http(s) URI with an empty host is invalid (and would be
+    // forwarded with an empty Host).
+    if let Target::Absolute { authority, .. } = head.form {
+        if matches!(authority.of(buf).first(), None | Some(b':')) {
+            return Err(RequestError::Bad("malformed request target"));
+        }
     }
     head.version = Version::from_minor(minor);
     head.len = parsed;
@@ -553,7 +553,17 @@ mod tests {
         let b = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
         assert_eq!(parse_all(b).unwrap().1.form, Target::Authority);
         // Authority-form is for CONNECT only: for other methods it is no target.
-        for t in ["?x", "example.com:80", "ftp://example.com/", "a"] {
+        // So is an absolute-form target without a host.
+        for t in [
+            "?x",
+            "example.com:80",
+            "ftp://example.com/",
+            "a",
+            "http:///p",
+            "http://",
+            "https://u:p@/p",
+            "http://:80/p",
+        ] {
             let text = format!("GET {t} HTTP/1.1\r\nHost: y\r\n\r\n");
             assert_eq!(refused(&text), (400, "malformed request target"), "{t}");
         }
