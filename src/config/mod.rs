@@ -207,4 +207,18 @@ impl Config {
         })?;
         validate::build(Some((path, text)), parsed, overrides)
     }
+
+    /// Checks config text as [`Config::parse`] does, every key and value, but without
+    /// the outside world: backends' host names are not resolved and certificate and
+    /// CA files are not read, so a name that does not resolve or a missing file is not
+    /// found. For fuzzing the parser (fuzz/fuzz_targets/config.rs), which must never
+    /// panic whatever the text.
+    pub fn check_offline(text: &str) -> Result<(), ConfigError> {
+        let path = Path::new("switchyard.yaml");
+        let parsed = file::FileConfig::parse(text).map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })?;
+        validate::build_offline(Some((path, text)), parsed, &Overrides::default()).map(|_| ())
+    }
 }

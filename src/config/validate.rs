@@ -20,6 +20,9 @@ mod sections;
 /// Where an error points: the file (if any) and its text, for line numbers.
 struct Ctx<'a> {
     src: Option<(&'a Path, &'a str)>,
+    /// Check without the outside world: no host name resolved, no file read
+    /// ([`Config::check_offline`]).
+    offline: bool,
 }
 
 impl Ctx<'_> {
@@ -106,8 +109,28 @@ pub fn build(
     file: FileConfig,
     o: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let cx = Ctx { src };
+    build_with(
+        Ctx {
+            src,
+            offline: false,
+        },
+        file,
+        o,
+    )
+}
 
+/// [`build`] without the outside world: backends' host names are not resolved (an IP
+/// address is taken, a name stands for 0.0.0.0), and certificate and CA files are not
+/// read. The config it makes is for looking at, never for running.
+pub fn build_offline(
+    src: Option<(&Path, &str)>,
+    file: FileConfig,
+    o: &Overrides,
+) -> Result<Config, ConfigError> {
+    build_with(Ctx { src, offline: true }, file, o)
+}
+
+fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
     // Listener and admin: the file's values are checked even when a flag overrides them.
     let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080));
     let mut listen_tls = None;
@@ -118,15 +141,20 @@ pub fn build(
                 let hint = "add `certificates: [{cert: server.pem, key: server.key}]`";
                 return Err(cx.err("listen.tls.certificates", "no certificate given", hint));
             }
-            let paths = certs
+            let paths: Vec<_> = certs
                 .iter()
                 .map(|c| crate::config::CertificatePaths {
                     cert: cx.relative(&c.cert),
                     key: cx.relative(&c.key),
                 })
                 .collect();
-            match crate::config::ListenTls::load(paths) {
-                Ok(t) => listen_tls = Some(t),
+            // Offline, the files are not read (and the listener has no TLS).
+            let loaded = match cx.offline {
+                true => Ok(None),
+                false => crate::config::ListenTls::load(paths).map(Some),
+            };
+            match loaded {
+                Ok(t) => listen_tls = t,
                 Err((i, which, e)) => {
                     let key = format!("listen.tls.certificates[{i}].{which}");
                     return Err(cx.err(
@@ -469,6 +497,36 @@ pub(super) mod tests {
             e.to_string().starts_with("--admin: 127.0.0.1:8080 clashes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn offline_check_reads_no_file_and_resolves_no_name() {
+        let contract = crate::config::file::tests::CONTRACT;
+        assert!(Config::check_offline(contract).is_ok());
+        let tls = format!(
+            "{B}listen:\n  address: 127.0.0.1:8443\n  tls:\n    certificates:\n      \
+             - {{cert: /nonexistent/c.pem, key: /nonexistent/k.pem}}\n"
+        );
+        assert!(load(&tls).is_err(), "the files are read online");
+        assert!(Config::check_offline(&tls).is_ok());
+        let ca =
+            "backends:\n  - address: 127.0.0.1:9001\n    tls: {ca_file: /nonexistent/ca.pem}\n";
+        assert!(load(ca).is_err());
+        assert!(Config::check_offline(ca).is_ok());
+        // Every other check is the same.
+        for bad in [
+            format!("{B}workers: 0\n"),
+            "backends: []\n".into(),
+            "listen: [\n".into(),
+        ] {
+            assert_eq!(
+                Config::check_offline(&bad).map_err(|e| e.to_string()),
+                load(&bad)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string().replace("sy.yaml", "switchyard.yaml")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

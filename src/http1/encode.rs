@@ -76,6 +76,8 @@ pub fn request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, edits: &R
                 host = true;
                 match authority {
                     Some(a) => line(out, h.name.of(buf), a),
+                    // HTTP/1.0 may send it empty; the HTTP/1.1 we send may not.
+                    None if h.value.is_empty() => line(out, h.name.of(buf), edits.default_host),
                     None => copy_line(out, buf, h),
                 }
             }
@@ -333,6 +335,8 @@ mod tests {
         let got = forward("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", false);
         assert!(got.contains("\r\nHost: backend:80\r\n"), "{got}");
         assert!(!got.contains("onnection"), "{got}");
+        let got = forward("GET / HTTP/1.0\r\nhost:\r\n\r\n", false);
+        assert!(got.contains("\r\nhost: backend:80\r\n"), "{got}");
     }
 
     #[test]

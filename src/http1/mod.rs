@@ -18,6 +18,9 @@ pub mod framing;
 pub mod request;
 pub mod response;
 
+#[cfg(test)]
+mod differential;
+
 /// A byte range of a head, relative to the start of the buffer it was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
@@ -199,6 +202,16 @@ fn connection_tokens(buf: &[u8], headers: &mut [Header]) -> ConnectionTokens {
         }
     }
     t
+}
+
+/// `buf` without the empty lines (CRLF or LF) it starts with, which a head may follow.
+fn skip_empty_lines(mut buf: &[u8]) -> &[u8] {
+    loop {
+        match buf {
+            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => buf = rest,
+            _ => return buf,
+        }
+    }
 }
 
 /// Finds the end of a head: the index just past the first empty line that ends after

@@ -11,7 +11,9 @@
 use std::mem::MaybeUninit;
 
 use super::framing::{self, Coding, LengthError};
-use super::{ConnectionTokens, Framing, Header, Known, Span, Version, connection_tokens};
+use super::{
+    ConnectionTokens, Framing, Header, Known, Span, Version, connection_tokens, skip_empty_lines,
+};
 
 /// Size limits on a request head (the contract's `limits:`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,8 +147,14 @@ pub fn parse(
 ) -> Result<Status, RequestError> {
     // Most heads arrive whole in one read: parse at once, and scan for the end (so a
     // head that trickles in is not parsed again per read) only when it did not.
-    if scanned == 0 && parse_complete(buf, limits, head)? {
-        return Ok(Status::Complete);
+    if scanned == 0 {
+        match parse_complete(buf, limits, head) {
+            Ok(true) => return Ok(Status::Complete),
+            Ok(false) => {}
+            // Refused once the head is whole, whatever the reads it came in.
+            Err(e) if super::find_head_end(buf, 0).is_some() => return Err(e),
+            Err(_) => {}
+        }
     }
     let mut from = scanned;
     loop {
@@ -179,15 +187,6 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), RequestError> {
 /// How many bytes of `buf` are complete empty lines (CRLF or LF) before anything else.
 pub fn leading_empty_lines(buf: &[u8]) -> usize {
     buf.len() - skip_empty_lines(buf).len()
-}
-
-fn skip_empty_lines(mut buf: &[u8]) -> &[u8] {
-    loop {
-        match buf {
-            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] => buf = rest,
-            _ => return buf,
-        }
-    }
 }
 
 /// Parses a complete head (`buf` ends with its empty line). False when `buf` held
@@ -232,10 +231,16 @@ fn parse_complete(
     head.method_span = Span::within(buf, method.as_bytes());
     head.target = Span::within(buf, target.as_bytes());
     head.form = target_form(buf, head.target);
+    // RFC 9112 3.2.3: authority-form is for CONNECT alone. For any other method a
+    // target that is not origin-form, absolute-form or `*` is no target at all.
+    if head.form == Target::Authority && head.method != http::Method::CONNECT {
+        return Err(RequestError::Bad("malformed request target"));
+    }
+    // RFC 9110 4.2.1: an http(s) URI needs a host (and it becomes the Host we send).
     if let Target::Absolute { authority, .. } = head.form {
         let a = authority.of(buf);
-        if a.is_empty() || !a.iter().all(|&b| is_host_byte(b)) {
-            return Err(RequestError::Bad("invalid host in the request target"));
+        if matches!(a.first(), None | Some(b':')) || !a.iter().all(|&b| is_host_byte(b)) {
+            return Err(RequestError::Bad("malformed request target"));
         }
     }
     head.version = Version::from_minor(minor);
@@ -547,9 +552,12 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", "invalid Host"),
             (
                 "GET http://a\"b<c>/p HTTP/1.1\r\nHost: x\r\n\r\n",
-                "invalid host",
+                "malformed request target",
             ),
-            ("GET http:///p HTTP/1.1\r\nHost: x\r\n\r\n", "invalid host"),
+            (
+                "GET http:///p HTTP/1.1\r\nHost: x\r\n\r\n",
+                "malformed request target",
+            ),
             ("GET / HTTP/3.0\r\nHost: x\r\n\r\n", "version"),
             ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2"),
         ];
@@ -585,6 +593,23 @@ mod tests {
         assert_eq!(path.of(b), b"/p?q");
         let b = b"OPTIONS * HTTP/1.1\r\nHost: y\r\n\r\n";
         assert_eq!(parse_all(b).unwrap().1.form, Target::Asterisk);
+        let b = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+        assert_eq!(parse_all(b).unwrap().1.form, Target::Authority);
+        // Authority-form is for CONNECT only: for other methods it is no target.
+        // So is an absolute-form target without a host.
+        for t in [
+            "?x",
+            "example.com:80",
+            "ftp://example.com/",
+            "a",
+            "http:///p",
+            "http://",
+            "https://u:p@/p",
+            "http://:80/p",
+        ] {
+            let text = format!("GET {t} HTTP/1.1\r\nHost: y\r\n\r\n");
+            assert_eq!(refused(&text), (400, "malformed request target"), "{t}");
+        }
     }
 
     #[test]

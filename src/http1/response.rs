@@ -102,11 +102,16 @@ pub fn parse(
             return Ok(status);
         }
     }
-    let Some(end) = super::find_head_end(buf, scanned) else {
+    // Empty lines may come before the status line (a backend's stray CRLF after the
+    // last body): httparse skips them, and so do the scan and the check for garbage,
+    // so that a head reads the same whole or in pieces.
+    let start = super::skip_empty_lines(buf);
+    let skipped = buf.len() - start.len();
+    let Some(end) = super::find_head_end(buf, scanned.max(skipped)) else {
         if buf.len() > MAX_HEAD {
             return Err(ResponseError("response head too large"));
         }
-        if buf.len() >= 5 && !buf.starts_with(b"HTTP/") {
+        if start.len() >= 5 && !start.starts_with(b"HTTP/") {
             // Not HTTP at all (an HTTP/0.9-style reply, say): no need to wait for more.
             return Err(ResponseError("malformed response head"));
         }
@@ -269,6 +274,23 @@ mod tests {
             parse(b"HTTP/1.1 200", 0, false, &mut head),
             Ok(Status::Partial { scanned: 12 })
         );
+    }
+
+    #[test]
+    fn leading_empty_lines_are_read_alike_whole_or_in_pieces() {
+        let full = b"\r\n\nHTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(parse_all(full, false).unwrap().status, 204);
+        let mut head = ResponseHead::default();
+        let mut scanned = 0;
+        for n in 0..full.len() {
+            match parse(&full[..n], scanned, false, &mut head) {
+                Ok(Status::Partial { scanned: s }) => scanned = s,
+                other => panic!("{n} bytes: {other:?}"),
+            }
+        }
+        assert_eq!(parse(full, scanned, false, &mut head), Ok(Status::Complete));
+        assert_eq!(head.status, 204);
+        assert!(parse(b"\r\nSSH-2.0", 0, false, &mut head).is_err());
     }
 
     #[test]

@@ -81,7 +81,11 @@ pub(super) fn from_file(
             if let Some(ca) = tls.ca_file {
                 let key = format!("{base}.tls.ca_file");
                 let path = cx.relative(&ca);
-                crate::tls::client::read_ca_file(&path).map_err(|e| {
+                let read = match cx.offline {
+                    true => Ok(Default::default()),
+                    false => crate::tls::client::read_ca_file(&path),
+                };
+                read.map_err(|e| {
                     cx.err(
                         &key,
                         e,
@@ -135,7 +139,17 @@ fn make_backend(
         ));
     }
     let host = spec.host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match (host, spec.port).to_socket_addrs() {
+    let resolved = match cx.offline {
+        // A name stands for 0.0.0.0: nothing is looked up.
+        true => Ok(vec![SocketAddr::new(
+            host.parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            spec.port,
+        )]
+        .into_iter()),
+        false => (host, spec.port).to_socket_addrs(),
+    };
+    let addrs: Vec<SocketAddr> = match resolved {
         Ok(a) => a.collect(),
         Err(e) => {
             let hint = "check the host name, or use an IP address";
