@@ -614,7 +614,7 @@ fn hyper_run(rt: &tokio::runtime::Runtime, stream: &[u8]) -> Outcome {
             out
         };
         let all = async { tokio::join!(conn, write, read) };
-        let (result, (), out) = tokio::time::timeout(std::time::Duration::from_secs(5), all)
+        let (result, (), out) = tokio::time::timeout(std::time::Duration::from_secs(30), all)
             .await
             .expect("hyper did not finish");
         (result, out)
