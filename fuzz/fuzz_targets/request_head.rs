@@ -71,6 +71,7 @@ fuzz_target!(|data: &[u8]| {
         proto: if pick & 1 == 0 { b"http" } else { b"https" },
         default_host: b"backend.internal:8080",
         tunnel: pick & 2 != 0,
+        framing: whole.framing,
     };
     encode::request_head(&mut out, input, &whole, &edits);
     let mut again = RequestHead::default();

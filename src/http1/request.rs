@@ -147,14 +147,10 @@ pub fn parse(
 ) -> Result<Status, RequestError> {
     // Most heads arrive whole in one read: parse at once, and scan for the end (so a
     // head that trickles in is not parsed again per read) only when it did not.
-    if scanned == 0 {
-        match parse_complete(buf, limits, head) {
-            Ok(true) => return Ok(Status::Complete),
-            Ok(false) => {}
-            // Refused once the head is whole, whatever the reads it came in.
-            Err(e) if super::find_head_end(buf, 0).is_some() => return Err(e),
-            Err(_) => {}
-        }
+    // Anything but a whole good head is decided by the scan below, on the head's bytes
+    // alone, so that the answer is the same whatever the reads it came in.
+    if scanned == 0 && matches!(parse_complete(buf, false, limits, head), Ok(true)) {
+        return Ok(Status::Complete);
     }
     let mut from = scanned;
     loop {
@@ -162,7 +158,7 @@ pub fn parse(
             check_partial(buf, limits)?;
             return Ok(Status::Partial { scanned: buf.len() });
         };
-        match parse_complete(&buf[..end], limits, head)? {
+        match parse_complete(&buf[..end], true, limits, head)? {
             true => return Ok(Status::Complete),
             // Only empty lines so far (they may precede a request line).
             false => from = end,
@@ -189,10 +185,11 @@ pub fn leading_empty_lines(buf: &[u8]) -> usize {
     buf.len() - skip_empty_lines(buf).len()
 }
 
-/// Parses a complete head (`buf` ends with its empty line). False when `buf` held
-/// only empty lines.
+/// Parses the head at the start of `buf` (which ends with its empty line when
+/// `ends_at_head`). False when it is not all there, or `buf` held only empty lines.
 fn parse_complete(
     buf: &[u8],
+    ends_at_head: bool,
     limits: &Limits,
     head: &mut RequestHead,
 ) -> Result<bool, RequestError> {
@@ -206,6 +203,10 @@ fn parse_complete(
         .unwrap_or(&rest[..line_len]);
     if line.len() > limits.request_line {
         return Err(RequestError::LineTooLong);
+    }
+    // The limits first, as for a partial head (`buf` is the head and nothing more).
+    if ends_at_head && rest.len() - line_len - 1 > limits.header_section + 2 {
+        return Err(RequestError::HeadTooLarge);
     }
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS + 1];
     let slots = &mut storage[..(limits.headers + 1).min(MAX_HEADERS + 1)];

@@ -97,8 +97,10 @@ pub fn parse(
 ) -> Result<Status, ResponseError> {
     // Most heads arrive whole: parse at once; scan for the end (so a head that
     // trickles in is not parsed again per read) only when it did not.
+    // Anything else is decided by the scan below, on the head's bytes alone, so that
+    // the answer is the same whatever the reads it came in.
     if scanned == 0 && buf.len() >= 5 {
-        if let Some(status) = parse_head(buf, to_head, head)? {
+        if let Ok(Some(status)) = parse_head(buf, to_head, head) {
             return Ok(status);
         }
     }
