@@ -215,6 +215,19 @@ impl AsyncWrite for TimedIo {
     }
 }
 
+/// True when TLS has already decrypted bytes not yet read: readiness of the socket
+/// would never announce them.
+pub fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
+    match stream {
+        ClientStream::Plain(_) => false,
+        ClientStream::Tls(s) => s
+            .get_mut()
+            .1
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

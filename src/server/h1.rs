@@ -23,8 +23,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
+use super::client::{ClientCtx, Idle};
 use super::conn_io::ClientStream;
-use super::worker::ClientCtx;
 use crate::http1::encode;
 use crate::http1::request::{self, RequestError, RequestHead};
 use crate::proxy::h1::{After, Client};
@@ -51,7 +51,7 @@ enum Turn {
 pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx, mut deadline: Instant) {
     if let Turn::Park = busy(&mut io, &ctx, &mut deadline).await {
         let lot = Rc::clone(&ctx.lot);
-        lot.park(io, ctx, deadline);
+        lot.park(Idle { io, ctx }, deadline);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Parked HTTP/1 connections: one lot per worker, not a task per connection.
+//! Parked connections: one lot per worker, not a task per connection.
 //!
 //! Most client connections, most of the time, are idle: accepted and silent, or kept
 //! alive between requests. A task per idle connection costs its future and tokio's
@@ -21,18 +21,36 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::conn_io::ClientStream;
-use super::worker::{ClientCtx, tls_has_plaintext};
+use tokio::net::TcpStream;
 
-/// A parked connection.
-struct Parked {
-    io: ClientStream,
-    ctx: ClientCtx,
+/// What can wait in a lot: a connection with a socket to watch.
+pub(super) trait Parked: Sized + 'static {
+    /// The socket whose readiness wakes it.
+    fn socket(&self) -> &TcpStream;
+    /// True when bytes are already buffered above the socket (TLS plaintext).
+    fn has_buffered(&mut self) -> bool;
+    /// The worker is draining: it closes instead of parking.
+    fn draining(&self) -> bool;
+    /// Its idle timeout (sets how often the lot sweeps).
+    fn idle_timeout(&self) -> Duration;
+    /// Counts it in (`true`) or out of the parked gauge.
+    fn count(&self, parked: bool);
+}
+
+/// The worker's drain, as the lot sees it.
+pub(super) trait Drain {
+    fn draining(&self) -> bool;
+    /// Notified (to every waiter) when draining starts.
+    fn signal(&self) -> &tokio::sync::Notify;
+}
+
+struct Entry<P> {
+    parked: P,
     deadline: Instant,
 }
 
-struct Slot {
-    parked: Option<Parked>,
+struct Slot<P> {
+    entry: Option<Entry<P>>,
     waker: Arc<SlotWaker>,
 }
 
@@ -70,41 +88,44 @@ impl Wake for SlotWaker {
 }
 
 /// One worker's parked connections.
-pub(super) struct Lot {
-    slots: RefCell<Vec<Slot>>,
+pub(super) struct Lot<P: Parked> {
+    slots: RefCell<Vec<Slot<P>>>,
+    /// Serves a connection that became readable.
+    resume: fn(P, Instant),
     free: RefCell<Vec<u32>>,
     count: Cell<usize>,
     sweep_every: Cell<Duration>,
 }
 
-impl Lot {
-    pub(super) fn new() -> Rc<Lot> {
+impl<P: Parked> Lot<P> {
+    pub(super) fn new(resume: fn(P, Instant)) -> Rc<Lot<P>> {
         Rc::new(Lot {
             slots: RefCell::new(Vec::new()),
+            resume,
             free: RefCell::new(Vec::new()),
             count: Cell::new(0),
             sweep_every: Cell::new(Duration::from_secs(1)),
         })
     }
 
-    /// Parks `io` until it is readable (then `resume` serves it), `deadline` passes or
-    /// the worker drains (then it closes).
-    pub(super) fn park(self: &Rc<Self>, mut io: ClientStream, ctx: ClientCtx, deadline: Instant) {
-        if ctx.conns().draining.get() {
+    /// Parks `parked` until its socket is readable (then `resume` serves it),
+    /// `deadline` passes or the worker drains (then it closes).
+    pub(super) fn park(self: &Rc<Self>, mut parked: P, deadline: Instant) {
+        if parked.draining() {
             return;
         }
-        if tls_has_plaintext(&mut io) {
-            resume(io, ctx, deadline);
+        if parked.has_buffered() {
+            (self.resume)(parked, deadline);
             return;
         }
-        let idle = ctx.current.borrow().timeouts().client_idle;
+        let idle = parked.idle_timeout();
         self.sweep_every
             .set((idle / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
         let index = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut slots = self.slots.borrow_mut();
             let index = slots.len() as u32;
             slots.push(Slot {
-                parked: None,
+                entry: None,
                 waker: Arc::new(SlotWaker {
                     index,
                     generation: AtomicU32::new(0),
@@ -118,22 +139,20 @@ impl Lot {
             slot.waker.generation.fetch_add(1, Relaxed);
             Waker::from(Arc::clone(&slot.waker))
         };
-        let tcp = match &io {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(s) => s.get_ref().0,
-        };
         // Hands tokio this slot's waker in place of the last task's (whose memory
         // then goes). Ready already: serve it now.
-        let ready = tcp.poll_read_ready(&mut Context::from_waker(&waker));
+        let ready = parked
+            .socket()
+            .poll_read_ready(&mut Context::from_waker(&waker));
         if let Poll::Ready(r) = ready {
             self.free.borrow_mut().push(index);
             if r.is_ok() {
-                resume(io, ctx, deadline);
+                (self.resume)(parked, deadline);
             }
             return;
         }
-        ctx.guard.count_parked(1);
-        self.slots.borrow_mut()[index as usize].parked = Some(Parked { io, ctx, deadline });
+        parked.count(true);
+        self.slots.borrow_mut()[index as usize].entry = Some(Entry { parked, deadline });
         let was_empty = self.count.get() == 0;
         self.count.set(self.count.get() + 1);
         if was_empty {
@@ -144,18 +163,18 @@ impl Lot {
 
     /// Takes the connection parked in slot `index`, if it is still generation
     /// `generation`.
-    fn take(&self, index: u32, generation: Option<u32>) -> Option<Parked> {
+    fn take(&self, index: u32, generation: Option<u32>) -> Option<Entry<P>> {
         let mut slots = self.slots.borrow_mut();
         let slot = slots.get_mut(index as usize)?;
         if generation.is_some_and(|g| g != slot.waker.generation.load(Relaxed)) {
             return None;
         }
-        let parked = slot.parked.take()?;
+        let entry = slot.entry.take()?;
         drop(slots);
         self.free.borrow_mut().push(index);
         self.count.set(self.count.get() - 1);
-        parked.ctx.guard.count_parked(-1);
-        Some(parked)
+        entry.parked.count(false);
+        Some(entry)
     }
 
     /// Closes the connections whose deadline passed (or all of them).
@@ -166,7 +185,7 @@ impl Lot {
             .borrow()
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.parked.as_ref().is_some_and(|p| all || p.deadline <= now))
+            .filter(|(_, s)| s.entry.as_ref().is_some_and(|e| all || e.deadline <= now))
             .map(|(i, _)| i as u32)
             .collect();
         for index in due {
@@ -176,7 +195,7 @@ impl Lot {
 
     /// The lot's task: resumes woken connections, closes expired ones, and closes all
     /// of them when the worker drains.
-    pub(super) async fn run(self: Rc<Self>, conns: Rc<super::worker::Connections>) {
+    pub(super) async fn run<D: Drain>(self: Rc<Self>, conns: Rc<D>) {
         let mut next_sweep = Instant::now();
         loop {
             let woken = std::future::poll_fn(|cx| {
@@ -201,18 +220,18 @@ impl Lot {
                     self.sweep(false);
                     next_sweep = Instant::now() + self.sweep_every.get();
                 }
-                _ = conns.drain.notified() => {
+                _ = conns.signal().notified() => {
                     self.sweep(true);
                     continue;
                 }
             }
-            if conns.draining.get() {
+            if conns.draining() {
                 self.sweep(true);
             }
             let woken: Vec<(u32, u32)> = READY.with(|r| std::mem::take(&mut *r.borrow_mut()));
             for (index, generation) in woken {
-                if let Some(p) = self.take(index, Some(generation)) {
-                    resume(p.io, p.ctx, p.deadline);
+                if let Some(e) = self.take(index, Some(generation)) {
+                    (self.resume)(e.parked, e.deadline);
                 }
             }
             if next_sweep <= Instant::now() {
@@ -220,9 +239,4 @@ impl Lot {
             }
         }
     }
-}
-
-/// Serves a connection that became readable, in a task of its own.
-fn resume(io: ClientStream, ctx: ClientCtx, deadline: Instant) {
-    tokio::task::spawn_local(super::h1::serve(io, ctx, deadline));
 }

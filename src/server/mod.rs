@@ -11,6 +11,7 @@
 //! any worker exists, keyed by backend id, so a reload keeps the state of the
 //! backends it keeps). The active prober runs once per process beside the workers.
 
+mod client;
 pub mod conn_io;
 pub mod control;
 pub mod h1;

@@ -17,7 +17,7 @@
 //! connections *park*: they hold the socket alone while they wait for a next request
 //! (counted in the `switchyard_connections_parked` gauge).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,28 +28,14 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
+use super::client::{ClientCtx, Connections, Current, Idle, OpenGuard};
 use super::conn_io::{ClientStream, ConnState, TimedIo};
 use super::{RunState, Snapshot};
 use crate::config::Config;
-use crate::health::shared::Ledger;
 use crate::proxy::{ClientConn, Proxy};
 use crate::upstream::LocalExec;
-
-/// The worker's current handler, swapped on reload.
-type Current = Rc<RefCell<Rc<Proxy>>>;
-
-/// Open client connections of this worker, and a way to tell them to wind down.
-#[derive(Default)]
-pub(super) struct Connections {
-    open: Cell<usize>,
-    pub(super) draining: Cell<bool>,
-    /// Wakes connection tasks when draining starts.
-    pub(super) drain: Notify,
-    /// Wakes the worker when the last connection closes.
-    empty: Notify,
-}
 
 /// Runs worker `id` until it has drained. Blocks the calling thread.
 pub fn run(
@@ -70,7 +56,7 @@ pub fn run(
         tokio::task::spawn_local(follow_snapshots(snapshots, Rc::clone(&current), id));
         tokio::task::spawn_local(sweep_pools(Rc::clone(&current)));
         let conns = Rc::new(Connections::default());
-        let lot = super::lot::Lot::new();
+        let lot = super::lot::Lot::new(resume);
         tokio::task::spawn_local(Rc::clone(&lot).run(Rc::clone(&conns)));
 
         tracing::debug!(worker = id, "accepting");
@@ -159,57 +145,6 @@ impl Builders {
     }
 }
 
-/// Counts a connection open (per worker and in the shared gauge) until dropped.
-pub(super) struct OpenGuard(
-    Rc<Connections>,
-    &'static crate::metrics::GlobalStats,
-    &'static Ledger,
-);
-
-impl OpenGuard {
-    /// Counts the connection parked (`by` = 1) or no longer parked (`by` = -1), in
-    /// the shared gauge and this worker's ledger (which the master settles if the
-    /// worker dies).
-    pub(super) fn count_parked(&self, by: i64) {
-        self.1.connections_parked.fetch_add(by, Relaxed);
-        if by > 0 {
-            self.2.parked.fetch_add(1, Relaxed);
-        } else {
-            self.2.parked.fetch_sub(1, Relaxed);
-        }
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.1.connections_open.fetch_sub(1, Relaxed);
-        self.2.conns.fetch_sub(1, Relaxed);
-        let c = &self.0;
-        c.open.set(c.open.get() - 1);
-        if c.open.get() == 0 {
-            c.empty.notify_waiters();
-        }
-    }
-}
-
-/// What a client connection's task knows of it.
-pub(super) struct ClientCtx {
-    pub(super) peer: std::net::SocketAddr,
-    pub(super) https: bool,
-    pub(super) current: Current,
-    builder: Rc<Builders>,
-    /// Counts the connection open until the last task holding it ends.
-    pub(super) guard: Rc<OpenGuard>,
-    /// Where it waits while idle.
-    pub(super) lot: Rc<super::lot::Lot>,
-}
-
-impl ClientCtx {
-    pub(super) fn conns(&self) -> &Connections {
-        &self.guard.0
-    }
-}
-
 /// The request handler for one client connection: each request runs on the `Proxy`
 /// current when it arrives.
 fn service(
@@ -233,7 +168,7 @@ fn serve(
     current: &Current,
     builder: &Rc<Builders>,
     conns: &Rc<Connections>,
-    lot: &Rc<super::lot::Lot>,
+    lot: &Rc<super::lot::Lot<Idle>>,
 ) {
     let _ = stream.set_nodelay(true);
     let (timeouts, acceptor) = {
@@ -252,16 +187,22 @@ fn serve(
         peer,
         https: acceptor.is_some(),
         current: Rc::clone(current),
-        builder: Rc::clone(builder),
         guard,
         lot: Rc::clone(lot),
     };
     let idle_deadline = tokio::time::Instant::now() + timeouts.client_idle;
     let Some(acceptor) = acceptor else {
         // Plain HTTP/1: straight to the lot until the first byte, no task yet.
-        lot.park(ClientStream::Plain(stream), ctx, idle_deadline);
+        lot.park(
+            Idle {
+                io: ClientStream::Plain(stream),
+                ctx,
+            },
+            idle_deadline,
+        );
         return;
     };
+    let builder = Rc::clone(builder);
     tokio::task::spawn_local(async move {
         // TLS first (the handshake is bounded by the head clock); ALPN then says
         // HTTP/2 or HTTP/1.1.
@@ -282,19 +223,19 @@ fn serve(
             }
         };
         if h2 {
-            if let Err(e) = serve_http2(io, &ctx).await {
+            if let Err(e) = serve_http2(io, &ctx, &builder).await {
                 tracing::debug!(%peer, "client connection ended: {e}");
             }
         } else {
             let lot = Rc::clone(&ctx.lot);
-            lot.park(io, ctx, idle_deadline);
+            lot.park(Idle { io, ctx }, idle_deadline);
         }
     });
 }
 
 /// Serves an HTTP/2 connection until the client closes it, a drain or the idle clock
 /// asks for a graceful close (GOAWAY).
-async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
+async fn serve_http2(io: ClientStream, ctx: &ClientCtx, builder: &Builders) -> hyper::Result<()> {
     let timeouts = ctx.current.borrow().timeouts();
     // HTTP/2 multiplexes: an idle clock while no stream is open.
     let clock = Rc::new(ConnState::new(timeouts.client_idle));
@@ -303,7 +244,7 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
     let io = TokioIo::new(TimedIo::new(io, Rc::clone(&clock)));
     // Boxed: HTTP/2 state is large, and keeping it out of line keeps every HTTP/1
     // connection task small.
-    let mut conn = Box::pin(ctx.builder.h2.serve_connection(io, svc));
+    let mut conn = Box::pin(builder.h2.serve_connection(io, svc));
     let conns = ctx.conns();
     let ended = match conns.draining.get() {
         true => None,
@@ -322,15 +263,7 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx) -> hyper::Result<()> {
     }
 }
 
-/// True when TLS has already decrypted bytes not yet read: readiness of the socket
-/// would never announce them.
-pub(super) fn tls_has_plaintext(stream: &mut ClientStream) -> bool {
-    match stream {
-        ClientStream::Plain(_) => false,
-        ClientStream::Tls(s) => s
-            .get_mut()
-            .1
-            .process_new_packets()
-            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0),
-    }
+/// Serves a parked HTTP/1 connection that became readable, in a task of its own.
+fn resume(idle: Idle, deadline: tokio::time::Instant) {
+    tokio::task::spawn_local(super::h1::serve(idle.io, idle.ctx, deadline));
 }

@@ -141,6 +141,17 @@ fn duration_buckets_and_in_flight_gauge() {
         assert_eq!(get(lb.addr, "/").status, 200);
     }
     assert_eq!(get(lb.addr, "/slow").status, 200);
+    // A request is recorded when its response has been written, which may be a moment
+    // after the client has read it.
+    let labels = [("backend", name.as_str())];
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            lb.metrics()
+                .value("switchyard_request_duration_seconds_count", &labels)
+                == Some(6.0)
+        }),
+        "six requests recorded"
+    );
     let s = lb.metrics();
     let buckets: Vec<(f64, f64)> = s
         .samples("switchyard_request_duration_seconds_bucket")
@@ -179,7 +190,6 @@ fn duration_buckets_and_in_flight_gauge() {
     let at = |le: f64| buckets.iter().find(|b| b.0 == le).unwrap().1;
     assert!(at(0.25) <= 5.0, "the 300 ms request is not within 0.25 s");
     assert_eq!(at(f64::INFINITY), 6.0);
-    let labels = [("backend", name.as_str())];
     assert_eq!(
         s.value("switchyard_request_duration_seconds_count", &labels),
         Some(6.0)
