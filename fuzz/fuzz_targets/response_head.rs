@@ -67,6 +67,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut out = Vec::new();
     encode::response_head(&mut out, input, &whole, &edits);
+    // The relayed head gains up to 4 lines (Via, Set-Cookie, framing, Connection): one
+    // already at our own parser's line limit is not something we would read back, and a
+    // client's limits are its own.
+    if whole.headers.len() + 4 > response::MAX_HEADERS {
+        return;
+    }
     let mut again = ResponseHead::default();
     let reparsed = response::parse(&out, 0, to_head, &mut again);
     assert_eq!(
