@@ -136,10 +136,6 @@ mod tests {
                     start: vstart + vtrim as u32,
                     end: vstart + value.len() as u32,
                 },
-                line: Span {
-                    start: at,
-                    end: at + line.len() as u32,
-                },
                 known: Known::of(name.as_bytes()),
                 named_by_connection: false,
             });

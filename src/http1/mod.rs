@@ -122,8 +122,6 @@ impl Known {
 pub struct Header {
     pub name: Span,
     pub value: Span,
-    /// The whole line, name to line end (CRLF or LF) included.
-    pub line: Span,
     pub known: Known,
     /// Named by a `Connection` header: hop-by-hop for this message.
     pub named_by_connection: bool,
@@ -157,6 +155,23 @@ impl Version {
             Version::Http11
         }
     }
+}
+
+/// Records httparse's `parsed` headers (slices of `buf`) as spans in `out`, each with
+/// its kind; then reads the `Connection` tokens (marking the headers they name).
+fn fill_headers(
+    buf: &[u8],
+    parsed: &[httparse::Header<'_>],
+    out: &mut Vec<Header>,
+) -> ConnectionTokens {
+    out.clear();
+    out.extend(parsed.iter().map(|h| Header {
+        name: Span::within(buf, h.name.as_bytes()),
+        value: Span::within(buf, h.value),
+        known: Known::of(h.name.as_bytes()),
+        named_by_connection: false,
+    }));
+    connection_tokens(buf, out)
 }
 
 /// What the `Connection` header(s) of a message said.

@@ -11,9 +11,7 @@
 use std::mem::MaybeUninit;
 
 use super::framing::{self, Coding, LengthError};
-use super::{
-    ConnectionTokens, Framing, Header, Known, Span, Version, connection_tokens, skip_empty_lines,
-};
+use super::{ConnectionTokens, Framing, Header, Known, Span, Version, skip_empty_lines};
 
 /// Size limits on a request head (the contract's `limits:`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,24 +244,7 @@ fn parse_complete(
     }
     head.version = Version::from_minor(minor);
     head.len = parsed;
-    head.headers.clear();
-    for h in req.headers.iter() {
-        let name = Span::within(buf, h.name.as_bytes());
-        let value = Span::within(buf, h.value);
-        let tail = &buf[value.end as usize..];
-        let line_end = value.end as usize + tail.iter().position(|&b| b == b'\n').unwrap_or(0) + 1;
-        head.headers.push(Header {
-            name,
-            value,
-            line: Span {
-                start: name.start,
-                end: line_end as u32,
-            },
-            known: Known::of(h.name.as_bytes()),
-            named_by_connection: false,
-        });
-    }
-    head.connection = connection_tokens(buf, &mut head.headers);
+    head.connection = super::fill_headers(buf, req.headers, &mut head.headers);
     head.framing = request_framing(buf, head)?;
     head.host = check_host(buf, head)?;
     Ok(true)
@@ -457,7 +438,7 @@ mod tests {
         assert_eq!(h.len, b.len() - 4);
         assert_eq!(h.headers.len(), 2);
         assert_eq!(h.headers[1].name.of(b), b"X-Custom-Case");
-        assert_eq!(h.headers[1].line.of(b), b"X-Custom-Case: v\r\n");
+        assert_eq!(h.headers[1].value.of(b), b"v");
         assert_eq!(h.framing, Framing::None);
         assert!(h.keep_alive());
         assert_eq!(h.host, Some(0));

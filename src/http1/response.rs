@@ -10,7 +10,7 @@
 use std::mem::MaybeUninit;
 
 use super::framing::{self, Coding, LengthError};
-use super::{ConnectionTokens, Framing, Header, Known, Span, Version, connection_tokens};
+use super::{ConnectionTokens, Framing, Header, Known, Span, Version};
 
 /// The largest response head accepted.
 pub const MAX_HEAD: usize = 256 * 1024;
@@ -163,24 +163,7 @@ fn parse_head(
         .map_or(Span::default(), |r| Span::within(buf, r.as_bytes()));
     head.version = Version::from_minor(minor);
     head.len = parsed;
-    head.headers.clear();
-    for h in resp.headers.iter() {
-        let name = Span::within(buf, h.name.as_bytes());
-        let value = Span::within(buf, h.value);
-        let tail = &buf[value.end as usize..];
-        let line_end = value.end as usize + tail.iter().position(|&b| b == b'\n').unwrap_or(0) + 1;
-        head.headers.push(Header {
-            name,
-            value,
-            line: Span {
-                start: name.start,
-                end: line_end as u32,
-            },
-            known: Known::of(h.name.as_bytes()),
-            named_by_connection: false,
-        });
-    }
-    head.connection = connection_tokens(buf, &mut head.headers);
+    head.connection = super::fill_headers(buf, resp.headers, &mut head.headers);
     head.framing = response_framing(buf, head, to_head)?;
     let te = head
         .headers

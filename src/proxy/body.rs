@@ -32,7 +32,7 @@ use crate::access_log;
 use crate::health::InFlightGuard;
 use crate::metrics::BackendStats;
 use crate::server::conn_io::ConnState;
-use crate::upstream::{Pool, UpBody};
+use crate::upstream::UpBody;
 
 /// Largest request body held whole before the backend is contacted (and replayable).
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -276,7 +276,6 @@ impl Streaming {
 
 /// What decides whether the response's backend connection may be reused.
 pub struct Lease {
-    pub pool: Rc<Pool>,
     /// The request's upload: the connection is clean only if it completed.
     pub upload: Rc<Upload>,
 }

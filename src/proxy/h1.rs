@@ -28,7 +28,7 @@ use super::Proxy;
 use super::body::{REPLAY_LIMIT, ReqBody};
 use super::error_response::ProxyError;
 use crate::access_log;
-use crate::balance::{Pick, Tried, View};
+use crate::balance::{Pick, Tried};
 use crate::health::{InFlightGuard, Reason, Source};
 use crate::http1::chunked::{self, Decoder, Step};
 use crate::http1::encode::{self, OutFraming, RequestEdits, ResponseEdits};
@@ -294,25 +294,10 @@ impl Proxy {
         let mut last = ProxyError::NoHealthyBackend;
         let mut streamed_out = false;
         loop {
-            let view = View {
-                health: &self.health,
-                tried: &tried,
-                sticky,
-            };
-            let (pick, fail_open) = match self.strategy.pick(&view) {
-                Some(p) => (p, false),
-                None if attempts == 0 => match self.least_recently_failed(&tried) {
-                    Some(index) => (
-                        Pick {
-                            index,
-                            set_cookie: self.strategy.is_sticky(),
-                        },
-                        true,
-                    ),
-                    None => return Err(ProxyError::NoHealthyBackend),
-                },
-                None if self.health.all_down() => return Err(ProxyError::NoHealthyBackend),
-                None => return Err(last),
+            let (pick, fail_open) = match self.next_pick(&tried, sticky, attempts) {
+                Ok(p) => p,
+                Err(Some(e)) => return Err(e),
+                Err(None) => return Err(last),
             };
             tried.insert(pick.index);
             if streamed_out {
@@ -637,7 +622,7 @@ impl Proxy {
             )));
         };
         let upload = super::body::Upload::default();
-        let send = crate::upstream::Upstreams::send_h2_pub(backend, h2, req, &upload, reused);
+        let send = crate::upstream::Upstreams::send_h2(backend, h2, req, &upload, reused);
         match tokio::time::timeout(self.config.timeouts.backend_response, send).await {
             Ok(Ok(x)) => Ok(Answer::H2(x.response, true)),
             Ok(Err(f)) => {
@@ -680,7 +665,7 @@ impl Proxy {
         let upload = super::body::Upload::default();
         let t = &self.config.timeouts;
         let (result, upload_done) = {
-            let send = crate::upstream::Upstreams::send_h2_pub(backend, h2, req, &upload, reused);
+            let send = crate::upstream::Upstreams::send_h2(backend, h2, req, &upload, reused);
             let pump = self.pump(c, u, tx);
             tokio::pin!(send, pump);
             let mut pumping = true;

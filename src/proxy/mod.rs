@@ -307,27 +307,10 @@ impl Proxy {
         let mut attempts = 0u32;
         let mut last = ProxyError::NoHealthyBackend;
         loop {
-            let view = View {
-                health: &self.health,
-                tried: &tried,
-                sticky,
-            };
-            let (pick, fail_open) = match self.strategy.pick(&view) {
-                Some(p) => (p, false),
-                // Every backend is marked down: still try the one that failed longest
-                // ago rather than refuse all traffic until a probe says otherwise.
-                None if attempts == 0 => match self.least_recently_failed(&tried) {
-                    Some(index) => (
-                        Pick {
-                            index,
-                            set_cookie: self.strategy.is_sticky(),
-                        },
-                        true,
-                    ),
-                    None => return Err(ProxyError::NoHealthyBackend),
-                },
-                None if self.health.all_down() => return Err(ProxyError::NoHealthyBackend),
-                None => return Err(last),
+            let (pick, fail_open) = match self.next_pick(&tried, sticky, attempts) {
+                Ok(p) => p,
+                Err(Some(e)) => return Err(e),
+                Err(None) => return Err(last),
             };
             let backend = self.config.backends.get(pick.index);
             let slot = &self.slots[pick.index];
@@ -484,14 +467,44 @@ impl Proxy {
                 .headers
                 .append(header::SET_COOKIE, slot.cookie.clone());
         }
-        let lease = Lease {
-            pool: Rc::clone(&slot.pool),
-            upload,
-        };
+        let lease = Lease { upload };
         let stall = self.config.timeouts.backend_response;
         let clock = Some(Rc::clone(&conn.clock));
         let body = ProxyBody::upstream(body, Some(lease), in_flight, stall, clock);
         Response::from_parts(parts, body)
+    }
+
+    /// The backend for the next attempt, and whether it is a fail-open one: the
+    /// strategy's pick among eligible backends or, when every backend is marked down on
+    /// the first attempt, the one that failed longest ago (rather than refuse all
+    /// traffic until a probe says otherwise). `Err(None)`: no attempt left, answer with
+    /// the last failure; `Err(Some(_))`: answer with that.
+    fn next_pick(
+        &self,
+        tried: &Tried,
+        sticky: Option<BackendId>,
+        attempts: u32,
+    ) -> Result<(Pick, bool), Option<ProxyError>> {
+        let view = View {
+            health: &self.health,
+            tried,
+            sticky,
+        };
+        match self.strategy.pick(&view) {
+            Some(p) => Ok((p, false)),
+            None if attempts == 0 => match self.least_recently_failed(tried) {
+                Some(index) => Ok((
+                    Pick {
+                        index,
+                        set_cookie: self.strategy.is_sticky(),
+                    },
+                    true,
+                )),
+                None => Err(Some(ProxyError::NoHealthyBackend)),
+            },
+            None if self.health.all_down() => Err(Some(ProxyError::NoHealthyBackend)),
+            None => Err(None),
+        }
     }
 
     /// The down backend (not yet tried) whose last failure is oldest.

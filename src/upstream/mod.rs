@@ -261,7 +261,8 @@ impl Upstreams {
         }
     }
 
-    async fn send_h2(
+    /// Sends `req` as a stream on the backend's shared HTTP/2 connection `h2`.
+    pub(crate) async fn send_h2(
         backend: &Backend,
         mut h2: H2Sender,
         mut req: Request<ReqBody>,
@@ -330,17 +331,6 @@ impl Upstreams {
         pool: &Pool,
     ) -> Result<(Link, bool), UpstreamError> {
         Box::pin(self.dial_link(backend, tls, pool)).await
-    }
-
-    /// Sends `req` as a stream on `h2` (for the HTTP/1 client path).
-    pub async fn send_h2_pub(
-        backend: &Backend,
-        h2: H2Sender,
-        req: Request<ReqBody>,
-        upload: &Upload,
-        reused: bool,
-    ) -> Result<Exchange, Failed> {
-        Self::send_h2(backend, h2, req, upload, reused).await
     }
 
     async fn dial_link(
