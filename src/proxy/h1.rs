@@ -9,9 +9,9 @@
 //! when the backend speaks HTTP/1.1; a backend that speaks HTTP/2 gets the request
 //! rebuilt as an `http::Request` (see `to_h2`).
 //!
-//! One error type, [`Failure`], carries what the retry decision needs (was anything
-//! written, was the connection reused, did any response byte come), so the attempt
-//! loop is one loop that reads it.
+//! One error type, [`Failure`] (shared with the HTTP/2 client path), carries what the
+//! retry decision needs (was anything written, was the connection reused, did any
+//! response byte come), so the attempt loop is one loop that reads it.
 
 use std::io::IoSlice;
 use std::ops::Range;
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::Proxy;
 use super::body::{REPLAY_LIMIT, ReqBody};
 use super::error_response::ProxyError;
+use super::retry::{Failure, Replay};
 use crate::access_log;
 use crate::balance::{Pick, Tried};
 use crate::health::{InFlightGuard, Reason, Source};
@@ -35,8 +36,8 @@ use crate::http1::encode::{self, OutFraming, RequestEdits, ResponseEdits};
 use crate::http1::request::RequestHead;
 use crate::http1::{Framing, Known, Version};
 use crate::server::conn_io::ClientStream;
+use crate::upstream::Link;
 use crate::upstream::h1::{BackendConn, RecvError, write_all_vectored};
-use crate::upstream::{Link, UpstreamError};
 
 /// What the request path knows of the client connection it serves.
 pub struct Client<'a> {
@@ -139,59 +140,6 @@ impl Body {
     }
 }
 
-/// A failed attempt, with what decides whether another may follow.
-struct Failure {
-    error: ProxyError,
-    reason: Reason,
-    /// Some request byte reached the backend's socket.
-    written: bool,
-    /// The connection came from the pool.
-    reused: bool,
-    /// Some response byte came back.
-    answered: bool,
-    timed_out: bool,
-    /// The client side failed (its body): answer that, no retry.
-    client: Option<ProxyError>,
-}
-
-impl Failure {
-    fn connect(e: UpstreamError) -> Failure {
-        let (error, reason, timed_out) = match e {
-            UpstreamError::Connect(_) => (ProxyError::ConnectFailed, Reason::ConnectRefused, false),
-            UpstreamError::ConnectTimeout => (ProxyError::Timeout, Reason::ConnectTimeout, false),
-            UpstreamError::Tls(why) => (ProxyError::TlsFailed(why), Reason::Tls, false),
-            UpstreamError::Send(_) => (ProxyError::BadGateway, Reason::Reset, false),
-        };
-        Failure {
-            error,
-            reason,
-            written: false,
-            reused: false,
-            answered: false,
-            timed_out,
-            client: None,
-        }
-    }
-
-    fn client(error: ProxyError) -> Failure {
-        Failure {
-            error: ProxyError::BadGateway,
-            reason: Reason::None,
-            written: true,
-            reused: false,
-            answered: false,
-            timed_out: false,
-            client: Some(error),
-        }
-    }
-
-    /// A pooled connection the backend had closed while it was idle: nothing came
-    /// back, the usual keep-alive race rather than a backend failure.
-    fn stale(&self) -> bool {
-        self.reused && !self.answered && !self.timed_out && self.client.is_none()
-    }
-}
-
 /// The response of one successful attempt.
 enum Answer {
     /// The connection, and whether the whole request body went.
@@ -287,8 +235,7 @@ impl Proxy {
         } else {
             None
         };
-        let replayable = body.held(c.buf).is_some();
-        let idempotent = super::retry::is_idempotent(&head.method);
+        let replay = Replay::of(&head.method, body.held(c.buf).is_some());
         let mut tried = Tried::default();
         let mut attempts = 0u32;
         let mut last = ProxyError::NoHealthyBackend;
@@ -314,7 +261,7 @@ impl Proxy {
                 .attempt_h1(c, head, &mut body, pick.index, tunnel, false)
                 .await;
             if let Err(f) = &result {
-                if f.stale() && idempotent && replayable {
+                if f.retry_fresh(replay) {
                     tracing::debug!(backend = %self.health.address(pick.index), "pooled connection was stale; retrying on a fresh one");
                     result = self
                         .attempt_h1(c, head, &mut body, pick.index, tunnel, true)
@@ -332,36 +279,15 @@ impl Proxy {
                     if let Some(e) = f.client {
                         return Err(e);
                     }
-                    tracing::warn!(
-                        backend = %self.health.address(pick.index),
-                        attempt = attempts,
-                        reason = f.reason.as_str(),
-                        "backend attempt failed"
-                    );
-                    self.health
-                        .record_failure(pick.index, Source::Request, f.reason);
+                    self.attempt_failed(pick.index, attempts, &f);
                     streamed_out |= f.written && matches!(body, Body::Streaming(_));
+                    let retry = !fail_open && f.may_retry(replay, attempts, self.config.retries);
                     last = if fail_open {
                         ProxyError::NoHealthyBackend
                     } else {
                         f.error
                     };
-                    let class = if f.timed_out {
-                        super::retry::AttemptFailure::TimedOut
-                    } else if f.written {
-                        super::retry::AttemptFailure::SentNoResponse
-                    } else {
-                        super::retry::AttemptFailure::NotSent
-                    };
-                    if fail_open
-                        || !super::retry::may_retry(
-                            class,
-                            &head.method,
-                            replayable,
-                            attempts,
-                            self.config.retries,
-                        )
-                    {
+                    if !retry {
                         return Err(last);
                     }
                 }
@@ -390,7 +316,7 @@ impl Proxy {
                 .link(backend, slot.tls(), &slot.pool, tunnel)
                 .await
         };
-        let (link, reused) = link.map_err(Failure::connect)?;
+        let (link, reused) = link.map_err(|e| Failure::upstream(e, false, false))?;
         c.out.clear();
         let edits = RequestEdits {
             client: c.addr,
@@ -405,15 +331,6 @@ impl Proxy {
             Link::H2(h2) => return self.attempt_h2(c, backend, h2, body, reused).await,
         };
         let t = &self.config.timeouts;
-        let failed = |error, reason, written, answered, timed_out| Failure {
-            error,
-            reason,
-            written,
-            reused,
-            answered,
-            timed_out,
-            client: None,
-        };
         // The head and a held body in one write.
         let held = body.held(c.buf);
         let first: &[u8] = match (&held, &*body) {
@@ -430,24 +347,10 @@ impl Proxy {
         let write = write_all_vectored(&mut conn.io, &mut bufs);
         match tokio::time::timeout(t.backend_response, write).await {
             Ok(Ok(())) => {}
-            Ok(Err((_, written))) => {
-                return Err(failed(
-                    ProxyError::BadGateway,
-                    Reason::Reset,
-                    written,
-                    false,
-                    false,
-                ));
+            Ok(Err((e, written))) => {
+                return Err(Failure::closed(reused, written, false, Some(e.to_string())));
             }
-            Err(_) => {
-                return Err(failed(
-                    ProxyError::Timeout,
-                    Reason::Timeout,
-                    true,
-                    false,
-                    true,
-                ));
-            }
+            Err(_) => return Err(Failure::timed_out(reused)),
         }
         let mut upload_done = true;
         if let Body::Streaming(u) = body {
@@ -463,30 +366,14 @@ impl Proxy {
         let deadline = Instant::now() + t.backend_response;
         match within(&mut c.timer, deadline, conn.read_head(to_head)).await {
             Some(Ok(())) => Ok(Answer::Own(conn, upload_done)),
-            Some(Err(RecvError::Closed { any, .. })) => Err(failed(
-                ProxyError::BadGateway,
-                Reason::Reset,
+            Some(Err(RecvError::Closed { any, cause })) => Err(Failure::closed(
+                reused,
                 true,
                 any,
-                false,
+                cause.map(|e| e.to_string()),
             )),
-            Some(Err(RecvError::Malformed(why))) => {
-                tracing::debug!(backend = %backend.address, "bad response: {why}");
-                Err(failed(
-                    ProxyError::BadGateway,
-                    Reason::BadResponse,
-                    true,
-                    true,
-                    false,
-                ))
-            }
-            None => Err(failed(
-                ProxyError::Timeout,
-                Reason::Timeout,
-                true,
-                false,
-                true,
-            )),
+            Some(Err(RecvError::Malformed(why))) => Err(Failure::bad_response(reused, why)),
+            None => Err(Failure::timed_out(reused)),
         }
     }
 
@@ -625,23 +512,8 @@ impl Proxy {
         let send = crate::upstream::Upstreams::send_h2(backend, h2, req, &upload, reused);
         match tokio::time::timeout(self.config.timeouts.backend_response, send).await {
             Ok(Ok(x)) => Ok(Answer::H2(x.response, true)),
-            Ok(Err(f)) => {
-                let mut fail = Failure::connect(f.error);
-                fail.written = f.request.is_none();
-                fail.reused = reused;
-                fail.error = ProxyError::BadGateway;
-                fail.reason = Reason::Reset;
-                Err(fail)
-            }
-            Err(_) => Err(Failure {
-                error: ProxyError::Timeout,
-                reason: Reason::Timeout,
-                written: true,
-                reused,
-                answered: false,
-                timed_out: true,
-                client: None,
-            }),
+            Ok(Err(f)) => Err(Failure::upstream(f.error, f.request.is_none(), reused)),
+            Err(_) => Err(Failure::timed_out(reused)),
         }
     }
 
@@ -691,23 +563,8 @@ impl Proxy {
         };
         match result {
             Ok(Ok(x)) => Ok(Answer::H2(x.response, upload_done)),
-            Ok(Err(f)) => {
-                let mut fail = Failure::connect(f.error);
-                fail.written = f.request.is_none();
-                fail.reused = reused;
-                fail.error = ProxyError::BadGateway;
-                fail.reason = Reason::Reset;
-                Err(fail)
-            }
-            Err(()) => Err(Failure {
-                error: ProxyError::Timeout,
-                reason: Reason::Timeout,
-                written: true,
-                reused,
-                answered: false,
-                timed_out: true,
-                client: None,
-            }),
+            Ok(Err(f)) => Err(Failure::upstream(f.error, f.request.is_none(), reused)),
+            Err(()) => Err(Failure::timed_out(reused)),
         }
     }
 

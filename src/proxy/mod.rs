@@ -1,12 +1,14 @@
-//! The request path, top to bottom: [`Proxy::handle`].
+//! The request path, top to bottom: [`Proxy::handle`] for HTTP/2 clients (hyper's
+//! server hands it each stream), `h1::Proxy::serve_h1` for HTTP/1 clients.
 //!
-//! One `Proxy` per worker. For each request hyper hands it: mark the client connection
-//! busy, run the [`guard`], read up to the replay limit of the body ([`body`]), rewrite
-//! the head ([`headers`]), pick a backend (`balance`), send it through the worker's
-//! pool (`upstream`), and relay the response with its body streaming. Failures become
-//! responses in one place ([`error_response`]). A request that died on a *reused*
-//! keep-alive connection before any response byte came back is sent once more on a
-//! fresh connection when that is safe (idempotent method, body held whole).
+//! One `Proxy` per worker. For each HTTP/2 request: mark the client connection busy,
+//! run the [`guard`], read up to the replay limit of the body ([`body`]), rewrite the
+//! head ([`headers`]), pick a backend (`balance`), send it through the worker's pool
+//! (`upstream`), and relay the response with its body streaming. Failures become
+//! responses in one place ([`error_response`]). Both paths run one attempt loop that
+//! reads one error type, [`retry::Failure`], which says whether the same backend gets
+//! another try on a fresh connection (a stale pooled one) or another backend may be
+//! tried.
 
 pub mod body;
 pub mod error_response;
@@ -34,10 +36,10 @@ use crate::health::shared::Ledger;
 use crate::health::{HealthTable, InFlightGuard, Reason, Source};
 use crate::server::Snapshot;
 use crate::server::conn_io::ConnState;
-use crate::upstream::{Exchange, Failed, Pool, UpstreamError, Upstreams};
+use crate::upstream::{Exchange, Pool, Upstreams};
 use body::{ClientFault, Finish, Lease, ProxyBody, ReqBody, Upload};
 use error_response::ProxyError;
-use retry::AttemptFailure;
+use retry::Failure;
 
 /// What the proxy knows about one client connection.
 pub struct ClientConn {
@@ -300,7 +302,7 @@ impl Proxy {
             }),
             _ => None,
         };
-        let method = parts.method.clone();
+        let replay_rule = retry::Replay::of(&parts.method, body.replay().is_some());
         let mut next = Some(Request::from_parts(parts, body));
 
         let mut tried = Tried::default();
@@ -315,13 +317,17 @@ impl Proxy {
             let backend = self.config.backends.get(pick.index);
             let slot = &self.slots[pick.index];
             tried.insert(pick.index);
-            let Some(mut req) = next.take().or_else(|| replay.as_ref().map(Replay::build)) else {
+            let host = needs_host.then_some(&slot.host);
+            let build = |unsent: Option<Request<ReqBody>>| {
+                let mut req = unsent.or_else(|| replay.as_ref().map(Replay::build))?;
+                if let Some(h) = host {
+                    req.headers_mut().insert(header::HOST, h.clone());
+                }
+                Some(req)
+            };
+            let Some(req) = build(next.take()) else {
                 return Err(last);
             };
-            let host = needs_host.then_some(&slot.host);
-            if let Some(h) = host {
-                req.headers_mut().insert(header::HOST, h.clone());
-            }
             if attempts > 0 && self.record {
                 // Counted when the retry really goes out, not when it is merely allowed.
                 let retries = &self.health.global().retries;
@@ -329,10 +335,17 @@ impl Proxy {
             }
             attempts += 1;
             let in_flight = self.health.start_request(pick.index, self.ledger);
-            match self
-                .attempt(backend, slot, req, replay.as_ref(), host, &upload)
-                .await
-            {
+            let mut result = self.attempt(backend, slot, req, &upload, false).await;
+            if let Err((f, unsent)) = &mut result {
+                if f.retry_fresh(replay_rule) {
+                    if let Some(req) = build(unsent.take()) {
+                        tracing::debug!(backend = %backend.address, "pooled connection was stale; retrying on a fresh one");
+                        // Boxed: the cold path stays out of every request's state.
+                        result = Box::pin(self.attempt(backend, slot, req, &upload, true)).await;
+                    }
+                }
+            }
+            match result {
                 Ok(exchange) => {
                     let status = exchange.response.status();
                     if self.config.health.passive_5xx && status.is_server_error() {
@@ -349,99 +362,80 @@ impl Proxy {
                     let resp = self.relay(conn, exchange, pick, slot, in_flight, upload);
                     return Ok((resp, pick.index));
                 }
-                Err(failed) => {
-                    match upload.client_fault.get() {
-                        Some(ClientFault::Malformed) => return Err(ProxyError::BadBody),
-                        Some(ClientFault::Timeout) => return Err(ProxyError::ClientBodyTimeout),
-                        None => {}
+                Err((mut f, unsent)) => {
+                    if let Some(fault) = upload.client_fault.get() {
+                        f.client = Some(match fault {
+                            ClientFault::Malformed => ProxyError::BadBody,
+                            ClientFault::Timeout => ProxyError::ClientBodyTimeout,
+                        });
                     }
-                    tracing::warn!(
-                        backend = %backend.address,
-                        attempt = attempts,
-                        reason = failed.reason.as_str(),
-                        "backend attempt failed"
-                    );
-                    self.health
-                        .record_failure(pick.index, Source::Request, failed.reason);
+                    if let Some(e) = f.client {
+                        return Err(e);
+                    }
+                    self.attempt_failed(pick.index, attempts, &f);
+                    // A request handed back unsent may go again whatever its body.
+                    let rule = retry::Replay {
+                        held: replay_rule.held || unsent.is_some(),
+                        ..replay_rule
+                    };
+                    let again = !fail_open && f.may_retry(rule, attempts, self.config.retries);
                     last = if fail_open {
                         ProxyError::NoHealthyBackend
                     } else {
-                        failed.error
+                        f.error
                     };
-                    let replayable = replay.is_some() || failed.request.is_some();
-                    let retries = self.config.retries;
-                    if fail_open
-                        || !retry::may_retry(failed.class, &method, replayable, attempts, retries)
-                    {
+                    if !again {
                         return Err(last);
                     }
-                    next = failed.request;
+                    next = unsent;
                 }
             }
         }
     }
 
-    /// One attempt on one backend. A pooled connection that turns out to have died
-    /// after the request was written (the backend closed it while idle) costs one more
-    /// try on a fresh connection to the same backend, when the request may be replayed.
-    #[allow(clippy::too_many_arguments)]
+    /// Logs a failed attempt and records it against the backend.
+    fn attempt_failed(&self, index: usize, attempt: u32, f: &Failure) {
+        tracing::warn!(
+            backend = %self.health.address(index),
+            attempt,
+            reason = f.reason.as_str(),
+            cause = f.cause.as_deref().unwrap_or(""),
+            "backend attempt failed"
+        );
+        self.health.record_failure(index, Source::Request, f.reason);
+    }
+
+    /// One attempt on one backend (on a new connection when `fresh`), under
+    /// `backend_response`. A failure hands back the request when none of it was sent.
     async fn attempt(
         &self,
         backend: &Backend,
         slot: &BackendSlot,
         req: Request<ReqBody>,
-        replay: Option<&Replay>,
-        host: Option<&HeaderValue>,
         upload: &Rc<Upload>,
-    ) -> Result<Exchange, AttemptError> {
+        fresh: bool,
+    ) -> Result<Exchange, (Failure, Option<Request<ReqBody>>)> {
         upload.sent_at.set(None);
         upload.progress_at.set(Some(Instant::now()));
-        let failed = {
-            // Scoped, so that its storage ends before the retry's begins.
-            let first =
-                std::pin::pin!(
-                    self.upstreams
-                        .send(backend, slot.tls(), &slot.pool, req, upload)
-                );
-            match self.with_response_timeout(first, upload).await {
-                Err(timeout) => return Err(AttemptError::timed_out(timeout)),
-                Ok(Ok(x)) => return Ok(x),
-                Ok(Err(f)) => f,
+        let (tls, pool) = (slot.tls(), &slot.pool);
+        let send = async {
+            if fresh {
+                self.upstreams
+                    .send_fresh(backend, tls, pool, req, upload)
+                    .await
+            } else {
+                self.upstreams.send(backend, tls, pool, req, upload).await
             }
         };
-        // Stale: the pooled connection was closed under us (no response at all). A
-        // garbage response is not staleness: the backend did get the request.
-        let stale = failed.reused
-            && failed.request.is_none()
-            && matches!(&failed.error, UpstreamError::Send(e) if !e.bad_response);
-        match replay {
-            Some(r)
-                if stale
-                    && matches!(failed.error, UpstreamError::Send(_))
-                    && upload.client_fault.get().is_none() =>
-            {
-                tracing::debug!(backend = %backend.address, "pooled connection was stale; retrying on a fresh one");
-                let mut req = r.build();
-                if let Some(h) = host {
-                    req.headers_mut().insert(header::HOST, h.clone());
-                }
-                upload.sent_at.set(None);
-                upload.progress_at.set(Some(Instant::now()));
-                // Boxed: the cold path stays out of every request's state.
-                let mut fresh = Box::pin(self.upstreams.send_fresh(
-                    backend,
-                    slot.tls(),
-                    &slot.pool,
-                    req,
-                    upload,
-                ));
-                match self.with_response_timeout(fresh.as_mut(), upload).await {
-                    Err(timeout) => Err(AttemptError::timed_out(timeout)),
-                    Ok(Ok(x)) => Ok(x),
-                    Ok(Err(f)) => Err(AttemptError::from(f)),
-                }
+        let send = std::pin::pin!(send);
+        match self.with_response_timeout(send, upload).await {
+            Err(_) => Err((Failure::timed_out(false), None)),
+            Ok(Ok(x)) => Ok(x),
+            Ok(Err(f)) => {
+                let written = f.request.is_none();
+                let reused = f.reused;
+                Err((Failure::upstream(f.error, written, reused), f.request))
             }
-            _ => Err(AttemptError::from(failed)),
         }
     }
 
@@ -583,68 +577,6 @@ impl Replay {
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
         req
-    }
-}
-
-/// A failed attempt: what the client would get, what the breaker records, and whether
-/// (and with what) it may be retried.
-struct AttemptError {
-    error: ProxyError,
-    reason: Reason,
-    class: AttemptFailure,
-    /// The request, when it was never written.
-    request: Option<Request<ReqBody>>,
-}
-
-impl AttemptError {
-    fn timed_out(error: ProxyError) -> AttemptError {
-        AttemptError {
-            error,
-            reason: Reason::Timeout,
-            class: AttemptFailure::TimedOut,
-            request: None,
-        }
-    }
-}
-
-impl From<Failed> for AttemptError {
-    fn from(f: Failed) -> AttemptError {
-        let (error, reason, class) = match &f.error {
-            UpstreamError::Connect(_) => (
-                ProxyError::ConnectFailed,
-                Reason::ConnectRefused,
-                AttemptFailure::NotSent,
-            ),
-            UpstreamError::ConnectTimeout => (
-                ProxyError::Timeout,
-                Reason::ConnectTimeout,
-                AttemptFailure::NotSent,
-            ),
-            UpstreamError::Tls(why) => (
-                ProxyError::TlsFailed(why.clone()),
-                Reason::Tls,
-                AttemptFailure::NotSent,
-            ),
-            UpstreamError::Send(e) => {
-                let reason = if e.bad_response {
-                    Reason::BadResponse
-                } else {
-                    Reason::Reset
-                };
-                let class = if f.request.is_some() {
-                    AttemptFailure::NotSent
-                } else {
-                    AttemptFailure::SentNoResponse
-                };
-                (ProxyError::BadGateway, reason, class)
-            }
-        };
-        AttemptError {
-            error,
-            reason,
-            class,
-            request: f.request,
-        }
     }
 }
 

@@ -460,3 +460,48 @@ fn h2_only_https_backend_passes_its_probes() {
     probed_over_http2(&be, b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// HTTP/2 clients' requests go through the same retry rule as HTTP/1 ones: a refused
+/// backend is passed over (a POST too: nothing of it was sent), and a backend that
+/// hangs up after every response costs no errors and sees each request once.
+#[test]
+fn http2_clients_fail_over_and_survive_backend_hangups() {
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = tempdir("h2retry");
+    let ca = TestCa::new(&dir);
+    let (cert, key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
+    let be = crate::support::TestBackend::start(|_| {
+        crate::support::Reply::RawThenClose(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        )
+    });
+    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+    let lb = Balancer::new()
+        .backend(crate::support::dead_port())
+        .backend(be.addr)
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let port = lb.addr.port();
+    let curl = |args: &[&str], paths: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--cacert", ca.pem_path.to_str().unwrap()])
+            .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+            .args(["-w", " %{http_code} %{http_version}\n"])
+            .args(args)
+            .args(paths.iter().map(|p| format!("https://a.test:{port}{p}")))
+            .output()
+            .expect("curl is needed for this test");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Eight requests on one connection: every one answered by the live backend.
+    let paths = ["/1", "/2", "/3", "/4", "/5", "/6", "/7", "/8"];
+    assert_eq!(curl(&[], &paths), "ok 200 2\n".repeat(8));
+    assert_eq!(be.request_count(), 8);
+    assert_eq!(curl(&["--data-binary", "hello"], &["/post"]), "ok 200 2\n");
+    assert_eq!(
+        be.request_count(),
+        9,
+        "the POST reached the live backend once"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
