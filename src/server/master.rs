@@ -2,7 +2,10 @@
 //!
 //! The master forks everything before it creates any runtime or thread: N workers,
 //! each pinned to a CPU (worker i -> CPU i mod ncpu) and serving its own SO_REUSEPORT
-//! listener with the same `worker::run` as thread mode, and one prober process. Backend
+//! listener with the same `worker::run` as thread mode, and one prober process. The
+//! master keeps every listening socket open itself: a dead worker's socket stays in
+//! the group with its queue, and the replacement serves that same socket, so a death
+//! loses only the connections the worker had accepted. Backend
 //! health lives in the shared [`Region`] mapped before the forks, so probes run once per
 //! backend and every worker sees every transition. The master serves no traffic: it
 //! reaps children (SIGCHLD + `waitpid`), replaces a dead one at once (backing off,
@@ -25,7 +28,7 @@ use tokio::time::Instant;
 
 use super::control::ReloadSource;
 use super::signals::{self, SignalFd, Signals};
-use super::{RunState, Snapshot, keep_restart_only_settings, listener, worker};
+use super::{RunState, Snapshot, keep_restart_only_settings, worker};
 use crate::config::{Config, Overrides, reload};
 use crate::health::{Region, probe};
 
@@ -52,8 +55,10 @@ struct Plan {
     overrides: Overrides,
     /// The admin listener, kept by the master so a replacement prober can serve it.
     admin: Option<TcpListener>,
-    /// Where workers listen (port 0 already resolved).
-    listen: std::net::SocketAddr,
+    /// Each worker's listening socket, kept by the master: a replacement serves the
+    /// same socket, so connections queued on it while a worker was dead are not lost.
+    /// Emptied when the drain starts (nobody would accept what queues after that).
+    listeners: Vec<TcpListener>,
     /// The master's signalfd (closed in children).
     signal_fd: RawFd,
 }
@@ -67,11 +72,6 @@ pub fn run(
     // Before anything else: from here on the master's signals wait in the signalfd.
     let sigfd = SignalFd::new()?;
     let region = Region::new()?;
-    // A replacement worker binds the address the first ones got (port 0 resolved).
-    let listen = match listeners.first() {
-        Some(l) => l.local_addr()?,
-        None => config.listen,
-    };
     let (path, overrides, mut loaded) = match reload_from {
         Some(s) => (Some(s.path), s.overrides, Some(s.loaded)),
         None => (None, Overrides::default(), None),
@@ -87,20 +87,16 @@ pub fn run(
         path,
         overrides,
         admin,
-        listen,
+        listeners,
         signal_fd: sigfd.raw(),
     };
     let mut children: HashMap<Role, Child> = HashMap::new();
     // Fork everything first: no runtime, no thread exists yet in this process.
-    let mut listeners: Vec<Option<TcpListener>> = listeners.into_iter().map(Some).collect();
-    for i in 0..listeners.len() {
-        let own = listeners[i].take();
-        // The listeners of workers not forked yet must not stay open in this one.
-        let theirs: Vec<RawFd> = listeners.iter().flatten().map(|l| l.as_raw_fd()).collect();
-        let c = spawn(Role::Worker(i), own, &plan, &children, &theirs)?;
+    for i in 0..plan.listeners.len() {
+        let c = spawn(Role::Worker(i), &plan, &children)?;
         children.insert(Role::Worker(i), c);
     }
-    let c = spawn(Role::Prober, None, &plan, &children, &[])?;
+    let c = spawn(Role::Prober, &plan, &children)?;
     children.insert(Role::Prober, c);
     tracing::info!(
         listen = %plan.config.listen,
@@ -139,6 +135,9 @@ pub fn run(
             Event::Drain(why) => {
                 if draining.is_none() {
                     draining = Some(start_drain(&mut children, &plan, why));
+                    // New connections now go to sockets nobody will close under them:
+                    // the workers' copies are closed as they stop accepting.
+                    plan.listeners.clear();
                 }
             }
             Event::Reload(why, force) => {
@@ -192,18 +191,7 @@ pub fn run(
             if draining.is_some() || children.contains_key(&role) {
                 continue;
             }
-            let l = match role {
-                Role::Worker(_) => match listener::bind(plan.listen, 1) {
-                    Ok(mut v) => v.pop(),
-                    Err(e) => {
-                        tracing::error!(?role, "cannot bind a listener for the replacement: {e}");
-                        due.push((now + Duration::from_secs(1), role));
-                        continue;
-                    }
-                },
-                Role::Prober => None,
-            };
-            match spawn(role, l, &plan, &children, &[]) {
+            match spawn(role, &plan, &children) {
                 Ok(c) => {
                     tracing::info!(?role, pid = c.pid, "replacement started");
                     children.insert(role, c);
@@ -378,14 +366,9 @@ fn reap(children: &mut HashMap<Role, Child>, region: &Region) -> Vec<(Role, Dura
     dead
 }
 
-/// Forks a child for `role`. Returns in the master only.
-fn spawn(
-    role: Role,
-    listener: Option<TcpListener>,
-    plan: &Plan,
-    others: &HashMap<Role, Child>,
-    close_in_child: &[RawFd],
-) -> std::io::Result<Child> {
+/// Forks a child for `role` (worker `i` serves the master's listener `i`). Returns in
+/// the master only.
+fn spawn(role: Role, plan: &Plan, others: &HashMap<Role, Child>) -> std::io::Result<Child> {
     let (parent_end, child_end) = UnixStream::pair()?;
     // SAFETY: the child only resets signal dispositions, closes descriptors, and then
     // runs its own single-threaded code path to `_exit`, never returning here.
@@ -395,10 +378,15 @@ fn spawn(
     }
     if pid == 0 {
         drop(parent_end);
+        // This worker's own copy of its socket; every other listener is closed below.
+        let listener = match role {
+            Role::Worker(i) => plan.listeners.get(i).and_then(|l| l.try_clone().ok()),
+            Role::Prober => None,
+        };
         // Descriptors of the master and of other children must not live on here: a
         // listener kept open by the wrong process would keep receiving connections
         // nobody accepts, a control socket would hide the master's death.
-        let mut close: Vec<RawFd> = close_in_child.to_vec();
+        let mut close: Vec<RawFd> = plan.listeners.iter().map(|l| l.as_raw_fd()).collect();
         close.extend(
             others
                 .values()
