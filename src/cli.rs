@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// Skip TLS certificate verification for backends.
     #[arg(short = 'k', long)]
     pub insecure: bool,
+    /// Write the master's pid here (FILE.oldbin during a SIGUSR2 upgrade).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl RunArgs {

@@ -110,24 +110,47 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
                 }
                 None => (Config::from_overrides(&overrides)?, None),
             };
-            serve(config, reload)
+            serve(config, reload, cli.run.pid_file.as_deref())
         }
     }
 }
 
 /// Runs the balancer in the foreground until SIGTERM/SIGINT (then drains, exit 0);
-/// reloads on SIGHUP and when the config file changes.
-pub fn serve(config: Config, reload: Option<server::control::ReloadSource>) -> Result<(), Error> {
+/// reloads on SIGHUP and when the config file changes; SIGUSR2 upgrades the binary.
+pub fn serve(
+    config: Config,
+    reload: Option<server::control::ReloadSource>,
+    pid_file: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    // Read (and cleared) first, before any thread exists.
+    let inherited = server::handover::Inherited::from_env()?;
     tls::client::warn_insecure(None, &config);
+    // Resolved now: by the time of a SIGUSR2 the file may have been replaced, and
+    // /proc/self/exe would then name the deleted one.
+    let exe = std::env::current_exe().ok();
     if config.mode == Mode::Process {
-        let listeners = server::listener::bind(config.listen, config.workers)?;
-        server::master::run(config, reload, listeners)?;
+        // Before the sockets exist (a signal sent once they accept must not kill us).
+        let signals = server::signals::SignalFd::new()?;
+        let mut sockets = server::Sockets::open(&config, inherited)?;
+        let pid_file = pid_file.map(server::pidfile::PidFile::write).transpose()?;
+        let life = server::control::Lifecycle {
+            exe,
+            pid_file,
+            ready: sockets.ready.take(),
+        };
+        server::master::run(config, reload, sockets, life, signals)?;
         return Ok(());
     }
     let control = server::control::Control::new(reload)?;
+    let mut sockets = server::Sockets::open(&config, inherited)?;
     let config = Arc::new(config);
-    let listeners = server::listener::bind(config.listen, config.workers)?;
-    let running = server::start(Arc::clone(&config), listeners)?;
+    let pid_file = pid_file.map(server::pidfile::PidFile::write).transpose()?;
+    let life = server::control::Lifecycle {
+        exe,
+        pid_file,
+        ready: sockets.ready.take(),
+    };
+    let running = server::start_with(Arc::clone(&config), sockets)?;
     tracing::info!(
         listen = %running.local_addr(),
         workers = config.workers,
@@ -135,7 +158,7 @@ pub fn serve(config: Config, reload: Option<server::control::ReloadSource>) -> R
         backends = config.backends.len(),
         "switchyard serving"
     );
-    control.run(running)?;
+    control.run(running, life)?;
     Ok(())
 }
 

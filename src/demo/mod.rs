@@ -78,7 +78,12 @@ pub fn run(listen: SocketAddr) -> Result<(), crate::Error> {
         backends[1].child.id()
     );
     println!("stop: Ctrl-C");
-    control.run(running)?;
+    let life = server::control::Lifecycle {
+        exe: None,
+        pid_file: None,
+        ready: None,
+    };
+    control.run(running, life)?;
     Ok(())
 }
 

@@ -44,6 +44,9 @@ pub const LEDGERS: usize = 64;
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Ledger {
+    /// The worker accepts (set when its accept loop starts, cleared when it drains or
+    /// dies): the master's readiness (systemd, binary upgrade) waits for every worker.
+    pub(crate) serving: std::sync::atomic::AtomicBool,
     pub(crate) conns: std::sync::atomic::AtomicI64,
     pub(crate) parked: std::sync::atomic::AtomicI64,
     pub(crate) in_flight: [AtomicU32; CAPACITY + 1],
@@ -143,9 +146,15 @@ impl Region {
         &self.ledgers[w % LEDGERS]
     }
 
+    /// Whether workers `0..n` all accept.
+    pub fn serving(&self, n: usize) -> bool {
+        (0..n).all(|w| self.ledger(w).serving.load(Relaxed))
+    }
+
     /// Takes a dead worker's share back out of the shared gauges.
     pub fn settle(&self, w: usize) {
         let ledger = self.ledger(w);
+        ledger.serving.store(false, Relaxed);
         for (i, n) in ledger.in_flight.iter().enumerate() {
             let n = n.swap(0, Relaxed);
             if n > 0 {

@@ -28,6 +28,10 @@ pub(super) struct Connections {
     pub(super) draining: Cell<bool>,
     /// Wakes connection tasks when draining starts.
     pub(super) drain: Notify,
+    /// While draining: until when an idle connection may still send one more request
+    /// (answered with `Connection: close`). Closing it at once would race a request
+    /// already on its way, which the client would see as an error.
+    pub(super) linger_until: Cell<Option<tokio::time::Instant>>,
     /// Wakes the worker when the last connection closes.
     pub(super) empty: Notify,
 }
@@ -114,8 +118,8 @@ impl Parked for Idle {
 }
 
 impl Drain for Connections {
-    fn draining(&self) -> bool {
-        self.draining.get()
+    fn linger_until(&self) -> Option<tokio::time::Instant> {
+        self.linger_until.get()
     }
 
     fn signal(&self) -> &Notify {

@@ -4,8 +4,10 @@
 //! for up to `timeouts.drain`, then exit 0). SIGHUP, or a change of the config file,
 //! reloads: the file is read and validated again with the same command-line overrides;
 //! a valid config is swapped in everywhere, an invalid one is logged and the old one
-//! keeps serving. Runs on the main thread with its own small runtime; the workers never
-//! wait for it.
+//! keeps serving. SIGUSR2 starts the binary again with the listening sockets handed
+//! over ([`super::handover`]); once it serves, this process drains and exits, and if it
+//! fails this one keeps serving. Runs on the main thread with its own small runtime;
+//! the workers never wait for it. systemd hears of each step ([`super::notify`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +16,87 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::Running;
+use super::handover::{Outcome, Upgrade};
+use super::notify;
 use crate::config::{Config, Overrides, reload};
+
+/// How long a new binary may take to serve before the upgrade is given up.
+pub const UPGRADE_WITHIN: Duration = Duration::from_secs(30);
+
+/// What a binary upgrade needs, fixed at start-up.
+pub struct Lifecycle {
+    /// The binary to start on SIGUSR2: the path this one was started from (resolved
+    /// at start, so a binary replaced on disk since is the one that runs).
+    pub exe: Option<PathBuf>,
+    pub pid_file: Option<super::pidfile::PidFile>,
+    /// After an upgrade: tell the old master once serving.
+    pub ready: Option<std::os::unix::net::UnixStream>,
+}
+
+impl Lifecycle {
+    /// This one serves: tell systemd, and the old master after an upgrade.
+    pub fn serving(&mut self) {
+        notify::ready();
+        super::handover::Inherited::say_ready(&mut self.ready);
+    }
+
+    /// Starts the new binary with `sockets`; `None` (logged) when it cannot start.
+    pub fn start_upgrade(
+        &self,
+        sockets: &[std::net::TcpListener],
+        admin: Option<&std::net::TcpListener>,
+    ) -> Option<Upgrade> {
+        let Some(exe) = &self.exe else {
+            tracing::error!("SIGUSR2: the path of this binary is unknown; no upgrade");
+            return None;
+        };
+        if sockets.is_empty() {
+            tracing::warn!("SIGUSR2 while draining: no upgrade");
+            return None;
+        }
+        if let Some(p) = &self.pid_file {
+            p.set_aside();
+        }
+        tracing::info!(exe = %exe.display(), "SIGUSR2: starting the new binary");
+        match Upgrade::start(exe, sockets, admin) {
+            Ok(u) => {
+                tracing::info!(
+                    pid = u.child.id(),
+                    "new binary started; waiting for it to serve"
+                );
+                Some(u)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "upgrade failed, this one keeps serving: cannot start {}: {e}",
+                    exe.display()
+                );
+                if let Some(p) = &self.pid_file {
+                    p.restore();
+                }
+                None
+            }
+        }
+    }
+
+    /// The new binary serves (true: drain now), or it failed (logged; keep serving).
+    pub fn upgrade_ended(&self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Ready(pid) => {
+                tracing::info!(pid, "upgrade: the new binary serves; draining");
+                notify::main_pid(pid);
+                true
+            }
+            Outcome::Failed(why) => {
+                tracing::error!("upgrade failed, this one keeps serving: {why}");
+                if let Some(p) = &self.pid_file {
+                    p.restore();
+                }
+                false
+            }
+        }
+    }
+}
 
 /// Where a reload comes from.
 pub struct ReloadSource {
@@ -31,6 +113,7 @@ pub struct Control {
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr2: Signal,
     changes: mpsc::UnboundedReceiver<()>,
     _watch: Option<reload::FileWatch>,
     source: Option<ReloadSource>,
@@ -45,6 +128,7 @@ impl Control {
         let term = signal(SignalKind::terminate())?;
         let int = signal(SignalKind::interrupt())?;
         let hup = signal(SignalKind::hangup())?;
+        let usr2 = signal(SignalKind::user_defined2())?;
         let (tx, changes) = mpsc::unbounded_channel();
         let watch = match &source {
             Some(s) => match reload::watch(&s.path, tx) {
@@ -62,24 +146,33 @@ impl Control {
             term,
             int,
             hup,
+            usr2,
             changes,
             _watch: watch,
             source,
         })
     }
 
-    /// Serves until SIGTERM/SIGINT, then drains. Returns when every worker has exited.
-    pub fn run(self, running: Running) -> std::io::Result<()> {
+    /// Serves until SIGTERM/SIGINT (or a binary upgrade that took over), then drains.
+    /// Returns when every worker has exited.
+    pub fn run(self, running: Running, mut life: Lifecycle) -> std::io::Result<()> {
         let Control {
             rt,
             mut term,
             mut int,
             mut hup,
+            mut usr2,
             mut changes,
             _watch,
             source,
         } = self;
+        if !running.wait_serving(Duration::from_secs(10)) {
+            tracing::warn!("workers are slow to start accepting");
+        }
+        life.serving();
         rt.block_on(async move {
+            let mut upgrading: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>> =
+                None;
             let mut last = source.as_ref().map(|s| s.loaded.clone());
             // The file may have changed between loading it and watching it.
             if let Some(s) = &source {
@@ -93,6 +186,22 @@ impl Control {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
                     _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
+                    _ = usr2.recv() => {
+                        if upgrading.is_some() {
+                            tracing::warn!("SIGUSR2: an upgrade is already under way");
+                        } else {
+                            let (sockets, admin) = running.sockets();
+                            upgrading = life
+                                .start_upgrade(sockets, admin)
+                                .map(|u| Box::pin(u.wait(UPGRADE_WITHIN)) as _);
+                        }
+                    }
+                    outcome = async { upgrading.as_mut().expect("guarded").await }, if upgrading.is_some() => {
+                        upgrading = None;
+                        if life.upgrade_ended(outcome) {
+                            break;
+                        }
+                    }
                     _ = hup.recv() => match &source {
                         Some(s) => {
                             last = std::fs::read(&s.path).ok();
@@ -114,6 +223,7 @@ impl Control {
                     }
                 }
             }
+            notify::stopping();
             tokio::task::spawn_blocking(move || running.drain())
                 .await
                 .map_err(std::io::Error::other)?;
@@ -127,7 +237,9 @@ fn reload_from(running: &Running, source: &ReloadSource, why: &str) {
     match Config::load(&source.path, &source.overrides) {
         Ok(config) => {
             tracing::info!(trigger = why, "reloading configuration");
+            notify::reloading();
             running.reload(config);
+            notify::ready();
         }
         Err(e) => {
             tracing::error!(

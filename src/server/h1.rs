@@ -104,12 +104,14 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
                         return Turn::Close;
                     }
                 }
-            } else if ctx.conns().draining.get() {
-                return Turn::Close;
             }
-            let (until, parking) = match head_deadline {
-                Some(d) => (d, false),
-                None => {
+            // Draining: an idle connection waits only for the linger (one more request
+            // may be on its way), and never parks.
+            let linger = ctx.conns().linger_until.get();
+            let (until, parking) = match (head_deadline, linger) {
+                (Some(d), _) => (d, false),
+                (None, Some(l)) => (l.min(*idle_deadline), false),
+                (None, None) => {
                     let park = Instant::now() + PARK_AFTER;
                     (park.min(*idle_deadline), park < *idle_deadline)
                 }
@@ -125,7 +127,8 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
                 biased;
                 r = io.read_buf(&mut buf) => Some(r),
                 _ = between.as_mut() => None,
-                _ = ctx.conns().drain.notified(), if head_deadline.is_none() => return Turn::Close,
+                // The drain began: wait again, for the linger only.
+                _ = ctx.conns().drain.notified(), if head_deadline.is_none() && linger.is_none() => continue,
             };
             match read {
                 Some(Ok(0)) | Some(Err(_)) => return Turn::Close,

@@ -8,7 +8,9 @@
 //! (made once per slot, reused): waking it queues the slot's index, and the lot's one
 //! task resumes the connection in a task of its own. The same task closes entries whose
 //! idle deadline passed (a sweep every `client_idle / 8`, at least 10 ms, at most 1 s,
-//! while anything is parked) and, on a drain, all of them.
+//! while anything is parked) and, on a drain, all of them once the drain's linger
+//! (see `Connections::linger_until`) is over; one that sends a request meanwhile is
+//! served, with `Connection: close`.
 //!
 //! The `switchyard_connections_parked` gauge counts the entries.
 
@@ -39,7 +41,8 @@ pub(super) trait Parked: Sized + 'static {
 
 /// The worker's drain, as the lot sees it.
 pub(super) trait Drain {
-    fn draining(&self) -> bool;
+    /// While draining: when the idle connections that are left are closed.
+    fn linger_until(&self) -> Option<Instant>;
     /// Notified (to every waiter) when draining starts.
     fn signal(&self) -> &tokio::sync::Notify;
 }
@@ -177,6 +180,15 @@ impl<P: Parked> Lot<P> {
         Some(entry)
     }
 
+    /// Moves every deadline to `at` at the latest.
+    fn cap_deadlines(&self, at: Instant) {
+        for slot in self.slots.borrow_mut().iter_mut() {
+            if let Some(e) = slot.entry.as_mut() {
+                e.deadline = e.deadline.min(at);
+            }
+        }
+    }
+
     /// Closes the connections whose deadline passed (or all of them).
     fn sweep(&self, all: bool) {
         let now = Instant::now();
@@ -221,12 +233,17 @@ impl<P: Parked> Lot<P> {
                     next_sweep = Instant::now() + self.sweep_every.get();
                 }
                 _ = conns.signal().notified() => {
-                    self.sweep(true);
+                    // Each parked connection may still send one request until the
+                    // linger ends; the sweep then closes the rest.
+                    match conns.linger_until() {
+                        Some(at) => {
+                            self.cap_deadlines(at);
+                            next_sweep = at;
+                        }
+                        None => self.sweep(true),
+                    }
                     continue;
                 }
-            }
-            if conns.draining() {
-                self.sweep(true);
             }
             let woken: Vec<(u32, u32)> = READY.with(|r| std::mem::take(&mut *r.borrow_mut()));
             for (index, generation) in woken {

@@ -26,7 +26,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::control::ReloadSource;
+use super::control::{Lifecycle, ReloadSource, UPGRADE_WITHIN};
+use super::handover::Outcome;
 use super::signals::{self, SignalFd, Signals};
 use super::{RunState, Snapshot, keep_restart_only_settings, worker};
 use crate::config::{Config, Overrides, reload};
@@ -61,25 +62,28 @@ struct Plan {
     listeners: Vec<TcpListener>,
     /// The master's signalfd (closed in children).
     signal_fd: RawFd,
+    /// After an upgrade, until serving: the socket to the old master (closed in
+    /// children, so that the old master sees it close if this one dies).
+    ready_fd: Option<RawFd>,
 }
 
 /// Runs the master until SIGTERM/SIGINT and every child has drained.
 pub fn run(
     config: Config,
     reload_from: Option<ReloadSource>,
-    listeners: Vec<TcpListener>,
+    sockets: super::Sockets,
+    mut life: Lifecycle,
+    // Made before the sockets were bound: the master's signals wait in it.
+    sigfd: SignalFd,
 ) -> std::io::Result<()> {
-    // Before anything else: from here on the master's signals wait in the signalfd.
-    let sigfd = SignalFd::new()?;
     let region = Region::new()?;
     let (path, overrides, mut loaded) = match reload_from {
         Some(s) => (Some(s.path), s.overrides, Some(s.loaded)),
         None => (None, Overrides::default(), None),
     };
-    let admin = match config.admin {
-        Some(addr) => Some(super::bind_admin(addr)?),
-        None => None,
-    };
+    let super::Sockets {
+        listeners, admin, ..
+    } = sockets;
     let mut plan = Plan {
         region,
         config: Arc::new(config),
@@ -89,6 +93,7 @@ pub fn run(
         admin,
         listeners,
         signal_fd: sigfd.raw(),
+        ready_fd: life.ready.as_ref().map(|r| r.as_raw_fd()),
     };
     let mut children: HashMap<Role, Child> = HashMap::new();
     // Fork everything first: no runtime, no thread exists yet in this process.
@@ -117,6 +122,8 @@ pub fn run(
     if plan.path.is_some() {
         reload_all(&mut plan, &mut children, &mut loaded, "file change", false);
     }
+    // Until every worker accepts: then systemd (and an old master) hear of it.
+    let mut starting = true;
     let mut fast_exits: HashMap<Role, u32> = HashMap::new();
     let mut due: Vec<(Instant, Role)> = Vec::new();
     let mut draining: Option<Instant> = None;
@@ -130,7 +137,14 @@ pub fn run(
                 p.control = None;
             }
         }
-        let next_due = due.iter().map(|(t, _)| *t).min();
+        if starting && plan.region.serving(plan.listeners.len()) {
+            starting = false;
+            life.serving();
+            // Closed now: its number may be reused, and must not be closed in children.
+            plan.ready_fd = None;
+        }
+        let soon = starting.then(|| Instant::now() + Duration::from_millis(5));
+        let next_due = due.iter().map(|(t, _)| *t).chain(soon).min();
         match rt.block_on(ev.next(draining, next_due)) {
             Event::Drain(why) => {
                 if draining.is_none() {
@@ -142,6 +156,24 @@ pub fn run(
             }
             Event::Reload(why, force) => {
                 reload_all(&mut plan, &mut children, &mut loaded, why, force)
+            }
+            Event::Upgrade => {
+                if ev.upgrading.is_some() {
+                    tracing::warn!("SIGUSR2: an upgrade is already under way");
+                } else if draining.is_none() {
+                    let _enter = rt.enter();
+                    ev.upgrading = life
+                        .start_upgrade(&plan.listeners, plan.admin.as_ref())
+                        .map(|u| Box::pin(u.wait(UPGRADE_WITHIN)) as _);
+                }
+            }
+            Event::Upgraded(outcome) => {
+                if life.upgrade_ended(outcome) && draining.is_none() {
+                    draining = Some(start_drain(&mut children, &plan, "upgrade"));
+                    plan.listeners.clear();
+                    // The admin socket is the new master's now.
+                    plan.admin = None;
+                }
             }
             Event::ChildExited => {
                 for (role, lived) in reap(&mut children, plan.region) {
@@ -211,6 +243,10 @@ pub fn run(
 enum Event {
     Drain(&'static str),
     Reload(&'static str, bool),
+    /// SIGUSR2.
+    Upgrade,
+    /// The new binary serves, or failed to.
+    Upgraded(Outcome),
     ChildExited,
     /// A replacement may be due.
     Tick,
@@ -222,6 +258,8 @@ struct Events {
     signals: Signals,
     changes: mpsc::UnboundedReceiver<()>,
     _watch: Option<reload::FileWatch>,
+    /// A new binary starting (SIGUSR2), until it serves or fails.
+    upgrading: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>>,
 }
 
 impl Events {
@@ -241,6 +279,7 @@ impl Events {
             signals: signals.into_async()?,
             changes,
             _watch: watch,
+            upgrading: None,
         })
     }
 
@@ -252,6 +291,7 @@ impl Events {
                 Ok(libc::SIGTERM) => Event::Drain("SIGTERM"),
                 Ok(libc::SIGINT) => Event::Drain("SIGINT"),
                 Ok(libc::SIGHUP) => Event::Reload("SIGHUP", true),
+                Ok(libc::SIGUSR2) => Event::Upgrade,
                 Ok(_) => Event::ChildExited,
                 Err(e) => {
                     tracing::error!("reading signals failed: {e}");
@@ -265,6 +305,10 @@ impl Events {
                 while self.changes.try_recv().is_ok() {}
                 Event::Reload("file change", false)
             }
+            outcome = async { self.upgrading.as_mut().expect("guarded").await }, if self.upgrading.is_some() => {
+                self.upgrading = None;
+                Event::Upgraded(outcome)
+            }
             _ = tokio::time::sleep_until(due.unwrap_or(far)) => Event::Tick,
             _ = tokio::time::sleep_until(kill_at), if draining.is_some() => Event::DrainTimeout,
             // A safety net: reap even if a SIGCHLD was somehow missed.
@@ -275,6 +319,7 @@ impl Events {
 
 fn start_drain(children: &mut HashMap<Role, Child>, plan: &Plan, why: &str) -> Instant {
     tracing::info!("{why}: draining");
+    super::notify::stopping();
     plan.region
         .global()
         .draining
@@ -320,10 +365,12 @@ fn reload_all(
                 generation = plan.generation,
                 "configuration reloaded"
             );
+            super::notify::reloading();
             for control in children.values_mut().filter_map(|c| c.control.as_mut()) {
                 let _ = writeln!(control, "reload {}", text.len());
                 let _ = control.write_all(&text);
             }
+            super::notify::ready();
         }
         Err(e) => tracing::error!(
             trigger = why,
@@ -333,18 +380,17 @@ fn reload_all(
 }
 
 /// Reaps every exited child; returns the roles that died and how long they lived.
+/// Only our own children are waited for (not `waitpid(-1)`): a new binary started by
+/// SIGUSR2 is waited for by its own handle, which needs its exit status.
 fn reap(children: &mut HashMap<Role, Child>, region: &Region) -> Vec<(Role, Duration)> {
     let mut dead = Vec::new();
-    loop {
+    let roles: Vec<(Role, libc::pid_t)> = children.iter().map(|(r, c)| (*r, c.pid)).collect();
+    for (role, pid) in roles {
         let mut status = 0;
-        // SAFETY: reaping our own children, non-blocking.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            break;
-        }
-        let Some(role) = children.iter().find(|(_, c)| c.pid == pid).map(|(r, _)| *r) else {
+        // SAFETY: reaping our own child, non-blocking.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
             continue;
-        };
+        }
         if let Some(c) = children.remove(&role) {
             let how = if libc::WIFSIGNALED(status) {
                 format!("killed by signal {}", libc::WTERMSIG(status))
@@ -394,6 +440,7 @@ fn spawn(role: Role, plan: &Plan, others: &HashMap<Role, Child>) -> std::io::Res
                 .map(|c| c.as_raw_fd()),
         );
         close.push(plan.signal_fd);
+        close.extend(plan.ready_fd);
         if role != Role::Prober {
             close.extend(plan.admin.as_ref().map(|a| a.as_raw_fd()));
         }

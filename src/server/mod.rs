@@ -15,9 +15,12 @@ mod client;
 pub mod conn_io;
 pub mod control;
 pub mod h1;
+pub mod handover;
 pub mod listener;
 pub mod lot;
 pub mod master;
+pub mod notify;
+pub mod pidfile;
 pub mod signals;
 pub mod worker;
 
@@ -67,10 +70,61 @@ pub enum RunState {
     },
 }
 
+/// The sockets a balancer serves: bound here, or handed over (binary upgrade,
+/// systemd).
+pub struct Sockets {
+    /// One per worker.
+    pub listeners: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
+    /// After an upgrade: where to tell the old master that this one serves.
+    pub ready: Option<std::os::unix::net::UnixStream>,
+}
+
+impl Sockets {
+    /// Takes over `inherited` sockets (see [`handover::Inherited::from_env`]), or
+    /// binds `listen` (refusing an occupied address) and `admin`.
+    pub fn open(config: &Config, inherited: Option<handover::Inherited>) -> io::Result<Sockets> {
+        let workers = config.workers;
+        let Some(inherited) = inherited else {
+            return Ok(Sockets {
+                listeners: listener::bind(config.listen, workers)?,
+                admin: config.admin.map(bind_admin).transpose()?,
+                ready: None,
+            });
+        };
+        let addr = inherited
+            .listeners
+            .first()
+            .and_then(|l| l.local_addr().ok());
+        tracing::info!(
+            from = ?inherited.source,
+            sockets = inherited.listeners.len(),
+            address = ?addr,
+            "serving on sockets handed over"
+        );
+        if inherited.source == handover::Source::Systemd && addr != Some(config.listen) {
+            tracing::info!(listen = %config.listen, "listen is not bound: systemd's sockets take its place");
+        }
+        let admin = match (inherited.admin, config.admin) {
+            (Some(a), Some(want)) if a.local_addr().ok() == Some(want) => Some(a),
+            (_, want) => want.map(bind_admin).transpose()?,
+        };
+        Ok(Sockets {
+            listeners: handover::Inherited::for_workers(inherited.listeners, workers)?,
+            admin,
+            ready: inherited.ready,
+        })
+    }
+}
+
 /// Workers running in this process.
 pub struct Running {
     local_addr: SocketAddr,
     region: &'static Region,
+    workers: usize,
+    /// Copies of the sockets, for a binary upgrade to hand over (emptied by a drain).
+    handover: Vec<TcpListener>,
+    admin: Option<TcpListener>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     state: watch::Sender<RunState>,
     threads: Vec<JoinHandle<()>>,
@@ -82,6 +136,23 @@ impl Running {
     /// The address the listeners are bound to (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Waits (up to `within`) until every worker accepts.
+    pub fn wait_serving(&self, within: Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        while !self.region.serving(self.workers) {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// The listening sockets and the admin socket, for a binary upgrade.
+    pub fn sockets(&self) -> (&[TcpListener], Option<&TcpListener>) {
+        (&self.handover, self.admin.as_ref())
     }
 
     /// The current snapshot.
@@ -130,6 +201,8 @@ impl Running {
     }
 
     fn stop_inner(&mut self, grace: Duration) {
+        self.handover.clear();
+        self.admin = None;
         self.region
             .global()
             .draining
@@ -199,21 +272,39 @@ pub fn bind_admin(addr: SocketAddr) -> io::Result<TcpListener> {
     })
 }
 
-/// Starts one worker thread per listener, and the prober.
+/// Starts one worker thread per listener, and the prober (binding the admin listener).
 pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Running> {
+    let admin = config.admin.map(bind_admin).transpose()?;
+    start_with(
+        config,
+        Sockets {
+            listeners,
+            admin,
+            ready: None,
+        },
+    )
+}
+
+/// Starts one worker thread per listener of `sockets`, and the prober.
+pub fn start_with(config: Arc<Config>, sockets: Sockets) -> io::Result<Running> {
+    let Sockets {
+        listeners, admin, ..
+    } = sockets;
     let local_addr = match listeners.first() {
         Some(l) => l.local_addr()?,
         None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listener")),
     };
+    let handover = listeners
+        .iter()
+        .map(TcpListener::try_clone)
+        .collect::<io::Result<Vec<_>>>()?;
+    let admin_copy = admin.as_ref().map(TcpListener::try_clone).transpose()?;
+    let workers = listeners.len();
     let region = Region::new()?;
     let first = Arc::new(Snapshot::new(region, config, 0));
     let (snapshots, snapshot_rx) = watch::channel(Arc::clone(&first));
     let (state, state_rx) = watch::channel(RunState::Serving);
     // One prober (and the admin listener) per process, whatever the worker count.
-    let admin = match first.config.admin {
-        Some(addr) => Some(bind_admin(addr)?),
-        None => None,
-    };
     let prober = Prober::start(snapshot_rx.clone(), admin)?;
     let mut threads = Vec::with_capacity(listeners.len());
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -231,6 +322,9 @@ pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Run
     Ok(Running {
         local_addr,
         region,
+        workers,
+        handover,
+        admin: admin_copy,
         snapshots,
         state,
         threads,

@@ -37,6 +37,10 @@ use crate::config::Config;
 use crate::proxy::{ClientConn, Proxy};
 use crate::upstream::LocalExec;
 
+/// How long, once a drain starts, an idle keep-alive connection may still send one
+/// more request (answered with `Connection: close`) before it is closed.
+pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
 /// Runs worker `id` until it has drained. Blocks the calling thread.
 pub fn run(
     id: usize,
@@ -60,6 +64,10 @@ pub fn run(
         tokio::task::spawn_local(Rc::clone(&lot).run(Rc::clone(&conns)));
 
         tracing::debug!(worker = id, "accepting");
+        let ledger = first.health.ledger(id);
+        ledger
+            .serving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let deadline = loop {
             tokio::select! {
                 changed = state.changed() => match *state.borrow_and_update() {
@@ -78,7 +86,13 @@ pub fn run(
             }
         };
         drop(listener);
+        ledger
+            .serving
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         conns.draining.set(true);
+        conns.linger_until.set(Some(
+            (tokio::time::Instant::now() + DRAIN_LINGER).min(deadline),
+        ));
         conns.drain.notify_waiters();
         tracing::debug!(worker = id, open = conns.open.get(), "draining");
         while conns.open.get() > 0 {

@@ -19,5 +19,6 @@ mod regressions;
 mod reload;
 mod strategies;
 mod tls;
+mod upgrade;
 mod websocket;
 mod workers;

@@ -179,9 +179,9 @@ fn idle_clock_runs_after_a_request_longer_than_itself() {
     );
 }
 
-/// A drain closes parked connections at once, as it does idle ones, while it still
-/// waits for a request in flight (held at the backend): so the close is the drain's
-/// doing, not the end of the process.
+/// A drain closes parked connections (after its 1 s linger), as it does idle ones,
+/// while it still waits for a request in flight (held at the backend): so the close is
+/// the drain's doing, not the end of the process.
 #[test]
 fn a_drain_closes_parked_connections() {
     let gate = Gate::new();
@@ -210,6 +210,44 @@ fn a_drain_closes_parked_connections() {
     );
     gate.open();
     assert_eq!(held.join().unwrap(), "ok");
+    drain.join().unwrap();
+}
+
+/// During a drain, an idle keep-alive connection may still send one request (within
+/// the linger): it is answered, with `Connection: close`, instead of the connection
+/// being cut under a request already on its way (which a client sees as an error).
+/// Parked and busy-idle connections alike.
+#[test]
+fn a_request_sent_as_the_drain_starts_is_answered_with_close() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let be = TestBackend::start(move |r| {
+        if r.target == "/held" {
+            g.wait();
+        }
+        Reply::ok(&r.target)
+    });
+    let mut lb = Balancer::new().backend(be.addr).admin().start();
+    let mut parked_conn = Conn::open(lb.addr);
+    assert_eq!(parked_conn.get("/").status, 200);
+    parks(&lb, 1);
+    let mut busy_conn = Conn::open(lb.addr);
+    assert_eq!(busy_conn.get("/").status, 200);
+    let addr = lb.addr;
+    let held = std::thread::spawn(move || crate::support::client::get(addr, "/held").text());
+    assert!(eventually(Duration::from_secs(5), || be.count("/held") == 1));
+    let drain = lb.drain_in_background();
+    // The drain has begun once the listener is gone.
+    assert!(eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(addr).is_err()
+    }));
+    for (name, c) in [("parked", &mut parked_conn), ("idle", &mut busy_conn)] {
+        let r = c.get("/late");
+        assert_eq!((r.status, r.text().as_str()), (200, "/late"), "{name}");
+        assert_eq!(r.header("connection"), Some("close"), "{name}");
+    }
+    gate.open();
+    assert_eq!(held.join().unwrap(), "/held");
     drain.join().unwrap();
 }
 

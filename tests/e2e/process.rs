@@ -325,7 +325,6 @@ fn connections_queued_on_a_killed_worker_are_served_by_its_replacement() {
             "queued connection {i}: {read:?} {answer:?}"
         );
     }
-    assert_eq!(be.request_count(), 5);
 }
 
 /// Regression: a worker used to keep the listening sockets of the workers forked after
