@@ -415,3 +415,37 @@ fn systemd_hears_ready_reloading_and_stopping() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The example unit files pass `systemd-analyze verify` (with the binary's path put in
+/// place of /usr/local/bin/switchyard). Skipped, saying so, where systemd-analyze is
+/// not installed.
+#[test]
+fn example_unit_files_verify() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED example_unit_files_verify: systemd-analyze is not installed");
+        return;
+    }
+    let dir = scratch("units");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/systemd");
+    for unit in ["switchyard.service", "switchyard.socket"] {
+        let text = std::fs::read_to_string(src.join(unit)).unwrap();
+        let text = text.replace(
+            "/usr/local/bin/switchyard",
+            env!("CARGO_BIN_EXE_switchyard"),
+        );
+        std::fs::write(dir.join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("switchyard.service"))
+        .arg(dir.join("switchyard.socket"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
