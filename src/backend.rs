@@ -250,10 +250,10 @@ pub fn parse_address(addr: &str, weight: u32) -> Result<BackendSpec, String> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(&s[prefix.len()..])
-    } else {
-        None
+    // `get`, not indexing: the cut may fall inside a multi-byte character.
+    match (s.get(..prefix.len()), s.get(prefix.len()..)) {
+        (Some(head), Some(rest)) if head.eq_ignore_ascii_case(prefix) => Some(rest),
+        _ => None,
     }
 }
 
@@ -294,6 +294,23 @@ fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the config fuzz target: a multi-byte character where a scheme prefix
+    /// would end used to panic (a crash of `check` and of every reload).
+    #[test]
+    fn non_ascii_specs_are_refused_not_panicked_on() {
+        for spec in [
+            "127.0bИИ9002,weight=1",
+            "ИИ",
+            "httpИ://x:1",
+            "https:/И",
+            "И:80",
+        ] {
+            let _ = parse_spec(spec);
+            let _ = parse_address(spec, 1);
+        }
+        assert!(parse_spec("127.0bИИ9002").is_err());
+    }
 
     #[test]
     fn id_ignores_scheme_and_case_and_is_fixed() {
