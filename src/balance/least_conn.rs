@@ -124,6 +124,7 @@ mod tests {
             health: &health,
             tried: &Tried::default(),
             sticky: None,
+            key: None,
         };
         for _ in 0..30 {
             let i = lc.pick(&view).unwrap();

@@ -8,12 +8,14 @@
 //! `pick` never allocates. [`AnyStrategy`] dispatches with a `match`, not a vtable.
 
 mod least_conn;
+pub mod maglev;
 mod random;
 mod round_robin;
 mod sticky;
 mod weighted;
 
 pub use least_conn::LeastConnections;
+pub use maglev::ConsistentHash;
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use sticky::Sticky;
@@ -30,12 +32,13 @@ pub enum StrategyKind {
     Random,
     Sticky,
     LeastConnections,
+    ConsistentHash,
 }
 
 impl StrategyKind {
     /// Every accepted name, for error messages and `--help`.
     pub const NAMES: &'static str =
-        "round-robin, weighted-round-robin, random, sticky, least-connections";
+        "round-robin, weighted-round-robin, random, sticky, least-connections, consistent-hash";
 
     pub fn parse(s: &str) -> Option<StrategyKind> {
         Some(match s {
@@ -44,6 +47,7 @@ impl StrategyKind {
             "random" => StrategyKind::Random,
             "sticky" => StrategyKind::Sticky,
             "least-connections" => StrategyKind::LeastConnections,
+            "consistent-hash" => StrategyKind::ConsistentHash,
             _ => return None,
         })
     }
@@ -55,8 +59,81 @@ impl StrategyKind {
             StrategyKind::Random => "random",
             StrategyKind::Sticky => "sticky",
             StrategyKind::LeastConnections => "least-connections",
+            StrategyKind::ConsistentHash => "consistent-hash",
         }
     }
+}
+
+/// What `strategy: consistent-hash` hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum HashKey {
+    /// The client's IP address.
+    #[default]
+    ClientIp,
+    /// A request header's value (name lowercased).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The path, without the query.
+    Path,
+    /// The whole request target, query included.
+    Uri,
+}
+
+impl HashKey {
+    pub const FORMS: &'static str = "client_ip, header:NAME, cookie:NAME, path, uri";
+
+    pub fn parse(s: &str) -> Option<HashKey> {
+        let s = s.trim();
+        let named = |rest: &str| {
+            let rest = rest.trim();
+            (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+                .then(|| rest.to_owned())
+        };
+        Some(match s {
+            "client_ip" => HashKey::ClientIp,
+            "path" => HashKey::Path,
+            "uri" => HashKey::Uri,
+            _ => {
+                if let Some(h) = s.strip_prefix("header:") {
+                    HashKey::Header(named(h)?.to_ascii_lowercase())
+                } else if let Some(c) = s.strip_prefix("cookie:") {
+                    HashKey::Cookie(named(c)?)
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+}
+
+/// `hash:` (plain data; used by `consistent-hash`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HashConfig {
+    pub key: HashKey,
+    /// Slots in the Maglev table (prime).
+    pub table_size: usize,
+    /// Bounded load: a backend past this many times the mean in flight is passed
+    /// over; 0 = off.
+    pub load_factor: f64,
+}
+
+impl Default for HashConfig {
+    fn default() -> HashConfig {
+        HashConfig {
+            key: HashKey::ClientIp,
+            table_size: maglev::DEFAULT_TABLE_SIZE,
+            load_factor: 1.25,
+        }
+    }
+}
+
+/// What a strategy is built from besides the backend set.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub hash: HashConfig,
+    /// Workers (in-flight totals are summed over their ledgers).
+    pub workers: usize,
 }
 
 /// Backends already tried by one request (at most [`Tried::CAP`]).
@@ -96,6 +173,8 @@ pub struct View<'a> {
     pub tried: &'a Tried,
     /// The backend id from the request's sticky cookie, if it had a well-formed one.
     pub sticky: Option<BackendId>,
+    /// The hash of the request's key (`consistent-hash`), if it had one.
+    pub key: Option<u64>,
 }
 
 impl View<'_> {
@@ -127,10 +206,11 @@ pub enum AnyStrategy {
     Random(Random),
     Sticky(Sticky),
     LeastConnections(LeastConnections),
+    ConsistentHash(ConsistentHash),
 }
 
 impl AnyStrategy {
-    pub fn new(kind: StrategyKind, set: &BackendSet) -> AnyStrategy {
+    pub fn new(kind: StrategyKind, set: &BackendSet, o: &Options) -> AnyStrategy {
         match kind {
             StrategyKind::RoundRobin => AnyStrategy::RoundRobin(RoundRobin::new(set)),
             StrategyKind::WeightedRoundRobin => {
@@ -141,6 +221,12 @@ impl AnyStrategy {
             StrategyKind::LeastConnections => {
                 AnyStrategy::LeastConnections(LeastConnections::new(set))
             }
+            StrategyKind::ConsistentHash => AnyStrategy::ConsistentHash(ConsistentHash::new(
+                set,
+                o.hash.table_size,
+                o.hash.load_factor,
+                o.workers,
+            )),
         }
     }
 
@@ -152,6 +238,7 @@ impl AnyStrategy {
             AnyStrategy::WeightedRoundRobin(s) => s.pick(view),
             AnyStrategy::Random(s) => s.pick(view),
             AnyStrategy::LeastConnections(s) => s.pick(view),
+            AnyStrategy::ConsistentHash(s) => s.pick(view),
             AnyStrategy::Sticky(s) => return s.pick_sticky(view),
         }?;
         Some(Pick {
@@ -221,6 +308,7 @@ pub(crate) mod test_support {
             health,
             tried,
             sticky: None,
+            key: None,
         };
         (0..count).map(|_| s.pick(&view)).collect()
     }
@@ -262,6 +350,7 @@ mod tests {
             health: &health,
             tried: &tried,
             sticky,
+            key: None,
         };
         for kind in [
             StrategyKind::RoundRobin,
@@ -269,12 +358,12 @@ mod tests {
             StrategyKind::Random,
             StrategyKind::LeastConnections,
         ] {
-            let s = AnyStrategy::new(kind, &set);
+            let s = AnyStrategy::new(kind, &set, &Options::default());
             assert!(!s.is_sticky());
             let p = s.pick(&view(Some(set.get(2).id))).unwrap();
             assert!(!p.set_cookie, "{kind:?}");
         }
-        let s = AnyStrategy::new(StrategyKind::Sticky, &set);
+        let s = AnyStrategy::new(StrategyKind::Sticky, &set, &Options::default());
         assert!(s.is_sticky());
         let hit = Pick {
             index: 2,

@@ -88,6 +88,7 @@ mod tests {
             health,
             tried,
             sticky: cookie,
+            key: None,
         })
     }
 
@@ -196,6 +197,7 @@ mod tests {
             health: &health,
             tried: &Tried::default(),
             sticky: id("10.0.0.3:80"),
+            key: None,
         };
         assert_eq!(Strategy::pick(&s, &view), Some(2));
     }

@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub limits: Option<LimitsFile>,
     pub sticky: Option<StickyFile>,
     pub pool: Option<PoolFile>,
+    pub hash: Option<HashFile>,
 }
 
 /// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
@@ -178,6 +179,18 @@ pub struct LimitsFile {
     pub request_line: Option<u64>,
     pub header_section: Option<u64>,
     pub headers: Option<u64>,
+}
+
+/// `hash:` (for `strategy: consistent-hash`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `key`, `table_size` and `load_factor`"
+)]
+pub struct HashFile {
+    pub key: Option<String>,
+    pub table_size: Option<u64>,
+    pub load_factor: Option<f64>,
 }
 
 /// `sticky:`.

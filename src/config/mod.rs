@@ -129,6 +129,8 @@ pub struct Config {
     pub limits: Limits,
     /// Name of the sticky-session cookie (`sticky.cookie`).
     pub sticky_cookie: String,
+    /// `hash:` (used by `strategy: consistent-hash`).
+    pub hash: crate::balance::HashConfig,
     pub pool: PoolConfig,
     /// Skip TLS verification for every backend (`-k`); TLS itself arrives later.
     pub insecure: bool,

@@ -254,6 +254,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     let retries = sections::retries(&cx, file.retries)?;
     let limits = sections::limits(&cx, file.limits)?;
     let sticky_cookie = sections::sticky_cookie(&cx, file.sticky)?;
+    let hash = sections::hash(&cx, file.hash)?;
     let pool = sections::pool(&cx, file.pool)?;
 
     Ok(Config {
@@ -270,6 +271,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         access_log: o.access_log || file.access_log.unwrap_or(false),
         limits,
         sticky_cookie,
+        hash,
         pool,
         insecure: o.insecure,
     })

@@ -47,6 +47,9 @@ pub struct Ledger {
     /// The worker accepts (set when its accept loop starts, cleared when it drains or
     /// dies): the master's readiness (systemd, binary upgrade) waits for every worker.
     pub(crate) serving: std::sync::atomic::AtomicBool,
+    /// Requests this worker has in flight to any backend (bounded-load hashing sums
+    /// these rather than every backend's count).
+    pub(crate) in_flight_total: AtomicU32,
     pub(crate) conns: std::sync::atomic::AtomicI64,
     pub(crate) parked: std::sync::atomic::AtomicI64,
     pub(crate) in_flight: [AtomicU32; CAPACITY + 1],
@@ -146,6 +149,13 @@ impl Region {
         &self.ledgers[w % LEDGERS]
     }
 
+    /// Requests in flight over workers `0..n`.
+    pub fn in_flight_total(&self, n: usize) -> u32 {
+        (0..n.min(LEDGERS))
+            .map(|w| self.ledger(w).in_flight_total.load(Relaxed))
+            .sum()
+    }
+
     /// Whether workers `0..n` all accept.
     pub fn serving(&self, n: usize) -> bool {
         (0..n).all(|w| self.ledger(w).serving.load(Relaxed))
@@ -155,6 +165,7 @@ impl Region {
     pub fn settle(&self, w: usize) {
         let ledger = self.ledger(w);
         ledger.serving.store(false, Relaxed);
+        ledger.in_flight_total.store(0, Relaxed);
         for (i, n) in ledger.in_flight.iter().enumerate() {
             let n = n.swap(0, Relaxed);
             if n > 0 {

@@ -155,6 +155,7 @@ impl HealthTable {
             streak: 0,
         };
         self.slots[i].breaker.store(b.pack(), Relaxed);
+        self.global.health_epoch.fetch_add(1, Relaxed);
     }
 
     /// Backend `i`'s counters.
@@ -172,6 +173,20 @@ impl HealthTable {
     #[inline]
     pub fn in_flight(&self, i: usize) -> u32 {
         self.slots[i].in_flight.load(Relaxed)
+    }
+
+    /// Requests in flight to any backend, over workers `0..workers` (each worker's
+    /// ledger keeps its own total, so counting costs no shared write).
+    #[inline]
+    pub fn in_flight_total(&self, workers: usize) -> u32 {
+        self.region.in_flight_total(workers)
+    }
+
+    /// Changes whenever any backend goes up or down (strategies cache what they
+    /// derive from health, e.g. how many are up, against it).
+    #[inline]
+    pub fn epoch(&self) -> u64 {
+        self.global.health_epoch.load(Relaxed)
     }
 
     /// Monotonic milliseconds of backend `i`'s last failure (0 = never).
@@ -194,9 +209,11 @@ impl HealthTable {
     pub fn start_request(&self, i: usize, ledger: &'static Ledger) -> InFlightGuard {
         let slot = self.slots[i];
         let mine = &ledger.in_flight[self.index[i]];
+        let total = &ledger.in_flight_total;
         slot.in_flight.fetch_add(1, Relaxed);
         mine.fetch_add(1, Relaxed);
-        InFlightGuard { slot, mine }
+        total.fetch_add(1, Relaxed);
+        InFlightGuard { slot, mine, total }
     }
 
     /// A successful exchange or probe.
@@ -235,6 +252,7 @@ impl HealthTable {
                     let addr = &self.addresses[i];
                     if let Some(t) = transition {
                         self.stats[i].transition(t == Transition::Up);
+                        self.global.health_epoch.fetch_add(1, Relaxed);
                     }
                     match transition {
                         Some(Transition::Down) => tracing::warn!(
@@ -262,12 +280,14 @@ impl HealthTable {
 pub struct InFlightGuard {
     slot: &'static Slot,
     mine: &'static AtomicU32,
+    total: &'static AtomicU32,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.slot.in_flight.fetch_sub(1, Relaxed);
         self.mine.fetch_sub(1, Relaxed);
+        self.total.fetch_sub(1, Relaxed);
     }
 }
 

@@ -140,6 +140,39 @@ impl Body {
     }
 }
 
+/// An HTTP/1 request head as the hash key sees it.
+struct H1Key<'a> {
+    head: &'a RequestHead,
+    buf: &'a [u8],
+    client: &'a [u8],
+}
+
+impl super::key::KeySource for H1Key<'_> {
+    fn client(&self) -> &[u8] {
+        self.client
+    }
+
+    fn target(&self) -> &[u8] {
+        self.head.target.of(self.buf)
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.head
+            .headers
+            .iter()
+            .find(|h| h.name.of(self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|h| h.value.of(self.buf))
+    }
+
+    fn cookies(&self) -> impl Iterator<Item = &[u8]> {
+        self.head
+            .headers
+            .iter()
+            .filter(|h| h.known == Known::Cookie)
+            .map(|h| h.value.of(self.buf))
+    }
+}
+
 /// The response of one successful attempt.
 enum Answer {
     /// The connection, and whether the whole request body went.
@@ -235,13 +268,23 @@ impl Proxy {
         } else {
             None
         };
+        let key = self.hash_key.as_ref().and_then(|k| {
+            super::key::hash(
+                k,
+                &H1Key {
+                    head,
+                    buf: c.buf,
+                    client: c.addr,
+                },
+            )
+        });
         let replay = Replay::of(&head.method, body.held(c.buf).is_some());
         let mut tried = Tried::default();
         let mut attempts = 0u32;
         let mut last = ProxyError::NoHealthyBackend;
         let mut streamed_out = false;
         loop {
-            let (pick, fail_open) = match self.next_pick(&tried, sticky, attempts) {
+            let (pick, fail_open) = match self.next_pick(&tried, sticky, key, attempts) {
                 Ok(p) => p,
                 Err(Some(e)) => return Err(e),
                 Err(None) => return Err(last),

@@ -15,6 +15,7 @@ pub mod error_response;
 pub mod guard;
 pub mod h1;
 pub mod headers;
+pub mod key;
 pub mod retry;
 pub mod upgrade;
 
@@ -97,6 +98,8 @@ pub struct Proxy {
     config: Arc<Config>,
     health: Arc<HealthTable>,
     strategy: AnyStrategy,
+    /// What `consistent-hash` hashes (`None` for other strategies).
+    hash_key: Option<crate::balance::HashKey>,
     slots: Vec<BackendSlot>,
     upstreams: Upstreams,
     /// Count requests for `/metrics` (only when an admin listener can serve them).
@@ -114,7 +117,13 @@ impl Proxy {
     pub fn new(snapshot: &Snapshot, previous: Option<&Proxy>, worker: usize) -> Proxy {
         let config = Arc::clone(&snapshot.config);
         let health = Arc::clone(&snapshot.health);
-        let strategy = AnyStrategy::new(config.strategy, &config.backends);
+        let options = crate::balance::Options {
+            hash: config.hash.clone(),
+            workers: config.workers,
+        };
+        let strategy = AnyStrategy::new(config.strategy, &config.backends, &options);
+        let hash_key = (config.strategy == crate::balance::StrategyKind::ConsistentHash)
+            .then(|| config.hash.key.clone());
         let same_pool_settings = previous.is_some_and(|p| p.config.pool == config.pool);
         let slots = config
             .backends
@@ -156,6 +165,7 @@ impl Proxy {
             config,
             health,
             strategy,
+            hash_key,
             slots,
             upstreams,
             record,
@@ -292,6 +302,15 @@ impl Proxy {
         } else {
             None
         };
+        let key = self.hash_key.as_ref().and_then(|k| {
+            key::hash(
+                k,
+                &H2Key {
+                    parts: &parts,
+                    client: conn.addr_value.as_bytes(),
+                },
+            )
+        });
         // What a second attempt needs once the first was written: only when allowed.
         let replay = match body.replay() {
             Some(body) if retry::is_idempotent(&parts.method) => Some(Replay {
@@ -309,7 +328,7 @@ impl Proxy {
         let mut attempts = 0u32;
         let mut last = ProxyError::NoHealthyBackend;
         loop {
-            let (pick, fail_open) = match self.next_pick(&tried, sticky, attempts) {
+            let (pick, fail_open) = match self.next_pick(&tried, sticky, key, attempts) {
                 Ok(p) => p,
                 Err(Some(e)) => return Err(e),
                 Err(None) => return Err(last),
@@ -477,12 +496,14 @@ impl Proxy {
         &self,
         tried: &Tried,
         sticky: Option<BackendId>,
+        key: Option<u64>,
         attempts: u32,
     ) -> Result<(Pick, bool), Option<ProxyError>> {
         let view = View {
             health: &self.health,
             tried,
             sticky,
+            key,
         };
         match self.strategy.pick(&view) {
             Some(p) => Ok((p, false)),
@@ -577,6 +598,37 @@ impl Replay {
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
         req
+    }
+}
+
+/// An HTTP/2 request as the hash key sees it.
+struct H2Key<'a> {
+    parts: &'a http::request::Parts,
+    client: &'a [u8],
+}
+
+impl key::KeySource for H2Key<'_> {
+    fn client(&self) -> &[u8] {
+        self.client
+    }
+
+    fn target(&self) -> &[u8] {
+        self.parts
+            .uri
+            .path_and_query()
+            .map_or(b"/", |p| p.as_str().as_bytes())
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.parts.headers.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn cookies(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
     }
 }
 

@@ -205,3 +205,78 @@ fn least_connections_avoids_the_busy_backend() {
     }
     assert_eq!(held.join().unwrap(), "slow");
 }
+
+/// `consistent-hash` on `header:X-User`, as two separate instances (processes, one in
+/// process mode and one in thread mode, their backends listed in opposite orders):
+/// every user goes to the same backend through either, and when one backend dies only
+/// its users move, the same way on both.
+#[test]
+fn consistent_hash_agrees_across_instances_and_a_dead_backend_moves_only_its_keys() {
+    use crate::support::client::raw;
+    use crate::support::process::{Proc, serving};
+    let bs = [
+        TestBackend::named("b0"),
+        TestBackend::named("b1"),
+        TestBackend::named("b2"),
+        TestBackend::named("b3"),
+    ];
+    let dir = std::env::temp_dir().join(format!("sy-chash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let instance = |name: &str, mode: &str, order: &[usize]| {
+        let listen = crate::support::dead_port();
+        let backends: Vec<String> = order
+            .iter()
+            .map(|&i| format!("  - {}", bs[i].addr))
+            .collect();
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "listen: {listen}\nworkers: 2\nmode: {mode}\nstrategy: consistent-hash\n\
+                 hash: {{key: 'header:X-User'}}\nbackends:\n{}\n",
+                backends.join("\n")
+            ),
+        )
+        .unwrap();
+        let p = Proc::start(&["-c", path.to_str().unwrap()]);
+        assert!(serving(listen));
+        (p, listen)
+    };
+    let (_p1, one) = instance("one", "process", &[0, 1, 2, 3]);
+    let (_p2, two) = instance("two", "thread", &[3, 2, 1, 0]);
+    let ask = |addr, user: usize| {
+        let r = raw(
+            addr,
+            format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: u{user}\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "user {user}");
+        r.text()
+    };
+    let users = 200;
+    let owner: Vec<String> = (0..users).map(|u| ask(one, u)).collect();
+    for (u, o) in owner.iter().enumerate() {
+        assert_eq!(&ask(two, u), o, "user {u}: the instances disagree");
+        assert_eq!(&ask(one, u), o, "user {u} moved between two requests");
+    }
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for o in &owner {
+        *per.entry(o.as_str()).or_default() += 1;
+    }
+    assert_eq!(per.len(), 4, "users spread over every backend: {per:?}");
+
+    bs[1].kill();
+    for (u, o) in owner.iter().enumerate() {
+        let now = ask(one, u);
+        if o == "b1" {
+            assert_ne!(now, "b1");
+        } else {
+            assert_eq!(&now, o, "user {u} of a live backend moved");
+        }
+        assert_eq!(
+            ask(two, u),
+            now,
+            "user {u}: the instances disagree after the kill"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::Ctx;
-use crate::config::file::{HealthFile, LimitsFile, PoolFile, StickyFile, TimeoutsFile};
+use crate::config::file::{HashFile, HealthFile, LimitsFile, PoolFile, StickyFile, TimeoutsFile};
 use crate::config::{ConfigError, HealthConfig, Limits, PoolConfig, Timeouts};
 use crate::health::StatusRanges;
 
@@ -103,6 +103,52 @@ pub(super) fn sticky_cookie(cx: &Ctx<'_>, s: Option<StickyFile>) -> Result<Strin
         return Err(cx.err("sticky.cookie", problem, hint));
     }
     Ok(cookie)
+}
+
+pub(super) fn hash(
+    cx: &Ctx<'_>,
+    h: Option<HashFile>,
+) -> Result<crate::balance::HashConfig, ConfigError> {
+    use crate::balance::{HashConfig, HashKey};
+    let h = h.unwrap_or_default();
+    let d = HashConfig::default();
+    let key = match h.key {
+        None => d.key,
+        Some(k) => HashKey::parse(&k).ok_or_else(|| {
+            let hint = format!("use one of: {}", HashKey::FORMS);
+            cx.err(
+                "hash.key",
+                format!("'{k}' is not a key switchyard can hash"),
+                hint,
+            )
+        })?,
+    };
+    let table_size = cx.number(
+        "hash.table_size",
+        h.table_size,
+        d.table_size as u64,
+        3..=1_000_003,
+    )?;
+    if !is_prime(table_size) {
+        let hint = "use a prime, e.g. `table_size: 65537` (or 251, 4099, 131071)";
+        let problem = format!("{table_size} is not a prime");
+        return Err(cx.err("hash.table_size", problem, hint));
+    }
+    let load_factor = h.load_factor.unwrap_or(d.load_factor);
+    if !(load_factor == 0.0 || (1.0..=100.0).contains(&load_factor)) {
+        let hint = "use 0 (no bound) or a factor from 1 up, e.g. `load_factor: 1.25`";
+        let problem = format!("{load_factor} would bound every backend below the mean");
+        return Err(cx.err("hash.load_factor", problem, hint));
+    }
+    Ok(HashConfig {
+        key,
+        table_size: table_size as usize,
+        load_factor,
+    })
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
 
 pub(super) fn pool(cx: &Ctx<'_>, p: Option<PoolFile>) -> Result<PoolConfig, ConfigError> {
@@ -215,6 +261,43 @@ mod tests {
             (l.request_line, l.header_section, l.headers),
             (256, 1 << 20, 8)
         );
+    }
+
+    #[test]
+    fn hash_section() {
+        assert_errs(&[
+            ("hash:\n  key: body", "hash.key", "client_ip, header:NAME"),
+            ("hash:\n  key: 'header:'", "hash.key", "not a key"),
+            (
+                "hash:\n  table_size: 65536",
+                "hash.table_size",
+                "not a prime",
+            ),
+            (
+                "hash:\n  table_size: 2",
+                "hash.table_size",
+                "least allowed is 3",
+            ),
+            (
+                "hash:\n  load_factor: 0.5",
+                "hash.load_factor",
+                "load_factor: 1.25",
+            ),
+            (
+                "hash:\n  seed: 3",
+                "hash.seed",
+                "valid keys here: key, table_size",
+            ),
+        ]);
+        let c = load(&format!(
+            "{B}strategy: consistent-hash\nhash: {{key: 'cookie:sid', table_size: 251, load_factor: 0}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.strategy, crate::balance::StrategyKind::ConsistentHash);
+        assert_eq!(c.hash.key, crate::balance::HashKey::Cookie("sid".into()));
+        assert_eq!((c.hash.table_size, c.hash.load_factor), (251, 0.0));
+        let d = load(B).unwrap();
+        assert_eq!((d.hash.table_size, d.hash.load_factor), (65_537, 1.25));
     }
 
     #[test]
