@@ -69,6 +69,20 @@ fn pick(c: &mut Criterion) {
         let set = backends(n);
         let health = HealthTable::all_up(n);
         let tried = Tried::default();
+        let kind = StrategyKind::LeastLatency;
+        let strategy = AnyStrategy::new(kind, &set, &Options::default());
+        for i in 0..n {
+            strategy.observe(i, Duration::from_micros(200 + (i as u64 * 37) % 900));
+        }
+        let view = View {
+            health: &health,
+            tried: &tried,
+            sticky: None,
+            key: None,
+        };
+        group.bench_with_input(BenchmarkId::new(kind.name(), n), &view, |b, view| {
+            b.iter(|| strategy.pick(black_box(view)))
+        });
         let kind = StrategyKind::ConsistentHash;
         let strategy = AnyStrategy::new(kind, &set, &Options::default());
         let mut k = 0u64;

@@ -7,6 +7,7 @@
 //! up and it is not in the request's [`Tried`] set (retries never reuse a backend).
 //! `pick` never allocates. [`AnyStrategy`] dispatches with a `match`, not a vtable.
 
+pub mod latency;
 mod least_conn;
 pub mod maglev;
 mod random;
@@ -14,6 +15,7 @@ mod round_robin;
 mod sticky;
 mod weighted;
 
+pub use latency::LeastLatency;
 pub use least_conn::LeastConnections;
 pub use maglev::ConsistentHash;
 pub use random::Random;
@@ -33,12 +35,13 @@ pub enum StrategyKind {
     Sticky,
     LeastConnections,
     ConsistentHash,
+    LeastLatency,
 }
 
 impl StrategyKind {
     /// Every accepted name, for error messages and `--help`.
-    pub const NAMES: &'static str =
-        "round-robin, weighted-round-robin, random, sticky, least-connections, consistent-hash";
+    pub const NAMES: &'static str = "round-robin, weighted-round-robin, random, sticky, \
+                                     least-connections, least-latency, consistent-hash";
 
     pub fn parse(s: &str) -> Option<StrategyKind> {
         Some(match s {
@@ -48,6 +51,7 @@ impl StrategyKind {
             "sticky" => StrategyKind::Sticky,
             "least-connections" => StrategyKind::LeastConnections,
             "consistent-hash" => StrategyKind::ConsistentHash,
+            "least-latency" => StrategyKind::LeastLatency,
             _ => return None,
         })
     }
@@ -60,6 +64,7 @@ impl StrategyKind {
             StrategyKind::Sticky => "sticky",
             StrategyKind::LeastConnections => "least-connections",
             StrategyKind::ConsistentHash => "consistent-hash",
+            StrategyKind::LeastLatency => "least-latency",
         }
     }
 }
@@ -207,6 +212,7 @@ pub enum AnyStrategy {
     Sticky(Sticky),
     LeastConnections(LeastConnections),
     ConsistentHash(ConsistentHash),
+    LeastLatency(LeastLatency),
 }
 
 impl AnyStrategy {
@@ -227,6 +233,29 @@ impl AnyStrategy {
                 o.hash.load_factor,
                 o.workers,
             )),
+            StrategyKind::LeastLatency => AnyStrategy::LeastLatency(LeastLatency::new(set)),
+        }
+    }
+
+    /// True when the strategy learns from response times ([`AnyStrategy::observe`]).
+    #[inline]
+    pub fn wants_latency(&self) -> bool {
+        matches!(self, AnyStrategy::LeastLatency(_))
+    }
+
+    /// A response head from backend `index` came `rtt` after the request went.
+    #[inline]
+    pub fn observe(&self, index: usize, rtt: std::time::Duration) {
+        if let AnyStrategy::LeastLatency(s) = self {
+            s.observe(index, rtt);
+        }
+    }
+
+    /// Backend `index`'s latency estimate in µs, for strategies that keep one.
+    pub fn latency_us(&self, index: usize) -> Option<f64> {
+        match self {
+            AnyStrategy::LeastLatency(s) => s.latency_us(index),
+            _ => None,
         }
     }
 
@@ -239,6 +268,7 @@ impl AnyStrategy {
             AnyStrategy::Random(s) => s.pick(view),
             AnyStrategy::LeastConnections(s) => s.pick(view),
             AnyStrategy::ConsistentHash(s) => s.pick(view),
+            AnyStrategy::LeastLatency(s) => s.pick(view),
             AnyStrategy::Sticky(s) => return s.pick_sticky(view),
         }?;
         Some(Pick {

@@ -300,6 +300,7 @@ impl Proxy {
             }
             attempts += 1;
             let in_flight = self.health.start_request(pick.index, self.ledger);
+            let sent = self.strategy.wants_latency().then(Instant::now);
             let mut result = self
                 .attempt_h1(c, head, &mut body, pick.index, tunnel, false)
                 .await;
@@ -313,6 +314,9 @@ impl Proxy {
             }
             match result {
                 Ok(answer) => {
+                    if let Some(t) = sent {
+                        self.strategy.observe(pick.index, t.elapsed());
+                    }
                     done.backend = Some(pick.index);
                     return self
                         .relay_h1(c, head, &body, answer, pick, tunnel, in_flight, done)

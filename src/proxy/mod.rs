@@ -354,6 +354,7 @@ impl Proxy {
             }
             attempts += 1;
             let in_flight = self.health.start_request(pick.index, self.ledger);
+            let sent = self.strategy.wants_latency().then(Instant::now);
             let mut result = self.attempt(backend, slot, req, &upload, false).await;
             if let Err((f, unsent)) = &mut result {
                 if f.retry_fresh(replay_rule) {
@@ -366,6 +367,9 @@ impl Proxy {
             }
             match result {
                 Ok(exchange) => {
+                    if let Some(t) = sent {
+                        self.strategy.observe(pick.index, t.elapsed());
+                    }
                     let status = exchange.response.status();
                     if self.config.health.passive_5xx && status.is_server_error() {
                         self.health

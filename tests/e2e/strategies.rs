@@ -280,3 +280,41 @@ fn consistent_hash_agrees_across_instances_and_a_dead_backend_moves_only_its_key
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `least-latency`: a backend that answers 50 ms late gets at most 10% of 2,000
+/// requests (from 8 clients at once) while the two others answer at once.
+#[test]
+fn least_latency_steers_away_from_a_slow_backend() {
+    let fast1 = TestBackend::named("fast1");
+    let fast2 = TestBackend::named("fast2");
+    let slow = TestBackend::start(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        Reply::ok("slow")
+    });
+    let lb = Balancer::new()
+        .backend(fast1.addr)
+        .backend(slow.addr)
+        .backend(fast2.addr)
+        .workers(1)
+        .strategy(StrategyKind::LeastLatency)
+        .start();
+    let addr = lb.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                for _ in 0..250 {
+                    assert_eq!(c.get("/").status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let to_slow = slow.request_count();
+    let to_fast = fast1.request_count() + fast2.request_count();
+    assert_eq!(to_slow + to_fast, 2000);
+    assert!(to_slow <= 200, "the slow backend got {to_slow} of 2000");
+    assert!(fast1.request_count() > 500 && fast2.request_count() > 500);
+}
