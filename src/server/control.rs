@@ -14,7 +14,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::Running;
-use crate::config::{Config, Overrides, reload};
+use crate::config::{Config, Overrides, input, reload};
 
 /// Where a reload comes from.
 pub struct ReloadSource {
@@ -83,7 +83,7 @@ impl Control {
             let mut last = source.as_ref().map(|s| s.loaded.clone());
             // The file may have changed between loading it and watching it.
             if let Some(s) = &source {
-                let now = std::fs::read(&s.path).ok();
+                let now = input::read_file(&s.path).ok();
                 if now.is_some() && now != last {
                     last = now;
                     reload_from(&running, s, "file change");
@@ -95,7 +95,7 @@ impl Control {
                     _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
                     _ = hup.recv() => match &source {
                         Some(s) => {
-                            last = std::fs::read(&s.path).ok();
+                            last = input::read_file(&s.path).ok();
                             reload_from(&running, s, "SIGHUP");
                         }
                         None => tracing::warn!("SIGHUP: no config file (-c) to reload"),
@@ -105,7 +105,7 @@ impl Control {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         while changes.try_recv().is_ok() {}
                         if let Some(s) = &source {
-                            let now = std::fs::read(&s.path).ok();
+                            let now = input::read_file(&s.path).ok();
                             if now.is_some() && now != last {
                                 last = now;
                                 reload_from(&running, s, "file change");
