@@ -94,17 +94,12 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
             let overrides = cli.run.overrides();
             let (config, reload) = match &cli.run.config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        Error::Usage(format!(
-                            "{}: cannot read the config file: {e}",
-                            path.display()
-                        ))
-                    })?;
-                    let config = Config::parse(path, &text, &overrides)?;
+                    let bytes = Config::read(path)?;
+                    let config = Config::from_bytes(path, &bytes, &overrides)?;
                     let source = server::control::ReloadSource {
                         path: path.clone(),
                         overrides: overrides.clone(),
-                        loaded: text.into_bytes(),
+                        loaded: bytes,
                     };
                     (config, Some(source))
                 }

@@ -263,7 +263,10 @@ impl<'de, M: Deserialize<'de>, T> Visitor<'de> for StringOrMap<M, T> {
 
 impl FileConfig {
     /// Parses YAML (or JSON) text. Empty text, or only comments, is an empty config.
+    /// Text over the size cap or nested too deeply is refused before the YAML parser
+    /// sees it ([`super::input::check`]).
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        super::input::check(text)?;
         serde_yaml_ng::from_str(text).map_err(|e| errors::from_yaml(text, &e))
     }
 }

@@ -8,6 +8,7 @@
 
 mod duration;
 mod file;
+pub mod input;
 pub mod reload;
 mod validate;
 
@@ -191,14 +192,44 @@ impl Config {
 
     /// Reads, parses and validates `path`, then applies `overrides`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        Config::from_bytes(path, &Config::read(path)?, overrides)
+    }
+
+    /// Reads `path` for [`Config::from_bytes`]: at most one byte more than a config file
+    /// may hold ([`input::MAX_FILE_BYTES`]), however long the file (or device) goes on.
+    pub fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+        input::read_file(path).map_err(|e| ConfigError {
             file: Some(path.to_path_buf()),
             line: None,
             key: String::new(),
             problem: format!("cannot read the file: {e}"),
             hint: Some("check the path given to -c/--config".into()),
+        })
+    }
+
+    /// Parses and validates the bytes read from `path`: refused if over the size cap,
+    /// then if not UTF-8, then as [`Config::parse`] refuses text.
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let in_file = |mut e: ConfigError| {
+            e.file = Some(path.to_path_buf());
+            e
+        };
+        input::check_size(bytes.len()).map_err(in_file)?;
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let before = bytes.get(..e.valid_up_to()).unwrap_or_default();
+            in_file(ConfigError {
+                file: None,
+                line: Some(1 + before.iter().filter(|&&b| b == b'\n').count()),
+                key: String::new(),
+                problem: format!("not UTF-8 text: {e}"),
+                hint: Some("save the file as UTF-8".into()),
+            })
         })?;
-        Config::parse(path, &text, overrides)
+        Config::parse(path, text, overrides)
     }
 
     /// Parses and validates config text that came from `path`.

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::Running;
 use super::handover::{Outcome, Upgrade};
 use super::notify;
-use crate::config::{Config, Overrides, reload};
+use crate::config::{Config, Overrides, input, reload};
 
 /// How long a new binary may take to serve before the upgrade is given up.
 pub const UPGRADE_WITHIN: Duration = Duration::from_secs(30);
@@ -176,7 +176,7 @@ impl Control {
             let mut last = source.as_ref().map(|s| s.loaded.clone());
             // The file may have changed between loading it and watching it.
             if let Some(s) = &source {
-                let now = std::fs::read(&s.path).ok();
+                let now = input::read_file(&s.path).ok();
                 if now.is_some() && now != last {
                     last = now;
                     reload_from(&running, s, "file change");
@@ -204,7 +204,7 @@ impl Control {
                     }
                     _ = hup.recv() => match &source {
                         Some(s) => {
-                            last = std::fs::read(&s.path).ok();
+                            last = input::read_file(&s.path).ok();
                             reload_from(&running, s, "SIGHUP");
                         }
                         None => tracing::warn!("SIGHUP: no config file (-c) to reload"),
@@ -214,7 +214,7 @@ impl Control {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         while changes.try_recv().is_ok() {}
                         if let Some(s) = &source {
-                            let now = std::fs::read(&s.path).ok();
+                            let now = input::read_file(&s.path).ok();
                             if now.is_some() && now != last {
                                 last = now;
                                 reload_from(&running, s, "file change");

@@ -30,7 +30,7 @@ use super::control::{Lifecycle, ReloadSource, UPGRADE_WITHIN};
 use super::handover::Outcome;
 use super::signals::{self, SignalFd, Signals};
 use super::{RunState, Snapshot, keep_restart_only_settings, worker};
-use crate::config::{Config, Overrides, reload};
+use crate::config::{Config, Overrides, input, reload};
 use crate::health::{Region, probe};
 
 /// What a child process does.
@@ -344,17 +344,14 @@ fn reload_all(
         tracing::warn!("{why}: no config file (-c) to reload");
         return;
     };
-    let Ok(text) = std::fs::read(&path) else {
+    let Ok(text) = input::read_file(&path) else {
         return;
     };
     if !force && loaded.as_ref() == Some(&text) {
         return;
     }
     *loaded = Some(text.clone());
-    let parsed = std::str::from_utf8(&text)
-        .map_err(|e| format!("{}: not UTF-8: {e}", path.display()))
-        .and_then(|t| Config::parse(&path, t, &plan.overrides).map_err(|e| e.to_string()));
-    match parsed {
+    match Config::from_bytes(&path, &text, &plan.overrides) {
         Ok(config) => {
             let config = keep_restart_only_settings(&plan.config, config);
             crate::tls::client::warn_insecure(Some(&plan.config), &config);

@@ -277,3 +277,34 @@ fn check_names_the_key_line_and_fix_for_each_bad_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Text nested 100,000 brackets deep (libyaml alone takes most of a minute on it) and a
+/// config path that is a symlink to /dev/zero (endless, length 0) are refused at once,
+/// by `check` and by a start, with the file, line and key.
+#[test]
+fn deep_and_endless_files_are_refused_at_once() {
+    let dir = std::env::temp_dir().join(format!("switchyard-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let deep = dir.join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!(
+            "backends: [127.0.0.1:9001]\nextra: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    let zero = dir.join("z.yaml");
+    let _ = std::fs::remove_file(&zero);
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let (deep, zero) = (deep.to_str().unwrap(), zero.to_str().unwrap());
+
+    let deep_error = format!("{deep}:2: extra: nested more than 64 levels deep (");
+    fails_with(&["check", "-c", deep], &deep_error);
+    fails_with(&["-c", deep], &deep_error);
+    let zero_error = format!("{zero}: larger than 16 MiB, the most a config file may be (");
+    fails_with(&["check", "-c", zero], &zero_error);
+    fails_with(&["-c", zero], &zero_error);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -167,6 +167,94 @@ fn invalid_edit_keeps_the_old_config() {
     assert_eq!(code, Some(0), "{log}");
 }
 
+/// Reloads that meet the input limits (a file nested 100,000 brackets deep; the config
+/// path swapped for a symlink to /dev/zero) are refused with a log line naming the
+/// file, and the running config answers every request meanwhile; a good file is then
+/// taken as usual. In both modes: thread mode reloads in the control loop, process mode
+/// in the master.
+#[test]
+fn deep_and_endless_reloads_are_refused_and_the_old_config_serves() {
+    for mode in ["thread", "process"] {
+        let a = TestBackend::named("a");
+        let b = TestBackend::named("b");
+        let dir = TempDir::new(&format!("limits-{mode}"));
+        let path = dir.0.join("lb.yaml");
+        let listen = dead_port();
+        let file =
+            |backend| yaml(listen, &[backend]).replace("mode: thread", &format!("mode: {mode}"));
+        std::fs::write(&path, file(a.addr)).unwrap();
+        let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+        assert!(serving(listen));
+        let (stop, looper) = client_loop(listen);
+        assert!(eventually(Duration::from_secs(5), || a.request_count() > 5));
+
+        // Deep: a valid file (pointing at `b`, so taking it would show) plus one key.
+        let good = file(b.addr);
+        let line = good.lines().count() + 1;
+        let deep = format!(
+            "{good}extra: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        rename_over(&path, &deep);
+        let rejected = p.wait_log(
+            &[
+                "configuration rejected",
+                &format!("lb.yaml:{line}: extra: nested more than 64 levels deep"),
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(
+            rejected.is_some(),
+            "{mode}: no rejection logged: {}",
+            p.log()
+        );
+
+        // Endless: the path becomes a symlink to /dev/zero.
+        let tmp = dir.0.join("zero.tmp");
+        std::os::unix::fs::symlink("/dev/zero", &tmp).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let rejected = p.wait_log(
+            &["configuration rejected", "lb.yaml: larger than 16 MiB"],
+            Duration::from_secs(10),
+        );
+        assert!(
+            rejected.is_some(),
+            "{mode}: no rejection logged: {}",
+            p.log()
+        );
+        // SIGHUP reads it again, and is refused again.
+        p.signal(libc::SIGHUP);
+        assert!(
+            eventually(Duration::from_secs(10), || p
+                .log()
+                .matches("lb.yaml: larger than 16 MiB")
+                .count()
+                >= 2),
+            "{mode}: SIGHUP not refused: {}",
+            p.log()
+        );
+
+        stop.store(true, SeqCst);
+        let (ok, failed) = looper.join().unwrap();
+        assert_eq!(failed, 0, "{mode}: {failed} failed of {}", ok + failed);
+        assert_eq!(b.request_count(), 0, "{mode}: a refused config was taken");
+        for _ in 0..4 {
+            assert_eq!(get(listen, "/").text(), "a");
+        }
+
+        // A good file afterwards is taken.
+        rename_over(&path, &good);
+        assert!(
+            eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
+            "{mode}: the good file after the refused ones was not taken"
+        );
+        p.signal(libc::SIGTERM);
+        let (code, log) = p.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{mode}: {log}");
+    }
+}
+
 /// SIGTERM: idle keep-alive connections close while the request in flight (held at
 /// the backend) is still being waited for; it then finishes, and the process exits 0.
 #[test]
