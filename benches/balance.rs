@@ -59,6 +59,7 @@ fn pick(c: &mut Criterion) {
                 tried: &tried,
                 sticky: (kind == StrategyKind::Sticky).then(|| set.get(n / 2).id),
                 key: None,
+                ramp: None,
             };
             group.bench_with_input(BenchmarkId::new(kind.name(), n), &view, |b, view| {
                 b.iter(|| strategy.pick(black_box(view)))
@@ -79,6 +80,7 @@ fn pick(c: &mut Criterion) {
             tried: &tried,
             sticky: None,
             key: None,
+            ramp: None,
         };
         group.bench_with_input(BenchmarkId::new(kind.name(), n), &view, |b, view| {
             b.iter(|| strategy.pick(black_box(view)))
@@ -94,6 +96,7 @@ fn pick(c: &mut Criterion) {
                     tried: &tried,
                     sticky: None,
                     key: Some(maglev::mix(k)),
+                    ramp: None,
                 };
                 strategy.pick(black_box(&view))
             })

@@ -99,6 +99,8 @@ fn answer(snapshot: &Snapshot, req: &Request<Incoming>) -> Response<Full<Bytes>>
             }
         }
         "/backends" => {
+            let now = crate::health::shared::monotonic_ms();
+            let window = snapshot.config.slow_start.as_millis() as u64;
             let list: Vec<serde_json::Value> = snapshot
                 .config
                 .backends
@@ -106,12 +108,25 @@ fn answer(snapshot: &Snapshot, req: &Request<Incoming>) -> Response<Full<Bytes>>
                 .enumerate()
                 .map(|(i, b)| {
                     let reason = health.last_reason(i);
+                    // During slow start: the weight it is given now (as the strategies
+                    // scale it), rounded to two decimals.
+                    let since = health.up_since_ms(i);
+                    let age = now.saturating_sub(since);
+                    let ramp = if window == 0 || since == 0 || age >= window {
+                        1.0
+                    } else {
+                        (age as f64 / window as f64).max(crate::balance::RAMP_FLOOR)
+                    };
+                    let effective = (f64::from(b.weight) * ramp * 100.0).round() / 100.0;
+                    let latency = health.latency_us(i);
                     serde_json::json!({
                         "address": b.address,
                         "id": b.id.to_string(),
                         "weight": b.weight,
+                        "effective_weight": effective,
                         "up": health.is_up(i),
                         "in_flight": health.in_flight(i),
+                        "latency_ms": (latency > 0).then(|| f64::from(latency) / 1000.0),
                         "last_failure": (reason != crate::health::Reason::None).then(|| reason.as_str()),
                     })
                 })

@@ -12,7 +12,8 @@
 //! average of every observation (the neutral cost), so a new backend is neither
 //! flooded (as a zero cost would) nor shunned. Two random choices, not the minimum
 //! over all, so workers picking on slightly stale numbers do not all stampede the same
-//! backend. Weights do not apply.
+//! backend. Weights do not apply; during `slow_start` a ramping backend's score is
+//! divided by its ramp.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -143,7 +144,9 @@ impl Strategy for LeastLatency {
             return Some(a);
         };
         let now = Instant::now();
-        let score = |i: usize| self.cost(i, now) * f64::from(view.health.in_flight(i) + 1);
+        // Slow start: a ramping backend's score is divided by its ramp.
+        let score =
+            |i: usize| self.cost(i, now) * f64::from(view.health.in_flight(i) + 1) / view.ramp(i);
         Some(if score(b) < score(a) { b } else { a })
     }
 }
@@ -161,6 +164,7 @@ mod tests {
             tried,
             sticky: None,
             key: None,
+            ramp: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! backend with nothing in flight ends the scan early. Counts are read without
 //! synchronisation, so concurrent workers may pick on slightly stale numbers; that
 //! is the usual trade-off and it does not weigh backends by capacity (no weights).
+//! During `slow_start` a ramping backend's load counts as `(load + 1) / ramp`.
 
 use std::cell::Cell;
 
@@ -44,7 +45,14 @@ impl Strategy for LeastConnections {
         let mut best: Option<(usize, u32)> = None;
         for _ in 0..n {
             if view.eligible(i) {
-                let load = view.health.in_flight(i);
+                let mut load = view.health.in_flight(i);
+                if view.ramp.is_some() {
+                    // Slow start: a ramping backend counts as (load + 1) / ramp.
+                    let f = view.ramp(i);
+                    if f < 1.0 {
+                        load = (f64::from(load + 1) / f) as u32;
+                    }
+                }
                 if best.is_none_or(|(_, b)| load < b) {
                     best = Some((i, load));
                     if load == 0 {
@@ -125,6 +133,7 @@ mod tests {
             tried: &Tried::default(),
             sticky: None,
             key: None,
+            ramp: None,
         };
         for _ in 0..30 {
             let i = lc.pick(&view).unwrap();

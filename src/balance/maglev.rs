@@ -338,6 +338,7 @@ mod tests {
                 tried: &tried,
                 sticky: None,
                 key: Some(key),
+                ramp: None,
             })
             .unwrap()
         };
@@ -381,6 +382,7 @@ mod tests {
             tried: &tried,
             sticky: None,
             key: None,
+            ramp: None,
         };
         let picks: Vec<usize> = (0..6).map(|_| s.pick(&v).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
@@ -426,6 +428,7 @@ mod tests {
                     tried: &tried,
                     sticky: None,
                     key: Some(key),
+                    ramp: None,
                 })
                 .unwrap();
             in_flight.push_back(health.start_request(b, ledger));
@@ -459,6 +462,7 @@ mod tests {
                 tried: &tried,
                 sticky: None,
                 key: Some(mix(0)),
+                ramp: None,
             })
             .unwrap();
         assert!(hot < n);

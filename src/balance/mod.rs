@@ -180,13 +180,71 @@ pub struct View<'a> {
     pub sticky: Option<BackendId>,
     /// The hash of the request's key (`consistent-hash`), if it had one.
     pub key: Option<u64>,
+    /// Slow start, when configured: the clock and the window.
+    pub ramp: Option<Ramp>,
 }
+
+/// `slow_start`: a new or recovered backend's share ramps up over `window_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct Ramp {
+    pub now_ms: u64,
+    pub window_ms: u64,
+}
+
+/// The least share a ramping backend gets (so it is measured at all).
+pub const RAMP_FLOOR: f64 = 0.01;
 
 impl View<'_> {
     /// Up and not yet tried by this request.
     #[inline]
     pub fn eligible(&self, i: usize) -> bool {
         self.health.is_up(i) && !self.tried.contains(i)
+    }
+
+    /// Backend `i`'s share during slow start, from [`RAMP_FLOOR`] to 1 over the window
+    /// (linearly); 1 outside it or without slow start.
+    #[inline]
+    pub fn ramp(&self, i: usize) -> f64 {
+        let Some(r) = self.ramp else { return 1.0 };
+        let since = self.health.up_since_ms(i);
+        let age = r.now_ms.saturating_sub(since);
+        if since == 0 || age >= r.window_ms || r.window_ms == 0 {
+            1.0
+        } else {
+            (age as f64 / r.window_ms as f64).max(RAMP_FLOOR)
+        }
+    }
+}
+
+/// A per-worker xorshift64* stream: `admit` draws for slow-start thinning.
+#[derive(Debug)]
+pub(crate) struct Thin(std::cell::Cell<u64>);
+
+impl Thin {
+    pub(crate) fn new() -> Thin {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x2545_f491, |d| d.as_nanos() as u64);
+        Thin(std::cell::Cell::new(seed | 1))
+    }
+
+    /// A uniform draw in [0, 1).
+    #[inline]
+    pub(crate) fn unit(&self) -> f64 {
+        let mut x = self.0.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `view.ramp(i)`: a strategy without weights thins a
+    /// ramping backend's picks this way, so its share grows with the ramp.
+    #[inline]
+    pub(crate) fn admit(&self, view: &View<'_>, i: usize) -> bool {
+        let f = view.ramp(i);
+        f >= 1.0 || self.unit() < f
     }
 }
 
@@ -339,6 +397,7 @@ pub(crate) mod test_support {
             tried,
             sticky: None,
             key: None,
+            ramp: None,
         };
         (0..count).map(|_| s.pick(&view)).collect()
     }
@@ -381,6 +440,7 @@ mod tests {
             tried: &tried,
             sticky,
             key: None,
+            ramp: None,
         };
         for kind in [
             StrategyKind::RoundRobin,

@@ -7,7 +7,8 @@
 //! second, uniformly drawn one among them. Either way each eligible backend has
 //! exactly probability 1/eligible, with no allocation, no modulo bias, and with all
 //! backends up a single draw. It ignores weights and load, and it promises nothing
-//! about short-run evenness: use round-robin for that.
+//! about short-run evenness: use round-robin for that. During `slow_start` a ramping
+//! backend that is drawn is kept with the probability of its ramp.
 
 use std::cell::RefCell;
 
@@ -92,8 +93,24 @@ impl Strategy for Random {
         // second draw is uniform over the e eligible ones, so each gets
         // 1/n + (n - e)/n * 1/e = 1/e overall.
         let first = below(&mut rng, n as u64) as usize;
-        if view.eligible(first) {
-            return Some(first);
+        if view.ramp.is_none() {
+            if view.eligible(first) {
+                return Some(first);
+            }
+        } else {
+            // Slow start: a ramping backend drawn is kept with the probability of its
+            // ramp, else drawn again (a few times, then the walk below decides).
+            let mut draw = first;
+            for _ in 0..8 {
+                if view.eligible(draw) {
+                    let f = view.ramp(draw);
+                    let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                    if f >= 1.0 || unit < f {
+                        return Some(draw);
+                    }
+                }
+                draw = below(&mut rng, n as u64) as usize;
+            }
         }
         let eligible = (0..n).filter(|&i| view.eligible(i)).count();
         if eligible == 0 {

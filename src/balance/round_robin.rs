@@ -8,11 +8,13 @@
 //! [`WeightedRoundRobin`](super::WeightedRoundRobin) and
 //! [`LeastConnections`](super::LeastConnections)), and since each worker counts on
 //! its own, the rotation is exact per worker, not across workers.
-//! [`Sticky`](super::Sticky) reuses it for requests without a usable cookie.
+//! [`Sticky`](super::Sticky) reuses it for requests without a usable cookie. During
+//! `slow_start` a ramping backend's turn is taken only with the probability of its
+//! ramp (and passed to the next backend otherwise).
 
 use std::cell::Cell;
 
-use super::{Strategy, View};
+use super::{Strategy, Thin, View};
 use crate::backend::BackendSet;
 
 /// Round-robin over the eligible backends of one set.
@@ -21,6 +23,8 @@ pub struct RoundRobin {
     n: usize,
     /// Where the next scan starts; always `< n` (or 0 for an empty set).
     next: Cell<usize>,
+    /// Slow start: a ramping backend's turn is taken with probability of its ramp.
+    thin: Thin,
 }
 
 impl RoundRobin {
@@ -28,6 +32,7 @@ impl RoundRobin {
         RoundRobin {
             n: set.len(),
             next: Cell::new(0),
+            thin: Thin::new(),
         }
     }
 }
@@ -42,14 +47,21 @@ impl Strategy for RoundRobin {
         if i >= n {
             i = 0;
         }
+        let mut passed = None;
         for _ in 0..n {
             if view.eligible(i) {
-                self.next.set(if i + 1 == n { 0 } else { i + 1 });
-                return Some(i);
+                if view.ramp.is_none() || self.thin.admit(view, i) {
+                    self.next.set(if i + 1 == n { 0 } else { i + 1 });
+                    return Some(i);
+                }
+                passed.get_or_insert(i);
             }
             i = if i + 1 == n { 0 } else { i + 1 };
         }
-        None
+        // Only ramping backends, all passed over this time: take the first.
+        let i = passed?;
+        self.next.set(if i + 1 == n { 0 } else { i + 1 });
+        Some(i)
     }
 }
 

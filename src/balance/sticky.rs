@@ -89,6 +89,7 @@ mod tests {
             tried,
             sticky: cookie,
             key: None,
+            ramp: None,
         })
     }
 
@@ -198,6 +199,7 @@ mod tests {
             tried: &Tried::default(),
             sticky: id("10.0.0.3:80"),
             key: None,
+            ramp: None,
         };
         assert_eq!(Strategy::pick(&s, &view), Some(2));
     }

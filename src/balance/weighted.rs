@@ -10,7 +10,9 @@
 //! total, so the others share the traffic by their own weights. State is per worker
 //! (`Cell`s); weights are fixed for the set's lifetime. It does not lower a failing
 //! backend's weight the way nginx's `effective_weight` does: health decisions belong
-//! to the health table, which only says up or down.
+//! to the health table, which only says up or down. During `slow_start` a new or
+//! recovered backend's weight is scaled by its ramp (weights are kept in thousandths
+//! for that).
 
 use std::cell::Cell;
 
@@ -31,8 +33,12 @@ impl WeightedRoundRobin {
     pub fn new(set: &BackendSet) -> WeightedRoundRobin {
         WeightedRoundRobin {
             // A weight of 0 cannot come out of config validation; treat it as 1 so a
-            // hand-built set still gets each backend picked.
-            weights: set.iter().map(|b| i64::from(b.weight.max(1))).collect(),
+            // hand-built set still gets each backend picked. In thousandths, so that
+            // slow start can scale a weight finely.
+            weights: set
+                .iter()
+                .map(|b| i64::from(b.weight.max(1)) * 1000)
+                .collect(),
             current: set.iter().map(|_| Cell::new(0)).collect(),
         }
     }
@@ -49,6 +55,12 @@ impl Strategy for WeightedRoundRobin {
             if !view.eligible(i) {
                 continue;
             }
+            // Slow start: a ramping backend's weight grows with its ramp.
+            let w = if view.ramp.is_some() {
+                ((w as f64 * view.ramp(i)) as i64).max(1)
+            } else {
+                w
+            };
             // Wrapping only keeps debug builds panic-free; the values stay tiny.
             let c = cur.get().wrapping_add(w);
             cur.set(c);

@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub sticky: Option<StickyFile>,
     pub pool: Option<PoolFile>,
     pub hash: Option<HashFile>,
+    #[serde(default, deserialize_with = "text")]
+    pub slow_start: Option<String>,
+    pub retry_budget: Option<RetryBudgetFile>,
 }
 
 /// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
@@ -191,6 +194,17 @@ pub struct HashFile {
     pub key: Option<String>,
     pub table_size: Option<u64>,
     pub load_factor: Option<f64>,
+}
+
+/// `retry_budget:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `ratio` and `min_per_second`"
+)]
+pub struct RetryBudgetFile {
+    pub ratio: Option<f64>,
+    pub min_per_second: Option<u64>,
 }
 
 /// `sticky:`.

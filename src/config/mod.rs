@@ -112,6 +112,14 @@ pub struct CertificatePaths {
     pub key: PathBuf,
 }
 
+/// `retry_budget:`: retries may add at most `ratio` to the requests of the last
+/// 10 s (all workers together), plus `min_per_second` each second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_second: u32,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -132,6 +140,10 @@ pub struct Config {
     pub sticky_cookie: String,
     /// `hash:` (used by `strategy: consistent-hash`).
     pub hash: crate::balance::HashConfig,
+    /// A new or recovered backend's share ramps up over this; zero = off.
+    pub slow_start: Duration,
+    /// `retry_budget:`; `None`: retries are bounded by `retries` alone.
+    pub retry_budget: Option<RetryBudget>,
     pub pool: PoolConfig,
     /// Skip TLS verification for every backend (`-k`); TLS itself arrives later.
     pub insecure: bool,

@@ -255,6 +255,18 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     let limits = sections::limits(&cx, file.limits)?;
     let sticky_cookie = sections::sticky_cookie(&cx, file.sticky)?;
     let hash = sections::hash(&cx, file.hash)?;
+    let retry_budget = sections::retry_budget(&cx, file.retry_budget)?;
+    let slow_start = match &file.slow_start {
+        None => Duration::ZERO,
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d <= Duration::from_secs(3600) => d,
+            Ok(_) => {
+                let hint = "write at most 1h, e.g. `slow_start: 30s` (0s turns it off)";
+                return Err(cx.err("slow_start", "is longer than an hour", hint));
+            }
+            Err(e) => return Err(cx.err("slow_start", e, "write e.g. `slow_start: 30s`")),
+        },
+    };
     let pool = sections::pool(&cx, file.pool)?;
 
     Ok(Config {
@@ -272,6 +284,8 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         limits,
         sticky_cookie,
         hash,
+        slow_start,
+        retry_budget,
         pool,
         insecure: o.insecure,
     })

@@ -34,6 +34,11 @@ pub struct Slot {
     /// Monotonic milliseconds of the last failure; 0 = never.
     pub(crate) last_failure_ms: AtomicU64,
     pub(crate) last_reason: AtomicU8,
+    /// Monotonic milliseconds since which the backend is up: when its slot was first
+    /// claimed (a new backend) or its last down -> up transition (slow start).
+    pub(crate) up_since_ms: AtomicU64,
+    /// The latest latency estimate (µs) a least-latency worker published (/backends).
+    pub(crate) latency_us: AtomicU32,
 }
 
 /// Ledgers: one per worker index (modulo), for what a dead worker leaves behind.
@@ -50,9 +55,58 @@ pub struct Ledger {
     /// Requests this worker has in flight to any backend (bounded-load hashing sums
     /// these rather than every backend's count).
     pub(crate) in_flight_total: AtomicU32,
+    /// This worker's requests and retries per second over the last 10 s (the retry
+    /// budget sums them over all workers; each worker writes only its own).
+    pub(crate) budget: [Bucket; BUDGET_SECONDS],
     pub(crate) conns: std::sync::atomic::AtomicI64,
     pub(crate) parked: std::sync::atomic::AtomicI64,
     pub(crate) in_flight: [AtomicU32; CAPACITY + 1],
+}
+
+/// Seconds the retry budget looks back over.
+pub const BUDGET_SECONDS: usize = 10;
+
+/// One second of one worker's requests and retries.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Bucket {
+    /// Which second (monotonic) the counts are of.
+    second: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Bucket {
+    /// The bucket for `second`, emptied first if it holds an older second. Only the
+    /// owning worker writes it, so the reset needs no compare-and-swap.
+    fn at(&self, second: u64) -> &Bucket {
+        if self.second.load(Relaxed) != second {
+            self.requests.store(0, Relaxed);
+            self.retries.store(0, Relaxed);
+            self.second.store(second, Relaxed);
+        }
+        self
+    }
+}
+
+impl Ledger {
+    /// Counts a client request (the retry budget's base).
+    pub fn count_request(&self, now_ms: u64) {
+        let s = now_ms / 1000;
+        self.budget[(s % BUDGET_SECONDS as u64) as usize]
+            .at(s)
+            .requests
+            .fetch_add(1, Relaxed);
+    }
+
+    /// Counts a retry made.
+    pub fn count_retry(&self, now_ms: u64) {
+        let s = now_ms / 1000;
+        self.budget[(s % BUDGET_SECONDS as u64) as usize]
+            .at(s)
+            .retries
+            .fetch_add(1, Relaxed);
+    }
 }
 
 /// A shared mapping: global counters, then [`CAPACITY`] health slots and as many
@@ -111,12 +165,25 @@ impl Region {
 
     /// The index of backend `id`'s slot, claiming a free one the first time.
     pub fn index_for(&self, id: BackendId) -> usize {
+        self.index_for_new(id, false)
+    }
+
+    /// Like [`Region::index_for`]; a slot claimed now counts as just up when
+    /// `stamp_new` (a backend a reload added: slow start ramps it; backends there at
+    /// start-up do not ramp).
+    pub fn index_for_new(&self, id: BackendId, stamp_new: bool) -> usize {
         let key = id.0.max(1);
         let start = (key % CAPACITY as u64) as usize;
         for probe in 0..CAPACITY {
             let i = (start + probe) % CAPACITY;
             match self.slots[i].key.compare_exchange(0, key, Relaxed, Relaxed) {
-                Ok(_) => return i,
+                Ok(_) => {
+                    // A new backend: its slow start (if any) runs from now.
+                    if stamp_new {
+                        self.slots[i].up_since_ms.store(monotonic_ms(), Relaxed);
+                    }
+                    return i;
+                }
                 Err(k) if k == key => return i,
                 Err(_) => {}
             }
@@ -147,6 +214,28 @@ impl Region {
     /// The ledger of worker `w`.
     pub fn ledger(&self, w: usize) -> &'static Ledger {
         &self.ledgers[w % LEDGERS]
+    }
+
+    /// (requests, retries, seconds that saw requests) over the last
+    /// [`BUDGET_SECONDS`] seconds, all of workers `0..n`.
+    pub fn budget_window(&self, n: usize, now_ms: u64) -> (u64, u64, u32) {
+        let now = now_ms / 1000;
+        let oldest = now.saturating_sub(BUDGET_SECONDS as u64 - 1);
+        let (mut requests, mut retries, mut active) = (0, 0, 0u32);
+        for w in 0..n.min(LEDGERS) {
+            for b in &self.ledger(w).budget {
+                let s = b.second.load(Relaxed);
+                if s >= oldest && s <= now {
+                    let r = b.requests.load(Relaxed);
+                    requests += r;
+                    retries += b.retries.load(Relaxed);
+                    if r > 0 {
+                        active |= 1 << (s % BUDGET_SECONDS as u64);
+                    }
+                }
+            }
+        }
+        (requests, retries, active.count_ones())
     }
 
     /// Requests in flight over workers `0..n`.

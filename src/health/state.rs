@@ -80,7 +80,21 @@ pub struct HealthTable {
 impl HealthTable {
     /// The view of `set` in `region`: backends already known there keep their state.
     pub fn new(region: &'static Region, set: &BackendSet, thresholds: Thresholds) -> HealthTable {
-        let index: Vec<usize> = set.iter().map(|b| region.index_for(b.id)).collect();
+        HealthTable::with_new(region, set, thresholds, false)
+    }
+
+    /// Like [`HealthTable::new`]; backends new to the region count as just up when
+    /// `added` (a reload added them: slow start applies).
+    pub fn with_new(
+        region: &'static Region,
+        set: &BackendSet,
+        thresholds: Thresholds,
+        added: bool,
+    ) -> HealthTable {
+        let index: Vec<usize> = set
+            .iter()
+            .map(|b| region.index_for_new(b.id, added))
+            .collect();
         HealthTable {
             region,
             slots: index.iter().map(|&i| region.slot(i)).collect(),
@@ -154,7 +168,11 @@ impl HealthTable {
             confirmed: true,
             streak: 0,
         };
+        let was_up = self.is_up(i);
         self.slots[i].breaker.store(b.pack(), Relaxed);
+        if up && !was_up {
+            self.slots[i].up_since_ms.store(monotonic_ms(), Relaxed);
+        }
         self.global.health_epoch.fetch_add(1, Relaxed);
     }
 
@@ -180,6 +198,31 @@ impl HealthTable {
     #[inline]
     pub fn in_flight_total(&self, workers: usize) -> u32 {
         self.region.in_flight_total(workers)
+    }
+
+    /// Monotonic milliseconds since backend `i` is up (new, or its last recovery).
+    #[inline]
+    pub fn up_since_ms(&self, i: usize) -> u64 {
+        self.slots[i].up_since_ms.load(Relaxed)
+    }
+
+    /// Publishes backend `i`'s latency estimate (least-latency) for /backends.
+    #[inline]
+    pub fn set_latency_us(&self, i: usize, us: f64) {
+        self.slots[i]
+            .latency_us
+            .store(us.min(f64::from(u32::MAX)) as u32, Relaxed);
+    }
+
+    /// Backend `i`'s last published latency estimate in µs (0 = none).
+    pub fn latency_us(&self, i: usize) -> u32 {
+        self.slots[i].latency_us.load(Relaxed)
+    }
+
+    /// (requests, retries, seconds with requests) of the last 10 s over workers
+    /// `0..workers`.
+    pub fn budget_window(&self, workers: usize, now_ms: u64) -> (u64, u64, u32) {
+        self.region.budget_window(workers, now_ms)
     }
 
     /// Changes whenever any backend goes up or down (strategies cache what they
@@ -252,6 +295,9 @@ impl HealthTable {
                     let addr = &self.addresses[i];
                     if let Some(t) = transition {
                         self.stats[i].transition(t == Transition::Up);
+                        if t == Transition::Up {
+                            slot.up_since_ms.store(monotonic_ms(), Relaxed);
+                        }
                         self.global.health_epoch.fetch_add(1, Relaxed);
                     }
                     match transition {

@@ -195,6 +195,8 @@ pub struct GlobalStats {
     /// alone, with no HTTP state (see `server::worker`).
     pub connections_parked: AtomicI64,
     pub retries: AtomicU64,
+    /// Retries the retry budget did not allow.
+    pub retries_skipped_budget: AtomicU64,
     /// Bumped on every backend up/down transition (see `HealthTable::epoch`).
     pub health_epoch: AtomicU64,
     /// Set when a drain starts (`/healthz` answers 503 from then on).

@@ -139,6 +139,17 @@ pub fn render(health: &HealthTable) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP switchyard_retries_skipped_total Retries that were allowed but not made (reason=\"budget\": over retry_budget)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_retries_skipped_total counter");
+    let _ = writeln!(
+        out,
+        "switchyard_retries_skipped_total{{reason=\"budget\"}} {}",
+        g.retries_skipped_budget
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP switchyard_client_connections_open Client connections open now."
     );
     let _ = writeln!(out, "# TYPE switchyard_client_connections_open gauge");

@@ -268,6 +268,7 @@ impl Proxy {
         } else {
             None
         };
+        self.count_for_budget();
         let key = self.hash_key.as_ref().and_then(|k| {
             super::key::hash(
                 k,
@@ -315,7 +316,7 @@ impl Proxy {
             match result {
                 Ok(answer) => {
                     if let Some(t) = sent {
-                        self.strategy.observe(pick.index, t.elapsed());
+                        self.observe_latency(pick.index, t.elapsed());
                     }
                     done.backend = Some(pick.index);
                     return self
@@ -328,7 +329,9 @@ impl Proxy {
                     }
                     self.attempt_failed(pick.index, attempts, &f);
                     streamed_out |= f.written && matches!(body, Body::Streaming(_));
-                    let retry = !fail_open && f.may_retry(replay, attempts, self.config.retries);
+                    let retry = !fail_open
+                        && f.may_retry(replay, attempts, self.config.retries)
+                        && self.budget_allows_retry();
                     last = if fail_open {
                         ProxyError::NoHealthyBackend
                     } else {

@@ -302,6 +302,7 @@ impl Proxy {
         } else {
             None
         };
+        self.count_for_budget();
         let key = self.hash_key.as_ref().and_then(|k| {
             key::hash(
                 k,
@@ -368,7 +369,7 @@ impl Proxy {
             match result {
                 Ok(exchange) => {
                     if let Some(t) = sent {
-                        self.strategy.observe(pick.index, t.elapsed());
+                        self.observe_latency(pick.index, t.elapsed());
                     }
                     let status = exchange.response.status();
                     if self.config.health.passive_5xx && status.is_server_error() {
@@ -401,7 +402,9 @@ impl Proxy {
                         held: replay_rule.held || unsent.is_some(),
                         ..replay_rule
                     };
-                    let again = !fail_open && f.may_retry(rule, attempts, self.config.retries);
+                    let again = !fail_open
+                        && f.may_retry(rule, attempts, self.config.retries)
+                        && self.budget_allows_retry();
                     last = if fail_open {
                         ProxyError::NoHealthyBackend
                     } else {
@@ -508,6 +511,7 @@ impl Proxy {
             tried,
             sticky,
             key,
+            ramp: self.ramp(),
         };
         match self.strategy.pick(&view) {
             Some(p) => Ok((p, false)),
@@ -524,6 +528,60 @@ impl Proxy {
             None if self.health.all_down() => Err(Some(ProxyError::NoHealthyBackend)),
             None => Err(None),
         }
+    }
+
+    /// Feeds a response time to the strategy (least-latency) and publishes its
+    /// estimate for /backends.
+    fn observe_latency(&self, index: usize, rtt: Duration) {
+        self.strategy.observe(index, rtt);
+        if let Some(us) = self.strategy.latency_us(index) {
+            self.health.set_latency_us(index, us);
+        }
+    }
+
+    /// Counts a client request for the retry budget (when one is set).
+    #[inline]
+    fn count_for_budget(&self) {
+        if self.config.retry_budget.is_some() {
+            self.ledger
+                .count_request(crate::health::shared::monotonic_ms());
+        }
+    }
+
+    /// Whether the retry budget allows one more retry now; counts it (made, or
+    /// skipped in `switchyard_retries_skipped_total{reason="budget"}`).
+    fn budget_allows_retry(&self) -> bool {
+        let Some(b) = self.config.retry_budget else {
+            return true;
+        };
+        let now = crate::health::shared::monotonic_ms();
+        let (requests, retries, seconds) = self.health.budget_window(self.config.workers, now);
+        // `min_per_second` for each second of the window that saw traffic.
+        let allowed = b.ratio * requests as f64 + f64::from(b.min_per_second * seconds);
+        if (retries as f64) < allowed {
+            self.ledger.count_retry(now);
+            return true;
+        }
+        self.health
+            .global()
+            .retries_skipped_budget
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(requests, retries, "retry over budget: not made");
+        false
+    }
+
+    /// Slow start's clock and window, when it is on and the strategy ramps (weights
+    /// do not apply to consistent-hash and sticky, which keep their keys instead).
+    #[inline]
+    fn ramp(&self) -> Option<crate::balance::Ramp> {
+        let window = self.config.slow_start;
+        if window.is_zero() || self.hash_key.is_some() || self.strategy.is_sticky() {
+            return None;
+        }
+        Some(crate::balance::Ramp {
+            now_ms: crate::health::shared::monotonic_ms(),
+            window_ms: window.as_millis() as u64,
+        })
     }
 
     /// The down backend (not yet tried) whose last failure is oldest.

@@ -47,10 +47,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(region: &'static Region, config: Arc<Config>, generation: u64) -> Snapshot {
-        let health = Arc::new(HealthTable::new(
+        // Backends a reload adds ramp up (slow start); those there at start do not.
+        let health = Arc::new(HealthTable::with_new(
             region,
             &config.backends,
             config.health.thresholds(),
+            generation > 0,
         ));
         Snapshot {
             config,

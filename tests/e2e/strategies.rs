@@ -209,7 +209,9 @@ fn least_connections_avoids_the_busy_backend() {
 /// `consistent-hash` on `header:X-User`, as two separate instances (processes, one in
 /// process mode and one in thread mode, their backends listed in opposite orders):
 /// every user goes to the same backend through either, and when one backend dies only
-/// its users move, the same way on both.
+/// its users move, the same way on both. Bounded load is off here: with it, where a
+/// key goes also depends on what is in flight (a request still finishing on another
+/// worker is enough to pass a key on at this low load), which is its point.
 #[test]
 fn consistent_hash_agrees_across_instances_and_a_dead_backend_moves_only_its_keys() {
     use crate::support::client::raw;
@@ -233,7 +235,7 @@ fn consistent_hash_agrees_across_instances_and_a_dead_backend_moves_only_its_key
             &path,
             format!(
                 "listen: {listen}\nworkers: 2\nmode: {mode}\nstrategy: consistent-hash\n\
-                 hash: {{key: 'header:X-User'}}\nbackends:\n{}\n",
+                 hash: {{key: 'header:X-User', load_factor: 0}}\nbackends:\n{}\n",
                 backends.join("\n")
             ),
         )
@@ -317,4 +319,117 @@ fn least_latency_steers_away_from_a_slow_backend() {
     assert_eq!(to_slow + to_fast, 2000);
     assert!(to_slow <= 200, "the slow backend got {to_slow} of 2000");
     assert!(fast1.request_count() > 500 && fast2.request_count() > 500);
+}
+
+/// `slow_start`: a backend that comes back gets a share that grows over the window
+/// (round-robin, 2 backends, a 3 s window): small in its first second, larger in its
+/// third.
+#[test]
+fn slow_start_ramps_a_recovered_backend_up() {
+    let a = TestBackend::named("a");
+    let b = TestBackend::named("b");
+    let b_addr = b.addr;
+    let lb = Balancer::new()
+        .backend(a.addr)
+        .backend(b_addr)
+        .probes(Duration::from_millis(100))
+        .admin()
+        .with(|c| {
+            c.slow_start = Duration::from_secs(3);
+            c.health.healthy_threshold = 1;
+            c.health.unhealthy_threshold = 1;
+        })
+        .start();
+    let health = lb.health();
+    b.kill();
+    assert!(eventually(Duration::from_secs(5), || !health.is_up(1)));
+    let _b2 = TestBackend::start_on(b_addr, |_| Reply::ok("b"));
+    assert!(eventually(Duration::from_secs(5), || health.is_up(1)));
+    let back = std::time::Instant::now();
+    // /backends shows the ramp.
+    let list = get(lb.admin_addr(), "/backends").json();
+    let effective = |i: usize| list[i]["effective_weight"].as_f64().unwrap_or(-1.0);
+    assert_eq!(effective(0), 1.0, "{list}");
+    assert!(
+        effective(1) < 0.5,
+        "a recovering backend's effective weight: {list}"
+    );
+    let mut c = Conn::open(lb.addr);
+    let mut per_second = [[0usize; 2]; 3];
+    while back.elapsed() < Duration::from_secs(3) {
+        let s = back.elapsed().as_secs() as usize;
+        let to_b = c.get("/").text() == "b";
+        if s < 3 {
+            per_second[s][usize::from(to_b)] += 1;
+        }
+    }
+    let share =
+        |s: usize| per_second[s][1] as f64 / (per_second[s][0] + per_second[s][1]).max(1) as f64;
+    assert!(
+        share(0) < 0.25,
+        "first second: {:.2} of requests to b",
+        share(0)
+    );
+    assert!(
+        share(2) > share(0) + 0.1,
+        "the share did not grow: {:.2}, {:.2}, {:.2}",
+        share(0),
+        share(1),
+        share(2)
+    );
+}
+
+/// `retry_budget`: with every backend resetting every request, 1,000 GETs (each
+/// allowed 2 retries) make at most 1,000 x (1 + ratio) + min_per_second x (the seconds
+/// they took, counted whole at both ends) backend attempts, and the skipped retries
+/// are counted.
+#[test]
+fn retry_budget_caps_retries_during_an_outage() {
+    use std::io::Read;
+    let resetting = || {
+        TestBackend::raw(|mut s| {
+            // Read the request, then hang up without an answer.
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+        })
+    };
+    let bs = [resetting(), resetting(), resetting()];
+    let mut b = Balancer::new();
+    for be in &bs {
+        b = b.backend(be.addr);
+    }
+    let lb = b
+        .admin()
+        .with(|c| {
+            c.retries = 2;
+            // Keep them "up", so every request is tried (and retried) for real.
+            c.health.unhealthy_threshold = 1_000_000;
+            c.retry_budget = Some(switchyard::config::RetryBudget {
+                ratio: 0.2,
+                min_per_second: 3,
+            });
+        })
+        .start();
+    let start = std::time::Instant::now();
+    let mut c = Conn::open(lb.addr);
+    for i in 0..1000 {
+        let r = c.get("/");
+        assert_eq!(r.status, 502, "request {i}");
+        if r.header("connection") == Some("close") {
+            c = Conn::open(lb.addr);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().ceil() + 1.0;
+    let attempts: usize = bs.iter().map(TestBackend::connections).sum();
+    let bound = 1000.0 * 1.2 + 3.0 * secs;
+    assert!(
+        attempts as f64 <= bound,
+        "{attempts} backend attempts for 1,000 requests in {secs} s (bound {bound})"
+    );
+    assert!(attempts >= 1000, "every request was tried once: {attempts}");
+    let skipped = lb
+        .metrics()
+        .value("switchyard_retries_skipped_total", &[("reason", "budget")])
+        .unwrap_or(0.0);
+    assert!(skipped >= 700.0, "skipped retries counted: {skipped}");
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use super::Ctx;
-use crate::config::file::{HashFile, HealthFile, LimitsFile, PoolFile, StickyFile, TimeoutsFile};
+use crate::config::file::{
+    HashFile, HealthFile, LimitsFile, PoolFile, RetryBudgetFile, StickyFile, TimeoutsFile,
+};
 use crate::config::{ConfigError, HealthConfig, Limits, PoolConfig, Timeouts};
 use crate::health::StatusRanges;
 
@@ -145,6 +147,29 @@ pub(super) fn hash(
         table_size: table_size as usize,
         load_factor,
     })
+}
+
+pub(super) fn retry_budget(
+    cx: &Ctx<'_>,
+    b: Option<RetryBudgetFile>,
+) -> Result<Option<crate::config::RetryBudget>, ConfigError> {
+    let Some(b) = b else { return Ok(None) };
+    let ratio = b.ratio.unwrap_or(0.2);
+    if !(0.0..=10.0).contains(&ratio) {
+        let hint = "write a fraction of the requests, e.g. `ratio: 0.2` (20%)";
+        let problem = format!("{ratio} is not between 0 and 10");
+        return Err(cx.err("retry_budget.ratio", problem, hint));
+    }
+    let min = cx.number(
+        "retry_budget.min_per_second",
+        b.min_per_second,
+        3,
+        0..=100_000,
+    )?;
+    Ok(Some(crate::config::RetryBudget {
+        ratio,
+        min_per_second: min as u32,
+    }))
 }
 
 fn is_prime(n: u64) -> bool {
