@@ -74,7 +74,7 @@ pub struct RunArgs {
     /// Backend: HOST:PORT | http://HOST:PORT | https://HOST[:PORT], optionally ",weight=N". Repeatable.
     #[arg(short, long = "backend", value_name = "SPEC", value_parser = parse_backend)]
     pub backends: Vec<BackendSpec>,
-    /// round-robin | weighted-round-robin | random | sticky | least-connections | consistent-hash.
+    /// round-robin | weighted-round-robin | random | sticky | least-connections | least-latency | consistent-hash.
     #[arg(short, long, value_name = "NAME", value_parser = parse_strategy)]
     pub strategy: Option<StrategyKind>,
     /// Worker count [default: number of CPUs].
