@@ -85,7 +85,15 @@ fn answer(snapshot: &Snapshot, req: &Request<Incoming>) -> Response<Full<Bytes>>
         "/metrics" => text(
             StatusCode::OK,
             prometheus::CONTENT_TYPE,
-            prometheus::render(health),
+            prometheus::render(
+                health,
+                &snapshot
+                    .config
+                    .rate_limits
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.name_hash))
+                    .collect::<Vec<_>>(),
+            ),
         ),
         "/healthz" => {
             if health.global().draining.load(Relaxed) {

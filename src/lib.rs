@@ -31,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod http1;
+pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -44,6 +44,7 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "text")]
     pub slow_start: Option<String>,
     pub retry_budget: Option<RetryBudgetFile>,
+    pub rate_limits: Option<Vec<RateLimitFile>>,
 }
 
 /// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
@@ -194,6 +195,21 @@ pub struct HashFile {
     pub key: Option<String>,
     pub table_size: Option<u64>,
     pub load_factor: Option<f64>,
+}
+
+/// One `rate_limits:` item.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `name`, `key`, `rate`, `burst` and `scope`"
+)]
+pub struct RateLimitFile {
+    pub name: Option<String>,
+    pub key: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub rate: Option<String>,
+    pub burst: Option<u64>,
+    pub scope: Option<String>,
 }
 
 /// `retry_budget:`.

@@ -144,6 +144,8 @@ pub struct Config {
     pub slow_start: Duration,
     /// `retry_budget:`; `None`: retries are bounded by `retries` alone.
     pub retry_budget: Option<RetryBudget>,
+    /// `rate_limits:`, in order (the first that refuses a request answers it).
+    pub rate_limits: Vec<crate::limit::RateLimit>,
     pub pool: PoolConfig,
     /// Skip TLS verification for every backend (`-k`); TLS itself arrives later.
     pub insecure: bool,

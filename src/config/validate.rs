@@ -256,6 +256,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     let sticky_cookie = sections::sticky_cookie(&cx, file.sticky)?;
     let hash = sections::hash(&cx, file.hash)?;
     let retry_budget = sections::retry_budget(&cx, file.retry_budget)?;
+    let rate_limits = sections::rate_limits(&cx, file.rate_limits.unwrap_or_default())?;
     let slow_start = match &file.slow_start {
         None => Duration::ZERO,
         Some(text) => match parse_duration(text) {
@@ -286,6 +287,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         hash,
         slow_start,
         retry_budget,
+        rate_limits,
         pool,
         insecure: o.insecure,
     })

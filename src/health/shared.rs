@@ -117,6 +117,8 @@ pub struct Region {
     slots: &'static [Slot],
     stats: &'static [BackendStats],
     ledgers: &'static [Ledger],
+    /// Rate-limit state (`limit::check`), one table for every limit of the instance.
+    rate: &'static [crate::limit::Entry],
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -130,7 +132,9 @@ impl Region {
         let slots_at = round_up(std::mem::size_of::<GlobalStats>(), 64);
         let stats_at = slots_at + round_up(n * std::mem::size_of::<Slot>(), 64);
         let ledgers_at = stats_at + round_up(n * std::mem::size_of::<BackendStats>(), 64);
-        let len = ledgers_at + LEDGERS * std::mem::size_of::<Ledger>();
+        let rate_at = round_up(ledgers_at + LEDGERS * std::mem::size_of::<Ledger>(), 64);
+        let len =
+            rate_at + crate::limit::TABLE_ENTRIES * std::mem::size_of::<crate::limit::Entry>();
         // SAFETY: an anonymous shared mapping with no address hint; the result is
         // checked against MAP_FAILED before use.
         let ptr = unsafe {
@@ -158,6 +162,10 @@ impl Region {
                 slots: std::slice::from_raw_parts(base.add(slots_at).cast::<Slot>(), n),
                 stats: std::slice::from_raw_parts(base.add(stats_at).cast::<BackendStats>(), n),
                 ledgers: std::slice::from_raw_parts(base.add(ledgers_at).cast::<Ledger>(), LEDGERS),
+                rate: std::slice::from_raw_parts(
+                    base.add(rate_at).cast::<crate::limit::Entry>(),
+                    crate::limit::TABLE_ENTRIES,
+                ),
             }
         };
         Ok(Box::leak(Box::new(region)))
@@ -209,6 +217,11 @@ impl Region {
 
     pub fn global(&self) -> &'static GlobalStats {
         self.global
+    }
+
+    /// The rate-limit table.
+    pub fn rate_table(&self) -> &'static [crate::limit::Entry] {
+        self.rate
     }
 
     /// The ledger of worker `w`.

@@ -219,6 +219,12 @@ impl HealthTable {
         self.slots[i].latency_us.load(Relaxed)
     }
 
+    /// The rate-limit table of the shared region.
+    #[inline]
+    pub fn rate_table(&self) -> &'static [crate::limit::Entry] {
+        self.region.rate_table()
+    }
+
     /// (requests, retries, seconds with requests) of the last 10 s over workers
     /// `0..workers`.
     pub fn budget_window(&self, workers: usize, now_ms: u64) -> (u64, u64, u32) {

@@ -196,6 +196,17 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, edits: 
 /// Writes a response the balancer makes itself: `status`, a `text/plain` body of
 /// `text`, our Via, and `Connection: close` when `close`.
 pub fn local_response(out: &mut Vec<u8>, status: u16, text: &[u8], close: bool) {
+    local_response_with(out, status, text, close, &[]);
+}
+
+/// [`local_response`] with extra header lines (`Retry-After` and friends).
+pub fn local_response_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    text: &[u8],
+    close: bool,
+    extra: &[(&str, String)],
+) {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -212,6 +223,9 @@ pub fn local_response(out: &mut Vec<u8>, status: u16, text: &[u8], close: bool) 
         itoa(text.len() as u64, &mut [0; 20]),
     );
     line(out, b"Via", VIA);
+    for (name, value) in extra {
+        line(out, name.as_bytes(), value.as_bytes());
+    }
     if close {
         line(out, b"Connection", b"close");
     }

@@ -144,10 +144,11 @@ pub enum LocalReason {
     UpgradeNotSupported,
     TlsFailed,
     HeadTimeout,
+    RateLimited,
 }
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 15] = [
+    pub const ALL: [LocalReason; 16] = [
         LocalReason::BadRequest,
         LocalReason::UriTooLong,
         LocalReason::HeadersTooLarge,
@@ -163,6 +164,7 @@ impl LocalReason {
         LocalReason::UpgradeNotSupported,
         LocalReason::TlsFailed,
         LocalReason::HeadTimeout,
+        LocalReason::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -182,6 +184,7 @@ impl LocalReason {
             LocalReason::UpgradeNotSupported => "upgrade_not_supported",
             LocalReason::TlsFailed => "tls_failed",
             LocalReason::HeadTimeout => "client_head_timeout",
+            LocalReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -202,11 +205,46 @@ pub struct GlobalStats {
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,
     /// Responses the balancer made itself, by `LocalReason` (with the status of each).
-    local: [AtomicU64; 15],
-    local_code: [AtomicU32; 15],
+    local: [AtomicU64; 16],
+    local_code: [AtomicU32; 16],
+    /// Requests refused by each rate limit: counts by slot, the slot found by the
+    /// limit name's hash (kept in `rate_limited_name`).
+    rate_limited: [AtomicU64; RATE_LIMIT_SLOTS],
+    rate_limited_name: [AtomicU64; RATE_LIMIT_SLOTS],
 }
 
+/// Distinct rate-limit names counted over the life of the process.
+pub const RATE_LIMIT_SLOTS: usize = 32;
+
 impl GlobalStats {
+    /// The counter slot of the limit named by `name_hash` (claimed the first time).
+    fn rate_slot(&self, name_hash: u64) -> Option<usize> {
+        let key = name_hash.max(1);
+        let start = (key % RATE_LIMIT_SLOTS as u64) as usize;
+        (0..RATE_LIMIT_SLOTS)
+            .map(|p| (start + p) % RATE_LIMIT_SLOTS)
+            .find(|&i| {
+                let slot = &self.rate_limited_name[i];
+                match slot.compare_exchange(0, key, Relaxed, Relaxed) {
+                    Ok(_) => true,
+                    Err(k) => k == key,
+                }
+            })
+    }
+
+    /// Counts a request refused by the limit named by `name_hash`.
+    pub fn count_rate_limited(&self, name_hash: u64) {
+        if let Some(i) = self.rate_slot(name_hash) {
+            self.rate_limited[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Requests refused so far by the limit named by `name_hash`.
+    pub fn rate_limited(&self, name_hash: u64) -> u64 {
+        self.rate_slot(name_hash)
+            .map_or(0, |i| self.rate_limited[i].load(Relaxed))
+    }
+
     #[inline]
     pub fn count_local(&self, reason: LocalReason, status: u16) {
         self.local[reason as usize].fetch_add(1, Relaxed);

@@ -19,8 +19,9 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Renders every metric for the backends of `health`.
-pub fn render(health: &HealthTable) -> String {
+/// Renders every metric for the backends of `health`, and for the rate limits named
+/// (name, hash of the name).
+pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
     let mut out = String::with_capacity(4096);
     let n = health.len();
     let names: Vec<String> = (0..n).map(|i| escape(health.address(i))).collect();
@@ -137,6 +138,19 @@ pub fn render(health: &HealthTable) -> String {
         "switchyard_retries_total {}",
         g.retries.load(std::sync::atomic::Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_rate_limited_total Requests a rate limit refused (429), by limit."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_rate_limited_total counter");
+    for (name, hash) in limits {
+        let _ = writeln!(
+            out,
+            "switchyard_rate_limited_total{{limit=\"{}\"}} {}",
+            escape(name),
+            g.rate_limited(*hash)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP switchyard_retries_skipped_total Retries that were allowed but not made (reason=\"budget\": over retry_budget)."

@@ -50,6 +50,19 @@ pub enum ProxyError {
     UpgradeRefused,
     /// The request head did not arrive within `client_header`: 408, closed.
     HeadTimeout,
+    /// Refused by a rate limit: 429 (boxed: the common variants stay small).
+    RateLimited(Box<Limited>),
+}
+
+/// What a 429 says about the limit that refused it.
+#[derive(Debug)]
+pub struct Limited {
+    pub name: String,
+    /// Whole seconds until a request would be allowed (at least 1).
+    pub retry_after_s: u64,
+    /// The limit's quota per window, for `RateLimit-Policy`.
+    pub quota: u64,
+    pub window_s: u64,
 }
 
 impl ProxyError {
@@ -100,6 +113,26 @@ impl ProxyError {
                 "request head not received in time",
                 true,
             ),
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "over the rate limit", false),
+        }
+    }
+
+    /// Header lines besides the usual ones: `Retry-After` and the IETF draft's
+    /// `RateLimit-Policy` / `RateLimit` for a 429.
+    pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ProxyError::RateLimited(l) => vec![
+                ("Retry-After", l.retry_after_s.to_string()),
+                (
+                    "RateLimit-Policy",
+                    format!("\"{}\";q={};w={}", l.name, l.quota, l.window_s),
+                ),
+                (
+                    "RateLimit",
+                    format!("\"{}\";r=0;t={}", l.name, l.retry_after_s),
+                ),
+            ],
+            _ => Vec::new(),
         }
     }
 
@@ -116,6 +149,12 @@ impl ProxyError {
             ProxyError::TlsFailed(detail) => {
                 format!("{} {reason}: {why}: {detail}\n", status.as_u16())
             }
+            ProxyError::RateLimited(l) => format!(
+                "{} {reason}: {why} '{}'; retry after {} s\n",
+                status.as_u16(),
+                l.name,
+                l.retry_after_s
+            ),
             _ => format!("{} {reason}: {why}\n", status.as_u16()),
         };
         (status.as_u16(), text, close)
@@ -141,6 +180,7 @@ impl ProxyError {
             TlsFailed(_) => LocalReason::TlsFailed,
             UpgradeRefused => LocalReason::UpgradeNotSupported,
             HeadTimeout => LocalReason::HeadTimeout,
+            RateLimited(_) => LocalReason::RateLimited,
         }
     }
 
@@ -170,6 +210,11 @@ pub fn respond(err: &ProxyError, clock: Option<std::rc::Rc<ConnState>>) -> Respo
     h.insert(header::VIA, HeaderValue::from_static(VIA_VALUE));
     if close {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    for (name, value) in err.extra_headers() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
     }
     resp
 }

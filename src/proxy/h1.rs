@@ -216,7 +216,13 @@ impl Proxy {
                 // bytes would be taken for the next request.
                 let close = close || c.closing || !head.keep_alive() || c.next == usize::MAX;
                 c.out.clear();
-                encode::local_response(c.out, status, text.as_bytes(), close);
+                encode::local_response_with(
+                    c.out,
+                    status,
+                    text.as_bytes(),
+                    close,
+                    &e.extra_headers(),
+                );
                 done.status = status;
                 done.bytes = text.len() as u64;
                 let keep = !close;
@@ -256,6 +262,13 @@ impl Proxy {
             c.next = head.len;
         }
         let tunnel = policy(head, c.buf)?;
+        if let Some(e) = self.rate_limited(&H1Key {
+            head,
+            buf: c.buf,
+            client: c.addr,
+        }) {
+            return Err(e);
+        }
         let idle = self.config.timeouts.client_idle;
         let mut body = read_body(c, head, idle).await?;
         let sticky = if self.strategy.is_sticky() {

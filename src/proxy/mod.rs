@@ -281,6 +281,12 @@ impl Proxy {
     ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
         guard::check(&req, &self.config.limits)?;
         let (mut parts, incoming) = req.into_parts();
+        if let Some(e) = self.rate_limited(&H2Key {
+            parts: &parts,
+            client: conn.addr_value.as_bytes(),
+        }) {
+            return Err(e);
+        }
 
         let upload = Rc::new(Upload::default());
         let idle = self.config.timeouts.client_idle;
@@ -537,6 +543,42 @@ impl Proxy {
         if let Some(us) = self.strategy.latency_us(index) {
             self.health.set_latency_us(index, us);
         }
+    }
+
+    /// The 429 of the first rate limit that refuses this request, if one does.
+    pub(crate) fn rate_limited(&self, r: &impl key::KeySource) -> Option<ProxyError> {
+        use crate::limit::{Decision, LimitKey};
+        let limits = &self.config.rate_limits;
+        if limits.is_empty() {
+            return None;
+        }
+        let now = crate::limit::monotonic_ns();
+        let table = self.health.rate_table();
+        for l in limits {
+            let key = match &l.key {
+                LimitKey::ClientIp => l.key_of(r.client()),
+                LimitKey::Global => l.key_of(b""),
+                // A request without the header is not limited by this limit.
+                LimitKey::Header(h) => match r.header(h) {
+                    Some(v) => l.key_of(v),
+                    None => continue,
+                },
+            };
+            if let Decision::Deny { retry_after_ns } =
+                crate::limit::check(table, key, now, l.pace())
+            {
+                if self.record {
+                    self.health.global().count_rate_limited(l.name_hash);
+                }
+                return Some(ProxyError::RateLimited(Box::new(error_response::Limited {
+                    name: l.name.clone(),
+                    retry_after_s: retry_after_ns.div_ceil(1_000_000_000).max(1),
+                    quota: l.quota,
+                    window_s: l.window_s,
+                })));
+            }
+        }
+        None
     }
 
     /// Counts a client request for the retry budget (when one is set).

@@ -25,6 +25,12 @@ fn thread_mode_counts_every_request_exactly_once() {
     for _ in 0..37 {
         assert_eq!(get(lb.addr, "/").status, 200);
     }
+    // A request's duration is recorded just after its response is written: wait for
+    // the last one.
+    assert!(eventually(Duration::from_secs(5), || lb
+        .metrics()
+        .sum("switchyard_request_duration_seconds_count")
+        == 37.0));
     let after = lb.metrics();
     assert_eq!(after.sum("switchyard_requests_total") - n0, 37.0);
     assert_eq!(after.sum("switchyard_request_duration_seconds_count"), 37.0);

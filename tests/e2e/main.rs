@@ -11,6 +11,7 @@ mod cli;
 mod errors;
 mod framing;
 mod health;
+mod limits;
 mod parking;
 mod pool;
 mod process;

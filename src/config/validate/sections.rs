@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::Ctx;
 use crate::config::file::{
-    HashFile, HealthFile, LimitsFile, PoolFile, RetryBudgetFile, StickyFile, TimeoutsFile,
+    HashFile, HealthFile, LimitsFile, PoolFile, RateLimitFile, RetryBudgetFile, StickyFile,
+    TimeoutsFile,
 };
 use crate::config::{ConfigError, HealthConfig, Limits, PoolConfig, Timeouts};
 use crate::health::StatusRanges;
@@ -172,6 +173,93 @@ pub(super) fn retry_budget(
     }))
 }
 
+pub(super) fn rate_limits(
+    cx: &Ctx<'_>,
+    items: Vec<RateLimitFile>,
+) -> Result<Vec<crate::limit::RateLimit>, ConfigError> {
+    use crate::limit::{LimitKey, RateLimit, Scope};
+    let mut out: Vec<RateLimit> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = |k: &str| format!("rate_limits[{i}].{k}");
+        let name = item.name.unwrap_or_default();
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(token) {
+            let problem = format!("'{name}' is not a usable limit name");
+            let hint = "name each limit with letters, digits, - _ or ., e.g. `name: per-client`";
+            return Err(cx.err(&at("name"), problem, hint));
+        }
+        if out.iter().any(|l| l.name == name) {
+            let problem = format!("a second limit named '{name}'");
+            return Err(cx.err(&at("name"), problem, "give each limit its own name"));
+        }
+        let key = match item.key.as_deref().map(str::trim) {
+            None | Some("client_ip") => LimitKey::ClientIp,
+            Some("global") => LimitKey::Global,
+            Some(k) => match k.strip_prefix("header:").map(str::trim) {
+                Some(h)
+                    if !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b':') =>
+                {
+                    LimitKey::Header(h.to_ascii_lowercase())
+                }
+                _ => {
+                    let problem = format!("'{k}' is not a key a limit can count by");
+                    return Err(cx.err(
+                        &at("key"),
+                        problem,
+                        "use client_ip, header:NAME or global",
+                    ));
+                }
+            },
+        };
+        let Some(rate) = item.rate else {
+            return Err(cx.err(
+                &at("rate"),
+                "is missing",
+                "write e.g. `rate: 100/s` (or N/m, N/h)",
+            ));
+        };
+        let Some((quota, window_s)) = crate::limit::parse_rate(&rate) else {
+            let problem = format!("'{rate}' is not a rate");
+            return Err(cx.err(
+                &at("rate"),
+                problem,
+                "write N/s, N/m or N/h, e.g. `rate: 100/s`",
+            ));
+        };
+        if quota / window_s > 10_000_000 {
+            let problem = format!("'{rate}' is more than 10 million a second");
+            return Err(cx.err(
+                &at("rate"),
+                problem,
+                "write a rate a limit can mean, e.g. `rate: 100/s`",
+            ));
+        }
+        let burst = cx.number(&at("burst"), item.burst, 0, 0..=1_000_000)?;
+        let scope = match item.scope.as_deref().map(str::trim) {
+            None | Some("local") => Scope::Local,
+            Some("redis") => {
+                let hint = "use scope: local (one budget for all workers of this instance); \
+                            the Redis-backed scope is not in this build yet";
+                return Err(cx.err(&at("scope"), "redis is not available yet", hint));
+            }
+            Some(s) => {
+                let problem = format!("'{s}' is not a scope");
+                return Err(cx.err(&at("scope"), problem, "use scope: local"));
+            }
+        };
+        out.push(RateLimit {
+            name_hash: crate::limit::name_hash(&name),
+            name,
+            key,
+            quota,
+            window_s,
+            burst,
+            scope,
+        });
+    }
+    Ok(out)
+}
+
 fn is_prime(n: u64) -> bool {
     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
 }
@@ -323,6 +411,62 @@ mod tests {
         assert_eq!((c.hash.table_size, c.hash.load_factor), (251, 0.0));
         let d = load(B).unwrap();
         assert_eq!((d.hash.table_size, d.hash.load_factor), (65_537, 1.25));
+    }
+
+    #[test]
+    fn rate_limits_section() {
+        assert_errs(&[
+            (
+                "rate_limits:\n  - {rate: 10/s}",
+                "rate_limits[0].name",
+                "usable limit name",
+            ),
+            (
+                "rate_limits:\n  - {name: a}",
+                "rate_limits[0].rate",
+                "is missing",
+            ),
+            (
+                "rate_limits:\n  - {name: a, rate: 10/d}",
+                "rate_limits[0].rate",
+                "N/s, N/m or N/h",
+            ),
+            (
+                "rate_limits:\n  - {name: a, rate: 0/s}",
+                "rate_limits[0].rate",
+                "not a rate",
+            ),
+            (
+                "rate_limits:\n  - {name: a, rate: 1/s, key: cookie:x}",
+                "rate_limits[0].key",
+                "client_ip, header:NAME or global",
+            ),
+            (
+                "rate_limits:\n  - {name: a, rate: 1/s, scope: redis}",
+                "rate_limits[0].scope",
+                "not available yet",
+            ),
+            (
+                "rate_limits:\n  - {name: a, rate: 1/s, per: 3}",
+                "rate_limits[0].per",
+                "valid keys here",
+            ),
+        ]);
+        let dup = load(&format!(
+            "{B}rate_limits:\n  - {{name: a, rate: 1/s}}\n  - {{name: a, rate: 2/s}}\n"
+        ));
+        let dup = dup.unwrap_err().to_string();
+        assert!(
+            dup.contains("rate_limits[1].name: a second limit named 'a'"),
+            "{dup}"
+        );
+        let c = load(&format!(
+            "{B}rate_limits:\n  - {{name: api, key: 'header:X-Key', rate: 100/m, burst: 5}}\n"
+        ))
+        .unwrap();
+        let l = &c.rate_limits[0];
+        assert_eq!((l.quota, l.window_s, l.burst), (100, 60, 5));
+        assert_eq!(l.key, crate::limit::LimitKey::Header("x-key".into()));
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! Rate limits as a client sees them: 429 with Retry-After and the IETF RateLimit
+//! headers, one budget shared by every worker, per-client keys, and the count in
+//! /metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use crate::support::balancer::scrape;
+use crate::support::client::raw;
+use crate::support::process::{Proc, serving};
+use crate::support::{Conn, TestBackend, dead_port};
+
+/// Process mode, 2 workers, `rate: 200/s, burst: 0` on one global key, 4 clients
+/// sending as fast as they can for 2 s: the accepted count is within 5% of 400 (one
+/// budget for both workers, not one each), every other answer is a 429 with a text
+/// body, Retry-After and RateLimit headers, and no refused request reached the backend.
+#[test]
+fn a_global_limit_is_one_budget_for_all_workers() {
+    let be = TestBackend::named("ok");
+    let listen = dead_port();
+    let admin = dead_port();
+    let dir = std::env::temp_dir().join(format!("sy-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lb.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: {listen}\nadmin: {admin}\nworkers: 2\nmode: process\n\
+             health: {{probes: false}}\nbackends: [{}]\n\
+             rate_limits:\n  - {{name: everyone, key: global, rate: 200/s, burst: 0}}\n",
+            be.addr
+        ),
+    )
+    .unwrap();
+    let _p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen) && serving(admin));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (ok, limited) = (Arc::clone(&ok), Arc::clone(&limited));
+            std::thread::spawn(move || {
+                let mut c = Conn::open(listen);
+                while start.elapsed() < Duration::from_secs(2) {
+                    let r = c.get("/");
+                    match r.status {
+                        200 => ok.fetch_add(1, SeqCst),
+                        429 => {
+                            assert!(
+                                r.text().starts_with(
+                                    "429 Too Many Requests: over the rate limit 'everyone'"
+                                ),
+                                "{}",
+                                r.text()
+                            );
+                            let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+                            assert!(after >= 1, "Retry-After: {after}");
+                            assert_eq!(
+                                r.header("ratelimit-policy"),
+                                Some("\"everyone\";q=200;w=1")
+                            );
+                            assert!(
+                                r.header("ratelimit")
+                                    .unwrap()
+                                    .starts_with("\"everyone\";r=0;t=")
+                            );
+                            limited.fetch_add(1, SeqCst)
+                        }
+                        s => panic!("status {s}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, limited) = (ok.load(SeqCst), limited.load(SeqCst));
+    assert!(
+        limited > ok,
+        "the clients did not go past the limit: {ok} ok, {limited} limited"
+    );
+    assert!(
+        (380..=421).contains(&ok),
+        "{ok} accepted in 2 s at 200/s (and {limited} limited)"
+    );
+    assert_eq!(
+        be.request_count(),
+        ok,
+        "a refused request reached the backend"
+    );
+    let m = scrape(admin);
+    assert_eq!(
+        m.value("switchyard_rate_limited_total", &[("limit", "everyone")]),
+        Some(limited as f64)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `key: client_ip` gives each client its own bucket, and `key: header:NAME` limits
+/// only requests that carry the header (in-process, thread mode).
+#[test]
+fn per_client_and_per_header_keys() {
+    use switchyard::limit::{LimitKey, RateLimit, Scope, name_hash};
+    let be = TestBackend::named("ok");
+    let limit = |name: &str, key: LimitKey| RateLimit {
+        name: name.into(),
+        name_hash: name_hash(name),
+        key,
+        quota: 1,
+        window_s: 3600,
+        burst: 2,
+        scope: Scope::Local,
+    };
+    let lb = crate::support::Balancer::new()
+        .backend(be.addr)
+        .with(move |c| {
+            c.rate_limits = vec![
+                limit("per-token", LimitKey::Header("x-token".into())),
+                limit("per-client", LimitKey::ClientIp),
+            ];
+        })
+        .start();
+    let get = |extra: &str| {
+        raw(
+            lb.addr,
+            format!("GET / HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes(),
+        )
+        .status
+    };
+    // The token's bucket (1 + burst 2) runs out first; the client's bucket is shared by
+    // both kinds of request, so it is spent too.
+    assert_eq!(
+        [
+            get("X-Token: a\r\n"),
+            get("X-Token: a\r\n"),
+            get("X-Token: a\r\n")
+        ],
+        [200; 3]
+    );
+    assert_eq!(get("X-Token: a\r\n"), 429);
+    // A request without the header is limited only by the client limit, which has
+    // room left? It was spent by the three above (one bucket per client IP).
+    assert_eq!(get(""), 429);
+    let r = raw(lb.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(r.text().contains("'per-client'"), "{}", r.text());
+}
