@@ -8,6 +8,8 @@
 #   bench/cpu_per_request.sh                                   # baseline
 #   bench/cpu_per_request.sh --admin 127.0.0.1:18909            # metrics recorded
 #   DUR=6 CONNS=64 SWITCHYARD_BIN=/path/to/switchyard bench/cpu_per_request.sh   (defaults; no build)
+#   EXTRA_YAML='rate_limits: [{name: c, key: client_ip, rate: 10000000/s}]' bench/cpu_per_request.sh
+#     (config lines appended: what the flags cannot say, e.g. a rate limit that never refuses)
 #
 # Flags are passed after `-c <generated config>`, so they override it. One run: on a shared
 # machine, repeat it (bench/compare.sh does rounds and reports the spread). Prints req/s, and
@@ -39,6 +41,7 @@ backends: [$ORIGIN]
 health: {probes: false}
 pool: {max_idle_per_backend: $CONNS}
 CONF
+if [[ -n ${EXTRA_YAML:-} ]]; then echo "$EXTRA_YAML" >> "$work/lb.yaml"; fi
 taskset -c 1 nginx -c "$work/origin.conf" -p "$work" -e "$work/o.log" & pids+=($!)
 taskset -c 0 "$BIN" -c "$work/lb.yaml" --log-level error "$@" & sy=$!; pids+=("$sy")
 for _ in $(seq 100); do curl -s -o /dev/null "http://$PROXY/" && break; sleep 0.05; done

@@ -6,6 +6,7 @@
 #
 #   bench/instructions_per_request.sh [REQUESTS] [FLAGS...]   (default 20000 requests)
 #   SWITCHYARD_BIN=/path/to/switchyard bench/instructions_per_request.sh   (no build)
+#   EXTRA_YAML='rate_limits: [...]' bench/instructions_per_request.sh   (config lines appended)
 #
 # One keep-alive client connection sends REQUESTS sequential GETs through switchyard
 # (1 worker, thread mode, health probes off so that no probe lands in one run and not the
@@ -34,6 +35,7 @@ mode: thread
 backends: [$ORIGIN]
 health: {probes: false}
 CONF
+if [[ -n ${EXTRA_YAML:-} ]]; then echo "$EXTRA_YAML" >> "$work/lb.yaml"; fi
 cat > "$work/origin.conf" <<CONF
 worker_processes 1; daemon off; pid $work/o.pid; error_log $work/o.log crit;
 events { worker_connections 1024; }
