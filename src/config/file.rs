@@ -183,6 +183,7 @@ pub struct LimitsFile {
     pub request_line: Option<u64>,
     pub header_section: Option<u64>,
     pub headers: Option<u64>,
+    pub connections_per_client: Option<u64>,
 }
 
 /// `hash:` (for `strategy: consistent-hash`).

@@ -72,6 +72,8 @@ pub struct Limits {
     pub header_section: usize,
     /// Most header lines; beyond it, 431.
     pub headers: usize,
+    /// Open connections per client address, all workers together; 0 = no cap.
+    pub connections_per_client: u32,
 }
 
 /// `pool:` section: idle keep-alive connections to backends, per worker and backend.

@@ -58,6 +58,9 @@ pub struct Ledger {
     /// This worker's requests and retries per second over the last 10 s (the retry
     /// budget sums them over all workers; each worker writes only its own).
     pub(crate) budget: [Bucket; BUDGET_SECONDS],
+    /// This worker's open connections per client address
+    /// (`limits.connections_per_client`).
+    pub(crate) by_client: crate::limit::conns::Counts,
     pub(crate) conns: std::sync::atomic::AtomicI64,
     pub(crate) parked: std::sync::atomic::AtomicI64,
     pub(crate) in_flight: [AtomicU32; CAPACITY + 1],
@@ -251,6 +254,14 @@ impl Region {
         (requests, retries, active.count_ones())
     }
 
+    /// Open connections of the client whose address hashes to `hash`, over workers
+    /// `0..n`.
+    pub fn client_connections(&self, n: usize, hash: u64) -> u64 {
+        (0..n.min(LEDGERS))
+            .map(|w| self.ledger(w).by_client.get(hash))
+            .sum()
+    }
+
     /// Requests in flight over workers `0..n`.
     pub fn in_flight_total(&self, n: usize) -> u32 {
         (0..n.min(LEDGERS))
@@ -268,6 +279,7 @@ impl Region {
         let ledger = self.ledger(w);
         ledger.serving.store(false, Relaxed);
         ledger.in_flight_total.store(0, Relaxed);
+        ledger.by_client.clear();
         for (i, n) in ledger.in_flight.iter().enumerate() {
             let n = n.swap(0, Relaxed);
             if n > 0 {

@@ -219,6 +219,11 @@ impl HealthTable {
         self.slots[i].latency_us.load(Relaxed)
     }
 
+    /// Open connections of a client (by address hash) over workers `0..workers`.
+    pub fn client_connections(&self, workers: usize, hash: u64) -> u64 {
+        self.region.client_connections(workers, hash)
+    }
+
     /// The rate-limit table of the shared region.
     #[inline]
     pub fn rate_table(&self) -> &'static [crate::limit::Entry] {

@@ -18,6 +18,8 @@
 //! Keys are never removed otherwise. Because state is keyed by the limit's *name*, a
 //! reload that changes a limit's rate keeps every key's state.
 
+pub mod conns;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Keys the table holds at once, over all limits of an instance.

@@ -198,6 +198,8 @@ pub struct GlobalStats {
     /// alone, with no HTTP state (see `server::worker`).
     pub connections_parked: AtomicI64,
     pub retries: AtomicU64,
+    /// Connections closed at accept: the client had `limits.connections_per_client`.
+    pub connections_refused_per_client: AtomicU64,
     /// Retries the retry budget did not allow.
     pub retries_skipped_budget: AtomicU64,
     /// Bumped on every backend up/down transition (see `HealthTable::epoch`).

@@ -140,6 +140,17 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP switchyard_connections_refused_total Connections closed at accept (reason=\"per_client\": limits.connections_per_client)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_connections_refused_total counter");
+    let _ = writeln!(
+        out,
+        "switchyard_connections_refused_total{{reason=\"per_client\"}} {}",
+        g.connections_refused_per_client
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP switchyard_rate_limited_total Requests a rate limit refused (429), by limit."
     );
     let _ = writeln!(out, "# TYPE switchyard_rate_limited_total counter");

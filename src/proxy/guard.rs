@@ -107,6 +107,7 @@ mod tests {
             request_line: 64,
             header_section: 200,
             headers: 5,
+            connections_per_client: 0,
         }
     }
 

@@ -545,6 +545,37 @@ impl Proxy {
         }
     }
 
+    /// `limits.connections_per_client` for a new connection from `ip`: counted in this
+    /// worker's table (release it with [`Proxy::release_client`]), or refused (and the
+    /// refusal counted).
+    pub fn admit_client(&self, ip: std::net::IpAddr) -> Admit {
+        let cap = self.config.limits.connections_per_client;
+        if cap == 0 {
+            return Admit::Uncounted;
+        }
+        let hash = match ip {
+            std::net::IpAddr::V4(a) => crate::balance::maglev::hash_key(&a.octets()),
+            std::net::IpAddr::V6(a) => crate::balance::maglev::hash_key(&a.octets()),
+        };
+        if self.health.client_connections(self.config.workers, hash) >= u64::from(cap) {
+            self.health
+                .global()
+                .connections_refused_per_client
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Admit::Refused;
+        }
+        if self.ledger.by_client.add(hash) {
+            Admit::Counted(hash)
+        } else {
+            Admit::Uncounted
+        }
+    }
+
+    /// A connection counted by [`Proxy::admit_client`] closed.
+    pub fn release_client(ledger: &Ledger, hash: u64) {
+        ledger.by_client.release(hash);
+    }
+
     /// The 429 of the first rate limit that refuses this request, if one does.
     pub(crate) fn rate_limited(&self, r: &impl key::KeySource) -> Option<ProxyError> {
         use crate::limit::{Decision, LimitKey};
@@ -673,6 +704,17 @@ impl Proxy {
             }
         }
     }
+}
+
+/// What [`Proxy::admit_client`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Counted under this address hash: release it when the connection closes.
+    Counted(u64),
+    /// No cap, or no room in the table to count it.
+    Uncounted,
+    /// The client has its cap of connections open.
+    Refused,
 }
 
 /// Marks the client connection idle when dropped, unless disarmed (`.0 = None`).

@@ -41,6 +41,8 @@ pub(super) struct OpenGuard(
     pub(super) Rc<Connections>,
     pub(super) &'static crate::metrics::GlobalStats,
     pub(super) &'static Ledger,
+    /// The client's address hash, when it is counted for `connections_per_client`.
+    pub(super) Option<u64>,
 );
 
 impl OpenGuard {
@@ -61,6 +63,9 @@ impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.1.connections_open.fetch_sub(1, Relaxed);
         self.2.conns.fetch_sub(1, Relaxed);
+        if let Some(h) = self.3 {
+            Proxy::release_client(self.2, h);
+        }
         let c = &self.0;
         c.open.set(c.open.get() - 1);
         if c.open.get() == 0 {

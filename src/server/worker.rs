@@ -185,9 +185,24 @@ fn serve(
     lot: &Rc<super::lot::Lot<Idle>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (timeouts, acceptor) = {
+    let (timeouts, acceptor, admit) = {
         let p = current.borrow();
-        (p.timeouts(), p.tls_acceptor())
+        (p.timeouts(), p.tls_acceptor(), p.admit_client(peer.ip()))
+    };
+    let client_hash = match admit {
+        crate::proxy::Admit::Counted(h) => Some(h),
+        crate::proxy::Admit::Uncounted => None,
+        crate::proxy::Admit::Refused => {
+            // Over `limits.connections_per_client`: plain HTTP gets a 429 it can read
+            // (if the socket takes it at once), then the close; TLS just the close.
+            if acceptor.is_none() {
+                let text = b"429 Too Many Requests: too many connections from your address\n";
+                let mut out = Vec::with_capacity(256);
+                crate::http1::encode::local_response(&mut out, 429, text, true);
+                let _ = stream.try_write(&out);
+            }
+            return;
+        }
     };
     conns.open.set(conns.open.get() + 1);
     let (global, ledger) = {
@@ -196,7 +211,7 @@ fn serve(
     };
     global.connections_open.fetch_add(1, Relaxed);
     ledger.conns.fetch_add(1, Relaxed);
-    let guard = Rc::new(OpenGuard(Rc::clone(conns), global, ledger));
+    let guard = Rc::new(OpenGuard(Rc::clone(conns), global, ledger, client_hash));
     let ctx = ClientCtx {
         peer,
         https: acceptor.is_some(),

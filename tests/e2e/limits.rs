@@ -147,3 +147,51 @@ fn per_client_and_per_header_keys() {
     let r = raw(lb.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(r.text().contains("'per-client'"), "{}", r.text());
 }
+
+/// `limits.connections_per_client: 3` over 2 workers: a fourth connection from the same
+/// address gets a 429 and the close, counted in /metrics; once one of the three closes,
+/// a new one is served.
+#[test]
+fn connections_per_client_are_capped_across_workers() {
+    use std::io::Read;
+    let be = TestBackend::named("ok");
+    let lb = crate::support::Balancer::new()
+        .backend(be.addr)
+        .workers(2)
+        .admin()
+        .with(|c| c.limits.connections_per_client = 3)
+        .start();
+    let mut held: Vec<Conn> = (0..3).map(|_| Conn::open(lb.addr)).collect();
+    for c in &mut held {
+        assert_eq!(c.get("/").status, 200);
+    }
+    let mut fourth = std::net::TcpStream::connect(lb.addr).unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = fourth.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 429")
+            && answer.ends_with("too many connections from your address\n"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        lb.metrics().value(
+            "switchyard_connections_refused_total",
+            &[("reason", "per_client")]
+        ),
+        Some(1.0)
+    );
+    // The three still work; when one closes, a new connection is served.
+    assert_eq!(held[0].get("/").status, 200);
+    drop(held.pop());
+    assert!(crate::support::eventually(Duration::from_secs(5), || {
+        let mut c = std::net::TcpStream::connect(lb.addr).unwrap();
+        use std::io::Write;
+        let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let mut s = String::new();
+        let _ = c.read_to_string(&mut s);
+        s.starts_with("HTTP/1.1 200")
+    }));
+}

@@ -90,6 +90,12 @@ pub(super) fn limits(cx: &Ctx<'_>, l: Option<LimitsFile>) -> Result<Limits, Conf
         request_line: n("limits.request_line", l.request_line, 8192, 256..=MIB)?,
         header_section: n("limits.header_section", l.header_section, 65536, 1024..=MIB)?,
         headers: n("limits.headers", l.headers, 100, 8..=1000)?,
+        connections_per_client: n(
+            "limits.connections_per_client",
+            l.connections_per_client,
+            0,
+            0..=1_000_000,
+        )? as u32,
     })
 }
 
