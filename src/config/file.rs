@@ -45,6 +45,7 @@ pub struct FileConfig {
     pub slow_start: Option<String>,
     pub retry_budget: Option<RetryBudgetFile>,
     pub rate_limits: Option<Vec<RateLimitFile>>,
+    pub redis: Option<RedisFile>,
 }
 
 /// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
@@ -196,6 +197,19 @@ pub struct HashFile {
     pub key: Option<String>,
     pub table_size: Option<u64>,
     pub load_factor: Option<f64>,
+}
+
+/// `redis:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `url`, `timeout` and `on_error`"
+)]
+pub struct RedisFile {
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    pub timeout: Option<String>,
+    pub on_error: Option<String>,
 }
 
 /// One `rate_limits:` item.

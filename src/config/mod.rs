@@ -148,6 +148,8 @@ pub struct Config {
     pub retry_budget: Option<RetryBudget>,
     /// `rate_limits:`, in order (the first that refuses a request answers it).
     pub rate_limits: Vec<crate::limit::RateLimit>,
+    /// `redis:` (for `scope: redis` limits).
+    pub redis: Option<crate::limit::redis::RedisConfig>,
     pub pool: PoolConfig,
     /// Skip TLS verification for every backend (`-k`); TLS itself arrives later.
     pub insecure: bool,

@@ -257,6 +257,55 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     let hash = sections::hash(&cx, file.hash)?;
     let retry_budget = sections::retry_budget(&cx, file.retry_budget)?;
     let rate_limits = sections::rate_limits(&cx, file.rate_limits.unwrap_or_default())?;
+    let redis = match file.redis {
+        None => None,
+        Some(r) => {
+            let url = r.url.unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                let problem = format!("'{url}' is not a redis:// URL");
+                return Err(cx.err(
+                    "redis.url",
+                    problem,
+                    "write e.g. `url: redis://127.0.0.1:6379/0`",
+                ));
+            }
+            let timeout = cx.duration(
+                "redis.timeout",
+                r.timeout.as_ref(),
+                Duration::from_millis(50),
+            )?;
+            let on_error = match r.on_error.as_deref().map(str::trim) {
+                None | Some("allow") => crate::limit::redis::OnError::Allow,
+                Some("deny") => crate::limit::redis::OnError::Deny,
+                Some(o) => {
+                    let problem = format!("'{o}' is not allow or deny");
+                    return Err(cx.err(
+                        "redis.on_error",
+                        problem,
+                        "write `on_error: allow` or `on_error: deny`",
+                    ));
+                }
+            };
+            Some(crate::limit::redis::RedisConfig {
+                url,
+                timeout,
+                on_error,
+            })
+        }
+    };
+    if redis.is_none() {
+        if let Some(i) = rate_limits
+            .iter()
+            .position(|l| l.scope == crate::limit::Scope::Redis)
+        {
+            let hint = "add `redis: {url: redis://HOST:6379/0}` or use scope: local";
+            return Err(cx.err(
+                &format!("rate_limits[{i}].scope"),
+                "redis needs a redis: section",
+                hint,
+            ));
+        }
+    }
     let slow_start = match &file.slow_start {
         None => Duration::ZERO,
         Some(text) => match parse_duration(text) {
@@ -288,6 +337,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         slow_start,
         retry_budget,
         rate_limits,
+        redis,
         pool,
         insecure: o.insecure,
     })

@@ -19,6 +19,7 @@
 //! reload that changes a limit's rate keeps every key's state.
 
 pub mod conns;
+pub mod redis;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -53,6 +54,8 @@ pub enum LimitKey {
 pub enum Scope {
     /// The shared region: one budget for all workers of this instance.
     Local,
+    /// Redis: one budget for every instance using the same Redis.
+    Redis,
 }
 
 /// One configured limit (`rate_limits:` item), as plain data.

@@ -145,10 +145,11 @@ pub enum LocalReason {
     TlsFailed,
     HeadTimeout,
     RateLimited,
+    RateLimiterUnavailable,
 }
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 16] = [
+    pub const ALL: [LocalReason; 17] = [
         LocalReason::BadRequest,
         LocalReason::UriTooLong,
         LocalReason::HeadersTooLarge,
@@ -165,6 +166,7 @@ impl LocalReason {
         LocalReason::TlsFailed,
         LocalReason::HeadTimeout,
         LocalReason::RateLimited,
+        LocalReason::RateLimiterUnavailable,
     ];
 
     pub fn label(self) -> &'static str {
@@ -185,6 +187,7 @@ impl LocalReason {
             LocalReason::TlsFailed => "tls_failed",
             LocalReason::HeadTimeout => "client_head_timeout",
             LocalReason::RateLimited => "rate_limited",
+            LocalReason::RateLimiterUnavailable => "rate_limiter_unavailable",
         }
     }
 }
@@ -207,8 +210,8 @@ pub struct GlobalStats {
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,
     /// Responses the balancer made itself, by `LocalReason` (with the status of each).
-    local: [AtomicU64; 16],
-    local_code: [AtomicU32; 16],
+    local: [AtomicU64; 17],
+    local_code: [AtomicU32; 17],
     /// Requests refused by each rate limit: counts by slot, the slot found by the
     /// limit name's hash (kept in `rate_limited_name`).
     rate_limited: [AtomicU64; RATE_LIMIT_SLOTS],

@@ -52,6 +52,8 @@ pub enum ProxyError {
     HeadTimeout,
     /// Refused by a rate limit: 429 (boxed: the common variants stay small).
     RateLimited(Box<Limited>),
+    /// A `scope: redis` limit could not decide and `redis.on_error` is `deny`: 503.
+    RateLimiterUnavailable,
 }
 
 /// What a 429 says about the limit that refused it.
@@ -114,6 +116,11 @@ impl ProxyError {
                 true,
             ),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "over the rate limit", false),
+            RateLimiterUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the rate limiter (Redis) did not answer in time",
+                false,
+            ),
         }
     }
 
@@ -181,6 +188,7 @@ impl ProxyError {
             UpgradeRefused => LocalReason::UpgradeNotSupported,
             HeadTimeout => LocalReason::HeadTimeout,
             RateLimited(_) => LocalReason::RateLimited,
+            RateLimiterUnavailable => LocalReason::RateLimiterUnavailable,
         }
     }
 

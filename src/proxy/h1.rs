@@ -262,11 +262,14 @@ impl Proxy {
             c.next = head.len;
         }
         let tunnel = policy(head, c.buf)?;
-        if let Some(e) = self.rate_limited(&H1Key {
-            head,
-            buf: c.buf,
-            client: c.addr,
-        }) {
+        if let Some(e) = self
+            .rate_limited(&H1Key {
+                head,
+                buf: c.buf,
+                client: c.addr,
+            })
+            .await
+        {
             return Err(e);
         }
         let idle = self.config.timeouts.client_idle;

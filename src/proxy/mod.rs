@@ -100,6 +100,9 @@ pub struct Proxy {
     strategy: AnyStrategy,
     /// What `consistent-hash` hashes (`None` for other strategies).
     hash_key: Option<crate::balance::HashKey>,
+    /// This worker's link to Redis (`scope: redis` limits), kept across reloads while
+    /// `redis:` does not change.
+    redis: Option<Rc<crate::limit::redis::RedisLimiter>>,
     slots: Vec<BackendSlot>,
     upstreams: Upstreams,
     /// Count requests for `/metrics` (only when an admin listener can serve them).
@@ -124,6 +127,13 @@ impl Proxy {
         let strategy = AnyStrategy::new(config.strategy, &config.backends, &options);
         let hash_key = (config.strategy == crate::balance::StrategyKind::ConsistentHash)
             .then(|| config.hash.key.clone());
+        let redis = config.redis.as_ref().map(|r| {
+            previous
+                .and_then(|p| p.redis.as_ref())
+                .filter(|old| old.config == *r)
+                .map(Rc::clone)
+                .unwrap_or_else(|| Rc::new(crate::limit::redis::RedisLimiter::new(r.clone())))
+        });
         let same_pool_settings = previous.is_some_and(|p| p.config.pool == config.pool);
         let slots = config
             .backends
@@ -166,6 +176,7 @@ impl Proxy {
             health,
             strategy,
             hash_key,
+            redis,
             slots,
             upstreams,
             record,
@@ -281,10 +292,13 @@ impl Proxy {
     ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
         guard::check(&req, &self.config.limits)?;
         let (mut parts, incoming) = req.into_parts();
-        if let Some(e) = self.rate_limited(&H2Key {
-            parts: &parts,
-            client: conn.addr_value.as_bytes(),
-        }) {
+        if let Some(e) = self
+            .rate_limited(&H2Key {
+                parts: &parts,
+                client: conn.addr_value.as_bytes(),
+            })
+            .await
+        {
             return Err(e);
         }
 
@@ -577,8 +591,8 @@ impl Proxy {
     }
 
     /// The 429 of the first rate limit that refuses this request, if one does.
-    pub(crate) fn rate_limited(&self, r: &impl key::KeySource) -> Option<ProxyError> {
-        use crate::limit::{Decision, LimitKey};
+    pub(crate) async fn rate_limited(&self, r: &impl key::KeySource) -> Option<ProxyError> {
+        use crate::limit::{Decision, LimitKey, Scope};
         let limits = &self.config.rate_limits;
         if limits.is_empty() {
             return None;
@@ -595,9 +609,24 @@ impl Proxy {
                     None => continue,
                 },
             };
-            if let Decision::Deny { retry_after_ns } =
-                crate::limit::check(table, key, now, l.pace())
-            {
+            let decision = match (l.scope, &self.redis) {
+                (Scope::Local, _) | (Scope::Redis, None) => {
+                    crate::limit::check(table, key, now, l.pace())
+                }
+                (Scope::Redis, Some(redis)) => match redis.check(key, l.pace()).await {
+                    Ok(d) => d,
+                    Err(why) => {
+                        tracing::warn!(limit = %l.name, "rate limiter unavailable: {why:?}");
+                        match redis.config.on_error {
+                            crate::limit::redis::OnError::Allow => continue,
+                            crate::limit::redis::OnError::Deny => {
+                                return Some(ProxyError::RateLimiterUnavailable);
+                            }
+                        }
+                    }
+                },
+            };
+            if let Decision::Deny { retry_after_ns } = decision {
                 if self.record {
                     self.health.global().count_rate_limited(l.name_hash);
                 }

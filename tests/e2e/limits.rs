@@ -11,10 +11,12 @@ use crate::support::client::raw;
 use crate::support::process::{Proc, serving};
 use crate::support::{Conn, TestBackend, dead_port};
 
-/// Process mode, 2 workers, `rate: 200/s, burst: 0` on one global key, 4 clients
-/// sending as fast as they can for 2 s: the accepted count is within 5% of 400 (one
-/// budget for both workers, not one each), every other answer is a 429 with a text
-/// body, Retry-After and RateLimit headers, and no refused request reached the backend.
+/// Process mode, 2 workers, `rate: 200/s, burst: 20` on one global key, 4 clients
+/// sending as fast as they can for 2 s: the accepted count is at most 5% over 420 (one
+/// budget for both workers, not one each) and not far under it (a loaded machine sends
+/// less evenly, and an empty moment cannot be saved up past the burst), every other
+/// answer is a 429 with a text body, Retry-After and RateLimit headers, and no refused
+/// request reached the backend.
 #[test]
 fn a_global_limit_is_one_budget_for_all_workers() {
     let be = TestBackend::named("ok");
@@ -28,7 +30,7 @@ fn a_global_limit_is_one_budget_for_all_workers() {
         format!(
             "listen: {listen}\nadmin: {admin}\nworkers: 2\nmode: process\n\
              health: {{probes: false}}\nbackends: [{}]\n\
-             rate_limits:\n  - {{name: everyone, key: global, rate: 200/s, burst: 0}}\n",
+             rate_limits:\n  - {{name: everyone, key: global, rate: 200/s, burst: 20}}\n",
             be.addr
         ),
     )
@@ -83,8 +85,8 @@ fn a_global_limit_is_one_budget_for_all_workers() {
         "the clients did not go past the limit: {ok} ok, {limited} limited"
     );
     assert!(
-        (380..=421).contains(&ok),
-        "{ok} accepted in 2 s at 200/s (and {limited} limited)"
+        (340..=442).contains(&ok),
+        "{ok} accepted in 2 s at 200/s + 20 (and {limited} limited)"
     );
     assert_eq!(
         be.request_count(),

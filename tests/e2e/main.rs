@@ -16,6 +16,7 @@ mod parking;
 mod pool;
 mod process;
 mod proxying;
+mod redis;
 mod regressions;
 mod reload;
 mod strategies;

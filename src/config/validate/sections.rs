@@ -243,14 +243,10 @@ pub(super) fn rate_limits(
         let burst = cx.number(&at("burst"), item.burst, 0, 0..=1_000_000)?;
         let scope = match item.scope.as_deref().map(str::trim) {
             None | Some("local") => Scope::Local,
-            Some("redis") => {
-                let hint = "use scope: local (one budget for all workers of this instance); \
-                            the Redis-backed scope is not in this build yet";
-                return Err(cx.err(&at("scope"), "redis is not available yet", hint));
-            }
+            Some("redis") => Scope::Redis,
             Some(s) => {
                 let problem = format!("'{s}' is not a scope");
-                return Err(cx.err(&at("scope"), problem, "use scope: local"));
+                return Err(cx.err(&at("scope"), problem, "use scope: local or scope: redis"));
             }
         };
         out.push(RateLimit {
@@ -450,7 +446,7 @@ mod tests {
             (
                 "rate_limits:\n  - {name: a, rate: 1/s, scope: redis}",
                 "rate_limits[0].scope",
-                "not available yet",
+                "needs a redis: section",
             ),
             (
                 "rate_limits:\n  - {name: a, rate: 1/s, per: 3}",
