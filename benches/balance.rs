@@ -40,6 +40,7 @@ fn backends(n: usize) -> BackendSet {
                     weight: (i % 5) as u32 + 1,
                     tls: Default::default(),
                     protocol: Default::default(),
+                    max_connections: 0,
                 }
             })
             .collect(),

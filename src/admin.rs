@@ -134,6 +134,9 @@ fn answer(snapshot: &Snapshot, req: &Request<Incoming>) -> Response<Full<Bytes>>
                         "effective_weight": effective,
                         "up": health.is_up(i),
                         "in_flight": health.in_flight(i),
+                        "max_connections": (b.max_connections > 0).then_some(b.max_connections),
+                        // The one queue every backend under a cap shares.
+                        "queue_length": health.global().queued.load(Relaxed).max(0),
                         "latency_ms": (latency > 0).then(|| f64::from(latency) / 1000.0),
                         "last_failure": (reason != crate::health::Reason::None).then(|| reason.as_str()),
                     })

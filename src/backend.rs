@@ -89,6 +89,10 @@ pub struct Backend {
     pub tls: TlsOptions,
     /// Which HTTP version to speak (`protocol:`).
     pub protocol: Protocol,
+    /// Most requests in flight to it, all workers together (`max_connections:`); 0 =
+    /// no cap. A request that finds every eligible backend at its cap waits in the
+    /// queue (`queue:`).
+    pub max_connections: u32,
 }
 
 /// A backend's `protocol:` setting.

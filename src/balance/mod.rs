@@ -198,7 +198,7 @@ impl View<'_> {
     /// Up and not yet tried by this request.
     #[inline]
     pub fn eligible(&self, i: usize) -> bool {
-        self.health.is_up(i) && !self.tried.contains(i)
+        self.health.is_up(i) && !self.tried.contains(i) && self.health.has_room(i)
     }
 
     /// Backend `i`'s share during slow start, from [`RAMP_FLOOR`] to 1 over the window
@@ -364,6 +364,7 @@ pub(crate) mod test_support {
                         weight,
                         tls: Default::default(),
                         protocol: Default::default(),
+                        max_connections: 0,
                     }
                 })
                 .collect(),

@@ -46,6 +46,7 @@ pub struct FileConfig {
     pub retry_budget: Option<RetryBudgetFile>,
     pub rate_limits: Option<Vec<RateLimitFile>>,
     pub redis: Option<RedisFile>,
+    pub queue: Option<QueueFile>,
 }
 
 /// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
@@ -110,6 +111,7 @@ pub struct BackendFile {
     pub weight: Option<u64>,
     pub tls: Option<BackendTlsFile>,
     pub protocol: Option<String>,
+    pub max_connections: Option<u64>,
     /// True when the item was the short string form (its weight is in `address`).
     #[serde(skip)]
     pub short: bool,
@@ -197,6 +199,15 @@ pub struct HashFile {
     pub key: Option<String>,
     pub table_size: Option<u64>,
     pub load_factor: Option<f64>,
+}
+
+/// `queue:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a map with `size` and `timeout`")]
+pub struct QueueFile {
+    pub size: Option<u64>,
+    #[serde(default, deserialize_with = "text")]
+    pub timeout: Option<String>,
 }
 
 /// `redis:`.

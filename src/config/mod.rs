@@ -114,6 +114,14 @@ pub struct CertificatePaths {
     pub key: PathBuf,
 }
 
+/// `queue:`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QueueConfig {
+    /// Requests waiting at once, all workers together.
+    pub size: u64,
+    pub timeout: Duration,
+}
+
 /// `retry_budget:`: retries may add at most `ratio` to the requests of the last
 /// 10 s (all workers together), plus `min_per_second` each second.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -148,6 +156,8 @@ pub struct Config {
     pub retry_budget: Option<RetryBudget>,
     /// `rate_limits:`, in order (the first that refuses a request answers it).
     pub rate_limits: Vec<crate::limit::RateLimit>,
+    /// `queue:` (requests waiting for a backend under `max_connections`).
+    pub queue: QueueConfig,
     /// `redis:` (for `scope: redis` limits).
     pub redis: Option<crate::limit::redis::RedisConfig>,
     pub pool: PoolConfig,

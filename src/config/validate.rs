@@ -257,6 +257,13 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     let hash = sections::hash(&cx, file.hash)?;
     let retry_budget = sections::retry_budget(&cx, file.retry_budget)?;
     let rate_limits = sections::rate_limits(&cx, file.rate_limits.unwrap_or_default())?;
+    let queue = {
+        let q = file.queue.unwrap_or_default();
+        crate::config::QueueConfig {
+            size: cx.number("queue.size", q.size, 1000, 0..=1_000_000)?,
+            timeout: cx.duration("queue.timeout", q.timeout.as_ref(), Duration::from_secs(2))?,
+        }
+    };
     let redis = match file.redis {
         None => None,
         Some(r) => {
@@ -337,6 +344,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         slow_start,
         retry_budget,
         rate_limits,
+        queue,
         redis,
         pool,
         insecure: o.insecure,

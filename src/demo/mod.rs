@@ -121,6 +121,7 @@ pub fn backend_at(addr: SocketAddr, weight: u32) -> Backend {
         weight,
         tls: Default::default(),
         protocol: Default::default(),
+        max_connections: 0,
     }
 }
 

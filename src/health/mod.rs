@@ -14,5 +14,5 @@ mod status;
 
 pub use breaker::{Source, Thresholds};
 pub use shared::Region;
-pub use state::{HealthTable, InFlightGuard, Reason};
+pub use state::{HealthTable, InFlightGuard, ROOM, Reason};
 pub use status::StatusRanges;

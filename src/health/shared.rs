@@ -61,6 +61,8 @@ pub struct Ledger {
     /// This worker's open connections per client address
     /// (`limits.connections_per_client`).
     pub(crate) by_client: crate::limit::conns::Counts,
+    /// Requests of this worker waiting in the queue (`max_connections`).
+    pub(crate) queued: std::sync::atomic::AtomicI64,
     pub(crate) conns: std::sync::atomic::AtomicI64,
     pub(crate) parked: std::sync::atomic::AtomicI64,
     pub(crate) in_flight: [AtomicU32; CAPACITY + 1],
@@ -280,6 +282,8 @@ impl Region {
         ledger.serving.store(false, Relaxed);
         ledger.in_flight_total.store(0, Relaxed);
         ledger.by_client.clear();
+        let queued = ledger.queued.swap(0, Relaxed);
+        self.global.queued.fetch_sub(queued, Relaxed);
         for (i, n) in ledger.in_flight.iter().enumerate() {
             let n = n.swap(0, Relaxed);
             if n > 0 {

@@ -75,6 +75,8 @@ pub struct HealthTable {
     global: &'static GlobalStats,
     addresses: Box<[String]>,
     thresholds: Thresholds,
+    /// `max_connections` per backend (0 = none).
+    caps: Box<[u32]>,
 }
 
 impl HealthTable {
@@ -103,6 +105,7 @@ impl HealthTable {
             index: index.into_boxed_slice(),
             addresses: set.iter().map(|b| b.address.clone()).collect(),
             thresholds,
+            caps: set.iter().map(|b| b.max_connections).collect(),
         }
     }
 
@@ -119,6 +122,7 @@ impl HealthTable {
                 weight: 1,
                 tls: Default::default(),
                 protocol: Default::default(),
+                max_connections: 0,
             })
             .collect();
         let region = match Region::new() {
@@ -257,6 +261,47 @@ impl HealthTable {
         self.region.ledger(w)
     }
 
+    /// Whether backend `i` is under its `max_connections` (or has none).
+    #[inline]
+    pub fn has_room(&self, i: usize) -> bool {
+        let cap = self.caps.get(i).copied().unwrap_or(0);
+        cap == 0 || self.slots[i].in_flight.load(Relaxed) < cap
+    }
+
+    /// Whether any backend has a `max_connections`.
+    pub fn has_caps(&self) -> bool {
+        self.caps.iter().any(|&c| c > 0)
+    }
+
+    /// Like [`HealthTable::start_request`], but only while backend `i` is under its
+    /// `max_connections` (checked and counted in one compare-and-swap, so the cap holds
+    /// across workers).
+    pub fn try_start_request(&self, i: usize, ledger: &'static Ledger) -> Option<InFlightGuard> {
+        let cap = self.caps.get(i).copied().unwrap_or(0);
+        if cap == 0 {
+            return Some(self.start_request(i, ledger));
+        }
+        let slot = self.slots[i];
+        let mut n = slot.in_flight.load(Relaxed);
+        loop {
+            if n >= cap {
+                return None;
+            }
+            match slot
+                .in_flight
+                .compare_exchange_weak(n, n + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        let mine = &ledger.in_flight[self.index[i]];
+        let total = &ledger.in_flight_total;
+        mine.fetch_add(1, Relaxed);
+        total.fetch_add(1, Relaxed);
+        Some(InFlightGuard { slot, mine, total })
+    }
+
     /// Counts one request in flight to backend `i`, in the shared gauge and in the
     /// worker's ledger, until the guard drops.
     #[inline]
@@ -345,7 +390,16 @@ impl Drop for InFlightGuard {
         self.slot.in_flight.fetch_sub(1, Relaxed);
         self.mine.fetch_sub(1, Relaxed);
         self.total.fetch_sub(1, Relaxed);
+        // A request of this worker may be waiting for the room this frees.
+        ROOM.with(|n| n.notify_one());
     }
+}
+
+thread_local! {
+    /// Wakes (in FIFO order) this worker's requests queued for a backend under its
+    /// `max_connections` when one of its own requests ends; ends elsewhere are seen by
+    /// the waiters' own re-check.
+    pub static ROOM: std::rc::Rc<tokio::sync::Notify> = std::rc::Rc::new(tokio::sync::Notify::new());
 }
 
 #[cfg(test)]

@@ -146,10 +146,12 @@ pub enum LocalReason {
     HeadTimeout,
     RateLimited,
     RateLimiterUnavailable,
+    QueueFull,
+    QueueTimeout,
 }
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 17] = [
+    pub const ALL: [LocalReason; 19] = [
         LocalReason::BadRequest,
         LocalReason::UriTooLong,
         LocalReason::HeadersTooLarge,
@@ -167,6 +169,8 @@ impl LocalReason {
         LocalReason::HeadTimeout,
         LocalReason::RateLimited,
         LocalReason::RateLimiterUnavailable,
+        LocalReason::QueueFull,
+        LocalReason::QueueTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -188,6 +192,8 @@ impl LocalReason {
             LocalReason::HeadTimeout => "client_head_timeout",
             LocalReason::RateLimited => "rate_limited",
             LocalReason::RateLimiterUnavailable => "rate_limiter_unavailable",
+            LocalReason::QueueFull => "queue_full",
+            LocalReason::QueueTimeout => "queue_timeout",
         }
     }
 }
@@ -201,6 +207,11 @@ pub struct GlobalStats {
     /// alone, with no HTTP state (see `server::worker`).
     pub connections_parked: AtomicI64,
     pub retries: AtomicU64,
+    /// Requests waiting for a backend under its `max_connections`, now.
+    pub queued: AtomicI64,
+    /// Requests that waited in the queue (then went, or timed out), and their wait.
+    pub queue_waits: AtomicU64,
+    pub queue_wait_us: AtomicU64,
     /// Connections closed at accept: the client had `limits.connections_per_client`.
     pub connections_refused_per_client: AtomicU64,
     /// Retries the retry budget did not allow.
@@ -210,8 +221,8 @@ pub struct GlobalStats {
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,
     /// Responses the balancer made itself, by `LocalReason` (with the status of each).
-    local: [AtomicU64; 17],
-    local_code: [AtomicU32; 17],
+    local: [AtomicU64; 19],
+    local_code: [AtomicU32; 19],
     /// Requests refused by each rate limit: counts by slot, the slot found by the
     /// limit name's hash (kept in `rate_limited_name`).
     rate_limited: [AtomicU64; RATE_LIMIT_SLOTS],

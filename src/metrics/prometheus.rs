@@ -140,6 +140,31 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP switchyard_queue_length Requests waiting for a backend under max_connections."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_queue_length gauge");
+    let _ = writeln!(
+        out,
+        "switchyard_queue_length {}",
+        g.queued.load(std::sync::atomic::Ordering::Relaxed).max(0)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_queue_wait_seconds Time requests waited in the queue (sum and count)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_queue_wait_seconds summary");
+    let _ = writeln!(
+        out,
+        "switchyard_queue_wait_seconds_sum {}",
+        g.queue_wait_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_queue_wait_seconds_count {}",
+        g.queue_waits.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP switchyard_connections_refused_total Connections closed at accept (reason=\"per_client\": limits.connections_per_client)."
     );
     let _ = writeln!(out, "# TYPE switchyard_connections_refused_total counter");

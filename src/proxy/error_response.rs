@@ -54,6 +54,10 @@ pub enum ProxyError {
     RateLimited(Box<Limited>),
     /// A `scope: redis` limit could not decide and `redis.on_error` is `deny`: 503.
     RateLimiterUnavailable,
+    /// Every eligible backend is at `max_connections` and the queue is full: 503.
+    QueueFull,
+    /// It waited `queue.timeout` for a backend under `max_connections`: 503.
+    QueueTimeout,
 }
 
 /// What a 429 says about the limit that refused it.
@@ -119,6 +123,16 @@ impl ProxyError {
             RateLimiterUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the rate limiter (Redis) did not answer in time",
+                false,
+            ),
+            QueueFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every backend is at max_connections and the queue is full",
+                false,
+            ),
+            QueueTimeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no backend under max_connections within queue.timeout",
                 false,
             ),
         }
@@ -189,6 +203,8 @@ impl ProxyError {
             HeadTimeout => LocalReason::HeadTimeout,
             RateLimited(_) => LocalReason::RateLimited,
             RateLimiterUnavailable => LocalReason::RateLimiterUnavailable,
+            QueueFull => LocalReason::QueueFull,
+            QueueTimeout => LocalReason::QueueTimeout,
         }
     }
 

@@ -301,11 +301,12 @@ impl Proxy {
         let mut last = ProxyError::NoHealthyBackend;
         let mut streamed_out = false;
         loop {
-            let (pick, fail_open) = match self.next_pick(&tried, sticky, key, attempts) {
-                Ok(p) => p,
-                Err(Some(e)) => return Err(e),
-                Err(None) => return Err(last),
-            };
+            let (pick, fail_open, in_flight) =
+                match self.pick_with_room(&tried, sticky, key, attempts).await {
+                    Ok(p) => p,
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => return Err(last),
+                };
             tried.insert(pick.index);
             if streamed_out {
                 // A streamed body went (partly) to the last backend: it cannot go again.
@@ -316,7 +317,6 @@ impl Proxy {
                 retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             attempts += 1;
-            let in_flight = self.health.start_request(pick.index, self.ledger);
             let sent = self.strategy.wants_latency().then(Instant::now);
             let mut result = self
                 .attempt_h1(c, head, &mut body, pick.index, tunnel, false)

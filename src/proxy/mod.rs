@@ -349,11 +349,12 @@ impl Proxy {
         let mut attempts = 0u32;
         let mut last = ProxyError::NoHealthyBackend;
         loop {
-            let (pick, fail_open) = match self.next_pick(&tried, sticky, key, attempts) {
-                Ok(p) => p,
-                Err(Some(e)) => return Err(e),
-                Err(None) => return Err(last),
-            };
+            let (pick, fail_open, in_flight) =
+                match self.pick_with_room(&tried, sticky, key, attempts).await {
+                    Ok(p) => p,
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => return Err(last),
+                };
             let backend = self.config.backends.get(pick.index);
             let slot = &self.slots[pick.index];
             tried.insert(pick.index);
@@ -374,7 +375,6 @@ impl Proxy {
                 retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             attempts += 1;
-            let in_flight = self.health.start_request(pick.index, self.ledger);
             let sent = self.strategy.wants_latency().then(Instant::now);
             let mut result = self.attempt(backend, slot, req, &upload, false).await;
             if let Err((f, unsent)) = &mut result {
@@ -672,6 +672,67 @@ impl Proxy {
         false
     }
 
+    /// The next pick and its in-flight count, waiting in the queue (`queue:`) while
+    /// every backend that could take the request is at its `max_connections`: woken
+    /// in FIFO order when one of this worker's requests ends, and re-checking every
+    /// 10 ms for room made by other workers.
+    async fn pick_with_room(
+        &self,
+        tried: &Tried,
+        sticky: Option<BackendId>,
+        key: Option<u64>,
+        attempts: u32,
+    ) -> Result<(Pick, bool, InFlightGuard), Option<ProxyError>> {
+        let mut waiting: Option<Queued> = None;
+        loop {
+            match self.next_pick(tried, sticky, key, attempts) {
+                Ok((pick, fail_open)) => {
+                    if let Some(g) = self.health.try_start_request(pick.index, self.ledger) {
+                        return Ok((pick, fail_open, g));
+                    }
+                    // Another worker took the last room first: wait for more.
+                }
+                Err(e) if !self.full_but_up(tried) => return Err(e),
+                Err(_) => {}
+            }
+            let q = match &waiting {
+                Some(q) => q,
+                None => waiting.insert(self.enter_queue()?),
+            };
+            let left =
+                (q.since + self.config.queue.timeout).saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Some(ProxyError::QueueTimeout));
+            }
+            let room = crate::health::ROOM.with(Rc::clone);
+            let _ =
+                tokio::time::timeout(left.min(Duration::from_millis(10)), room.notified()).await;
+        }
+    }
+
+    /// True when a backend this request could use is up but at its `max_connections`.
+    fn full_but_up(&self, tried: &Tried) -> bool {
+        self.health.has_caps()
+            && (0..self.health.len())
+                .any(|i| !tried.contains(i) && self.health.is_up(i) && !self.health.has_room(i))
+    }
+
+    /// A place in the queue, or 503 when it is full.
+    fn enter_queue(&self) -> Result<Queued, Option<ProxyError>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = self.health.global();
+        if g.queued.fetch_add(1, Relaxed) >= self.config.queue.size as i64 {
+            g.queued.fetch_sub(1, Relaxed);
+            return Err(Some(ProxyError::QueueFull));
+        }
+        self.ledger.queued.fetch_add(1, Relaxed);
+        Ok(Queued {
+            since: Instant::now(),
+            global: g,
+            ledger: self.ledger,
+        })
+    }
+
     /// Slow start's clock and window, when it is on and the strategy ramps (weights
     /// do not apply to consistent-hash and sticky, which keep their keys instead).
     #[inline]
@@ -732,6 +793,26 @@ impl Proxy {
                 },
             }
         }
+    }
+}
+
+/// A request waiting in the queue: counted while it waits, its wait recorded when it
+/// leaves.
+struct Queued {
+    since: Instant,
+    global: &'static crate::metrics::GlobalStats,
+    ledger: &'static Ledger,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.global.queued.fetch_sub(1, Relaxed);
+        self.ledger.queued.fetch_sub(1, Relaxed);
+        self.global.queue_waits.fetch_add(1, Relaxed);
+        self.global
+            .queue_wait_us
+            .fetch_add(self.since.elapsed().as_micros() as u64, Relaxed);
     }
 }
 

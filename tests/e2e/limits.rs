@@ -197,3 +197,71 @@ fn connections_per_client_are_capped_across_workers() {
         s.starts_with("HTTP/1.1 200")
     }));
 }
+
+/// `max_connections: 2` on the only backend, 20 concurrent slow requests: never more
+/// than 2 at the backend at once, the rest wait their turn and all complete; with
+/// `queue.timeout: 200ms` the overflow gets a 503 with its text after about 200 ms.
+#[test]
+fn max_connections_queues_and_times_out() {
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+    let be = TestBackend::start(move |_| {
+        let k = n.fetch_add(1, SeqCst) + 1;
+        m.fetch_max(k, SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        n.fetch_sub(1, SeqCst);
+        crate::support::Reply::ok("slow")
+    });
+    let run = |timeout: Duration| {
+        let lb = crate::support::Balancer::new()
+            .backend(be.addr)
+            .workers(2)
+            .admin()
+            .with(move |c| {
+                let mut backends: Vec<_> = c.backends.iter().cloned().collect();
+                backends[0].max_connections = 2;
+                c.backends = switchyard::backend::BackendSet::new(backends);
+                c.queue.timeout = timeout;
+            })
+            .start();
+        let addr = lb.addr;
+        let clients: Vec<_> = (0..20)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let t = Instant::now();
+                    let r = crate::support::client::get(addr, "/");
+                    (r.status, r.text(), t.elapsed())
+                })
+            })
+            .collect();
+        let out: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        (out, lb.metrics())
+    };
+    let (all, m) = run(Duration::from_secs(10));
+    assert!(all.iter().all(|(s, _, _)| *s == 200), "{all:?}");
+    assert!(
+        most.load(SeqCst) <= 2,
+        "{} at once at the backend",
+        most.load(SeqCst)
+    );
+    assert!(
+        m.value("switchyard_queue_wait_seconds_count", &[])
+            .unwrap_or(0.0)
+            >= 10.0
+    );
+    assert_eq!(m.value("switchyard_queue_length", &[]), Some(0.0));
+
+    most.store(0, SeqCst);
+    let (some, _) = run(Duration::from_millis(200));
+    let refused: Vec<_> = some.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert!(!refused.is_empty() && refused.len() < 20, "{some:?}");
+    for (_, text, took) in &refused {
+        assert!(text.contains("within queue.timeout"), "{text}");
+        assert!(
+            *took >= Duration::from_millis(190) && *took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+    assert!(most.load(SeqCst) <= 2);
+}

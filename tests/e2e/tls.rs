@@ -30,6 +30,7 @@ fn https(addr: SocketAddr, tls: TlsOptions) -> Backend {
         weight: 1,
         tls,
         protocol: Default::default(),
+        max_connections: 0,
     }
 }
 

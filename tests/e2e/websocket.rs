@@ -212,6 +212,7 @@ fn websocket_to_an_https_backend_that_speaks_h2_goes_over_http1() {
             insecure: false,
         },
         protocol: Default::default(),
+        max_connections: 0,
     };
     let lb = Balancer::new()
         .backend(addr)

@@ -57,6 +57,8 @@ pub(super) fn from_file(
             cx.err(&addr_key, problem, hint)
         })?;
         let mut backend = make_backend(cx, &addr_key, &spec, &out)?;
+        let key = format!("{base}.max_connections");
+        backend.max_connections = cx.number(&key, item.max_connections, 0, 0..=1_000_000)? as u32;
         if let Some(p) = &item.protocol {
             let key = format!("{base}.protocol");
             match p.as_str() {
@@ -170,6 +172,7 @@ fn make_backend(
         weight: spec.weight,
         tls: Default::default(),
         protocol: Default::default(),
+        max_connections: 0,
     })
 }
 
