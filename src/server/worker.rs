@@ -137,6 +137,11 @@ async fn sweep_pools(current: Current) {
     }
 }
 
+/// Concurrent streams an HTTP/2 client connection may open.
+pub const H2_STREAMS_PER_CONNECTION: u32 = 100;
+/// Response bytes buffered per HTTP/2 stream beyond what the client's window takes.
+pub const H2_SEND_BUFFER: usize = 64 * 1024;
+
 /// hyper's HTTP/2 connection settings, made once per worker (limits are restart-only).
 struct Builders {
     h2: http2::Builder<LocalExec>,
@@ -151,9 +156,17 @@ impl Builders {
         // may be as large as the header-section limit, so that our guard answers.
         // (HPACK counts 32 bytes per field where the guard counts 4.)
         let header_list = limits.header_section + limits.request_line + 32 * limits.headers + 1024;
+        // What one client connection may hold: hyper's defaults (200 streams, 400 KiB
+        // of unsent response per stream) let a client that opens streams and never
+        // reads (zero window) pin 80 MB and 200 backend requests per connection; 100
+        // streams of 64 KiB bound that to 6.4 MB (a stream's send window is 64 KiB
+        // unless the client raises it, so larger buffers only hold what cannot be sent
+        // yet). Each stream's backend request counts against `max_connections`.
         h2.timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(crate::upstream::H2_PING_INTERVAL)
             .keep_alive_timeout(crate::upstream::H2_PING_TIMEOUT)
+            .max_concurrent_streams(H2_STREAMS_PER_CONNECTION)
+            .max_send_buf_size(H2_SEND_BUFFER)
             .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX));
         Builders { h2 }
     }

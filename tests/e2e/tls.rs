@@ -506,3 +506,79 @@ fn http2_clients_fail_over_and_survive_backend_hangups() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One HTTP/2 client connection gets at most 100 concurrent streams (hyper's default is
+/// 200): 150 requests sent at once on one connection never have more than 100 at the
+/// backend together, and all of them are answered.
+#[test]
+fn an_http2_connection_holds_at_most_100_streams() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = tempdir("h2streams");
+    let ca = TestCa::new(&dir);
+    let (cert, key) = ca.server_cert().write(&dir, "lb");
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (n, m) = (Arc::clone(&now), Arc::clone(&most));
+    let be = crate::support::TestBackend::start(move |_| {
+        let k = n.fetch_add(1, SeqCst) + 1;
+        m.fetch_max(k, SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        n.fetch_sub(1, SeqCst);
+        crate::support::Reply::ok("ok")
+    });
+    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+    let lb = Balancer::new()
+        .backend(be.addr)
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let config = crate::support::tls::client_config(&ca, &[b"h2"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ok = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                exec, io,
+            )
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let calls: Vec<_> = (0..150)
+            .map(|i| {
+                let mut send = send.clone();
+                tokio::spawn(async move {
+                    let req = hyper::Request::get(format!("https://localhost/{i}"))
+                        .body(http_body_util::Empty::new())
+                        .unwrap();
+                    send.send_request(req).await.map(|r| r.status().as_u16())
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for c in calls {
+            if let Ok(Ok(200)) = c.await {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    assert_eq!(ok, 150);
+    let most = most.load(SeqCst);
+    assert!(
+        most <= 100,
+        "{most} requests at the backend at once from one connection"
+    );
+    assert!(most > 50, "the streams did not run concurrently: {most}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
