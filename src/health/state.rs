@@ -299,7 +299,12 @@ impl HealthTable {
         let total = &ledger.in_flight_total;
         mine.fetch_add(1, Relaxed);
         total.fetch_add(1, Relaxed);
-        Some(InFlightGuard { slot, mine, total })
+        Some(InFlightGuard {
+            slot,
+            mine,
+            total,
+            capped: true,
+        })
     }
 
     /// Counts one request in flight to backend `i`, in the shared gauge and in the
@@ -312,7 +317,12 @@ impl HealthTable {
         slot.in_flight.fetch_add(1, Relaxed);
         mine.fetch_add(1, Relaxed);
         total.fetch_add(1, Relaxed);
-        InFlightGuard { slot, mine, total }
+        InFlightGuard {
+            slot,
+            mine,
+            total,
+            capped: false,
+        }
     }
 
     /// A successful exchange or probe.
@@ -383,6 +393,8 @@ pub struct InFlightGuard {
     slot: &'static Slot,
     mine: &'static AtomicU32,
     total: &'static AtomicU32,
+    /// Counted under a `max_connections`: its end may let a queued request go.
+    capped: bool,
 }
 
 impl Drop for InFlightGuard {
@@ -390,8 +402,10 @@ impl Drop for InFlightGuard {
         self.slot.in_flight.fetch_sub(1, Relaxed);
         self.mine.fetch_sub(1, Relaxed);
         self.total.fetch_sub(1, Relaxed);
-        // A request of this worker may be waiting for the room this frees.
-        ROOM.with(|n| n.notify_one());
+        if self.capped {
+            // A request of this worker may be waiting for the room this frees.
+            ROOM.with(|n| n.notify_one());
+        }
     }
 }
 

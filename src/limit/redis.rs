@@ -104,7 +104,7 @@ impl RedisLimiter {
                 retry_after_ns: retry_after_us.saturating_mul(1000),
             }),
             Ok(Err(e)) => {
-                self.failed();
+                self.failed(&e);
                 Err(Unavailable::Down(e.to_string()))
             }
             Err(_) => Err(Unavailable::Timeout),
@@ -135,21 +135,27 @@ impl RedisLimiter {
         {
             Ok(Ok(c)) => {
                 *self.conn.borrow_mut() = Some(c.clone());
-                self.quiet_until.set(None);
+                if self.quiet_until.take().is_some() {
+                    tracing::info!(url = %self.config.url, "redis is back");
+                }
                 Ok(Some(c))
             }
             Ok(Err(e)) => {
-                self.failed();
+                self.failed(&e);
                 Err(Unavailable::Down(e.to_string()))
             }
             Err(_) => {
-                self.failed();
+                self.failed(&"connect timed out");
                 Err(Unavailable::Timeout)
             }
         }
     }
 
-    fn failed(&self) {
+    fn failed(&self, why: &dyn std::fmt::Display) {
+        // Once per outage: a request-per-line log would flood while Redis is away.
+        if self.quiet_until.get().is_none() {
+            tracing::warn!(url = %self.config.url, "redis unavailable ({why}): on_error = {:?} until it is back", self.config.on_error);
+        }
         *self.conn.borrow_mut() = None;
         self.quiet_until
             .set(Some(Instant::now() + Duration::from_secs(1)));

@@ -613,10 +613,12 @@ impl Proxy {
                 (Scope::Local, _) | (Scope::Redis, None) => {
                     crate::limit::check(table, key, now, l.pace())
                 }
-                (Scope::Redis, Some(redis)) => match redis.check(key, l.pace()).await {
+                // Boxed: the round trip's state stays out of every request's future.
+                (Scope::Redis, Some(redis)) => match Box::pin(redis.check(key, l.pace())).await {
                     Ok(d) => d,
+                    // Logged at warn by the limiter once per outage, not per request.
                     Err(why) => {
-                        tracing::warn!(limit = %l.name, "rate limiter unavailable: {why:?}");
+                        tracing::debug!(limit = %l.name, "rate limiter unavailable: {why:?}");
                         match redis.config.on_error {
                             crate::limit::redis::OnError::Allow => continue,
                             crate::limit::redis::OnError::Deny => {
@@ -704,9 +706,8 @@ impl Proxy {
             if left.is_zero() {
                 return Err(Some(ProxyError::QueueTimeout));
             }
-            let room = crate::health::ROOM.with(Rc::clone);
-            let _ =
-                tokio::time::timeout(left.min(Duration::from_millis(10)), room.notified()).await;
+            // Boxed: the wait's timer stays out of every request's future.
+            Box::pin(wait_for_room(left.min(Duration::from_millis(10)))).await;
         }
     }
 
@@ -794,6 +795,12 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Waits until one of this worker's capped requests ends, or `most`.
+async fn wait_for_room(most: Duration) {
+    let room = crate::health::ROOM.with(Rc::clone);
+    let _ = tokio::time::timeout(most, room.notified()).await;
 }
 
 /// A request waiting in the queue: counted while it waits, its wait recorded when it
