@@ -13,16 +13,23 @@ use std::net::SocketAddr;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(pub u64);
 
+/// FNV-1a's offset basis: where a hash of nothing starts.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes`, continuing from `h`: tiny, fast, deterministic across processes,
+/// machines and versions (backend ids, and the keys of hashing and rate limits).
+pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 impl BackendId {
     /// Id of a normalised `host:port` address (see [`normalise`]).
     pub fn of(normalised: &str) -> BackendId {
-        // FNV-1a: tiny, fast, deterministic across processes, machines and versions.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in normalised.as_bytes() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        BackendId(h)
+        BackendId(fnv1a(FNV_OFFSET, normalised.as_bytes()))
     }
 
     /// Parses the 16-hex-digit form produced by `Display` (the sticky cookie value).

@@ -51,15 +51,11 @@ pub struct LeastLatency {
     ewma: Box<[Cell<Ewma>]>,
     /// Running average of all observations (µs): the cost of an unmeasured backend.
     neutral: Cell<f64>,
-    rng: Cell<u64>,
+    rng: super::XorShift,
 }
 
 impl LeastLatency {
     pub fn new(set: &BackendSet) -> LeastLatency {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
-            | 1;
         LeastLatency {
             ewma: set
                 .iter()
@@ -71,18 +67,8 @@ impl LeastLatency {
                 })
                 .collect(),
             neutral: Cell::new(1000.0),
-            rng: Cell::new(seed),
+            rng: super::XorShift::new(),
         }
-    }
-
-    fn next_random(&self, below: usize) -> usize {
-        // xorshift64*: a worker's own stream, no shared state.
-        let mut x = self.rng.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.set(x);
-        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as usize * below) >> 32
     }
 
     /// Backend `i`'s cost at `now` (µs), decayed since its last observation.
@@ -158,8 +144,8 @@ impl Strategy for LeastLatency {
         if n == 0 {
             return None;
         }
-        let a = self.eligible_from(view, n, self.next_random(n), None)?;
-        let Some(b) = self.eligible_from(view, n, self.next_random(n), Some(a)) else {
+        let a = self.eligible_from(view, n, self.rng.below(n), None)?;
+        let Some(b) = self.eligible_from(view, n, self.rng.below(n), Some(a)) else {
             return Some(a);
         };
         let now = now_us();

@@ -45,12 +45,7 @@ pub fn mix(mut x: u64) -> u64 {
 /// instance and version.
 #[inline]
 pub fn hash_key(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix(h)
+    mix(crate::backend::fnv1a(crate::backend::FNV_OFFSET, bytes))
 }
 
 /// Builds the table: slot -> index into `backends` (`(id, weight)` pairs). `size`

@@ -216,16 +216,18 @@ impl View<'_> {
     }
 }
 
-/// A per-worker xorshift64* stream: `admit` draws for slow-start thinning.
+/// A per-worker xorshift64* stream, seeded from the clock: the cheap draws of
+/// least-latency's two choices and of slow-start thinning (`admit`). Not for anything
+/// a client must not predict (`random` uses a CSPRNG).
 #[derive(Debug)]
-pub(crate) struct Thin(std::cell::Cell<u64>);
+pub(crate) struct XorShift(std::cell::Cell<u64>);
 
-impl Thin {
-    pub(crate) fn new() -> Thin {
+impl XorShift {
+    pub(crate) fn new() -> XorShift {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x2545_f491, |d| d.as_nanos() as u64);
-        Thin(std::cell::Cell::new(seed | 1))
+        XorShift(std::cell::Cell::new(seed | 1))
     }
 
     /// A uniform draw in [0, 1).
@@ -237,6 +239,12 @@ impl Thin {
         x ^= x >> 27;
         self.0.set(x);
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniform draw in `[0, n)` (multiply-shift; the bias is below 2^-32 x n).
+    #[inline]
+    pub(crate) fn below(&self, n: usize) -> usize {
+        ((self.unit() * (1u64 << 32) as f64) as u64 as usize * n) >> 32
     }
 
     /// True with probability `view.ramp(i)`: a strategy without weights thins a

@@ -14,7 +14,7 @@
 
 use std::cell::Cell;
 
-use super::{Strategy, Thin, View};
+use super::{Strategy, View, XorShift};
 use crate::backend::BackendSet;
 
 /// Round-robin over the eligible backends of one set.
@@ -24,7 +24,7 @@ pub struct RoundRobin {
     /// Where the next scan starts; always `< n` (or 0 for an empty set).
     next: Cell<usize>,
     /// Slow start: a ramping backend's turn is taken with probability of its ramp.
-    thin: Thin,
+    thin: XorShift,
 }
 
 impl RoundRobin {
@@ -32,7 +32,7 @@ impl RoundRobin {
         RoundRobin {
             n: set.len(),
             next: Cell::new(0),
-            thin: Thin::new(),
+            thin: XorShift::new(),
         }
     }
 }

@@ -297,15 +297,21 @@ impl Region {
     }
 }
 
-/// Milliseconds of a monotonic clock that every process on the machine agrees on.
-pub fn monotonic_ms() -> u64 {
+/// Nanoseconds of CLOCK_MONOTONIC, which every process on the machine agrees on (rate
+/// limits, slow start, systemd's MONOTONIC_USEC).
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+    (ts.tv_sec as u64) * 1_000_000_000 + (ts.tv_nsec as u64)
+}
+
+/// Milliseconds of the same clock.
+pub fn monotonic_ms() -> u64 {
+    monotonic_ns() / 1_000_000
 }
 
 #[cfg(test)]

@@ -79,11 +79,7 @@ impl RateLimit {
 
     /// The table key of this limit for a request's key value.
     pub fn key_of(&self, value: &[u8]) -> u64 {
-        let mut h = self.name_hash ^ 0x9e37_79b9_7f4a_7c15;
-        for b in value {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let h = crate::backend::fnv1a(self.name_hash ^ 0x9e37_79b9_7f4a_7c15, value);
         crate::balance::maglev::mix(h)
     }
 }
@@ -99,17 +95,6 @@ pub fn parse_rate(s: &str) -> Option<(u64, u64)> {
         _ => return None,
     };
     Some((n, window))
-}
-
-/// ns of CLOCK_MONOTONIC, which every process on the machine shares.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The hash of a limit's name.

@@ -597,7 +597,7 @@ impl Proxy {
         if limits.is_empty() {
             return None;
         }
-        let now = crate::limit::monotonic_ns();
+        let now = crate::health::shared::monotonic_ns();
         let table = self.health.rate_table();
         for l in limits {
             let key = match &l.key {

@@ -45,13 +45,7 @@ pub fn ready() {
 
 /// A reload starts; [`ready`] ends it.
 pub fn reloading() {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000;
+    let usec = crate::health::shared::monotonic_ns() / 1000;
     send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
 }
 
