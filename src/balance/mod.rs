@@ -230,21 +230,27 @@ impl XorShift {
         XorShift(std::cell::Cell::new(seed | 1))
     }
 
-    /// A uniform draw in [0, 1).
+    /// The next 64 bits of the stream.
     #[inline]
-    pub(crate) fn unit(&self) -> f64 {
+    fn next(&self) -> u64 {
         let mut x = self.0.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         self.0.set(x);
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// A uniform draw in `[0, n)` (multiply-shift; the bias is below 2^-32 x n).
+    /// A uniform draw in [0, 1).
+    #[inline]
+    pub(crate) fn unit(&self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniform draw in `[0, n)` (multiply-shift; the bias is below n / 2^32).
     #[inline]
     pub(crate) fn below(&self, n: usize) -> usize {
-        ((self.unit() * (1u64 << 32) as f64) as u64 as usize * n) >> 32
+        ((self.next() >> 32) as usize * n) >> 32
     }
 
     /// True with probability `view.ramp(i)`: a strategy without weights thins a

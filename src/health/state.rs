@@ -77,6 +77,9 @@ pub struct HealthTable {
     thresholds: Thresholds,
     /// `max_connections` per backend (0 = none).
     caps: Box<[u32]>,
+    /// Whether any backend has one (every pick asks `has_room`; without caps that is
+    /// this one well-predicted load).
+    any_caps: bool,
 }
 
 impl HealthTable {
@@ -106,6 +109,7 @@ impl HealthTable {
             addresses: set.iter().map(|b| b.address.clone()).collect(),
             thresholds,
             caps: set.iter().map(|b| b.max_connections).collect(),
+            any_caps: set.iter().any(|b| b.max_connections > 0),
         }
     }
 
@@ -264,13 +268,16 @@ impl HealthTable {
     /// Whether backend `i` is under its `max_connections` (or has none).
     #[inline]
     pub fn has_room(&self, i: usize) -> bool {
+        if !self.any_caps {
+            return true;
+        }
         let cap = self.caps.get(i).copied().unwrap_or(0);
         cap == 0 || self.slots[i].in_flight.load(Relaxed) < cap
     }
 
     /// Whether any backend has a `max_connections`.
     pub fn has_caps(&self) -> bool {
-        self.caps.iter().any(|&c| c > 0)
+        self.any_caps
     }
 
     /// Like [`HealthTable::start_request`], but only while backend `i` is under its
