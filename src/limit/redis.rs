@@ -31,7 +31,7 @@ pub struct RedisConfig {
     pub on_error: OnError,
 }
 
-/// The GCRA step. KEYS[1]: the key; ARGV[1]: period (µs); ARGV[2]: tolerance (µs).
+/// The GCRA step (as [`super::check`]: slots stay on one grid). KEYS[1]: the key; ARGV[1]: period (µs); ARGV[2]: tolerance (µs).
 /// Returns {1, remaining} or {0, retry after (µs)}.
 const GCRA: &str = r"
 local t = redis.call('TIME')
@@ -39,7 +39,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
+if now > tat then tat = tat + math.floor((now - tat) / period) * period end
 if tat - now > tolerance then
   return {0, tat - now - tolerance}
 end
