@@ -29,6 +29,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod http1;
 pub mod limit;
@@ -137,7 +138,8 @@ pub fn serve(
         server::master::run(config, reload, sockets, life, signals)?;
         return Ok(());
     }
-    let control = server::control::Control::new(reload)?;
+    let mut control = server::control::Control::new(reload)?;
+    let config = control.first_generation(config);
     let mut sockets = server::Sockets::open(&config, inherited)?;
     let config = Arc::new(config);
     let pid_file = pid_file.map(server::pidfile::PidFile::write).transpose()?;

@@ -163,7 +163,14 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Skip TLS verification for every backend (`-k`); TLS itself arrives later.
     pub insecure: bool,
+    /// `discovery:`: sources of more backends (run by the loader, never by workers).
+    pub discovery: Vec<crate::discovery::Source>,
+    /// `resolver:`: the nameserver DNS discovery asks; `None`: /etc/resolv.conf's.
+    pub resolver: Option<SocketAddr>,
 }
+
+/// Backend addresses resolved by the loader, by normalised `host:port`.
+pub type Resolved = std::collections::HashMap<String, Vec<SocketAddr>>;
 
 /// Values given on the command line; each one that is set wins over the file.
 #[derive(Clone, Debug, Default)]
@@ -267,6 +274,30 @@ impl Config {
             e
         })?;
         validate::build(Some((path, text)), parsed, overrides)
+    }
+
+    /// Parses and validates config text as [`Config::parse`], taking every backend's
+    /// addresses from `resolved` instead of resolving (a worker building the
+    /// generation its loader sent).
+    pub fn parse_resolved(
+        path: &Path,
+        text: &str,
+        overrides: &Overrides,
+        resolved: &Resolved,
+    ) -> Result<Config, ConfigError> {
+        let parsed = file::FileConfig::parse(text).map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })?;
+        validate::build_resolved(Some((path, text)), parsed, overrides, resolved)
+    }
+
+    /// Every backend's addresses, for [`Config::parse_resolved`] elsewhere.
+    pub fn resolved(&self) -> Resolved {
+        self.backends
+            .iter()
+            .map(|b| (b.address.clone(), b.addrs.clone()))
+            .collect()
     }
 
     /// Checks config text as [`Config::parse`] does, every key and value, but without

@@ -14,6 +14,7 @@
 mod client;
 pub mod conn_io;
 pub mod control;
+pub mod generation;
 pub mod h1;
 pub mod handover;
 pub mod listener;
@@ -155,6 +156,11 @@ impl Running {
     /// The listening sockets and the admin socket, for a binary upgrade.
     pub fn sockets(&self) -> (&[TcpListener], Option<&TcpListener>) {
         (&self.handover, self.admin.as_ref())
+    }
+
+    /// The shared region (health, metrics, ledgers).
+    pub fn region(&self) -> &'static Region {
+        self.region
     }
 
     /// The current snapshot.
