@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::metrics::prometheus;
-use crate::server::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Serves the admin endpoints on `listener` until `stop` turns true.
 pub async fn serve(

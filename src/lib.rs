@@ -36,6 +36,7 @@ pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 
@@ -121,7 +122,7 @@ pub fn serve(
 ) -> Result<(), Error> {
     // Read (and cleared) first, before any thread exists.
     let inherited = server::handover::Inherited::from_env()?;
-    tls::client::warn_insecure(None, &config);
+    config::warn_insecure(None, &config);
     // Resolved now: by the time of a SIGUSR2 the file may have been replaced, and
     // /proc/self/exe would then name the deleted one.
     let exe = std::env::current_exe().ok();

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::backend::{BackendSet, BackendSpec};
 use crate::balance::StrategyKind;
+pub use crate::tls::server::CertificatePaths;
 
 pub use duration::parse_duration;
 
@@ -107,13 +108,6 @@ impl ListenTls {
     }
 }
 
-/// One certificate chain and its private key (PEM files).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertificatePaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// `queue:`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QueueConfig {
@@ -167,6 +161,19 @@ pub struct Config {
     pub discovery: Vec<crate::discovery::Source>,
     /// `resolver:`: the nameserver DNS discovery asks; `None`: /etc/resolv.conf's.
     pub resolver: Option<SocketAddr>,
+}
+
+/// Warns about every backend of `config` that skips certificate verification and did
+/// not already in `previous` (the config a reload replaces; `None` at start).
+pub fn warn_insecure(previous: Option<&Config>, config: &Config) {
+    let was_insecure = |b: &crate::backend::Backend| {
+        previous.is_some_and(|p| p.backends.iter().any(|o| o.id == b.id && o.tls.insecure))
+    };
+    for b in config.backends.iter() {
+        if b.scheme == crate::backend::Scheme::Https && b.tls.insecure && !was_insecure(b) {
+            tracing::warn!(backend = %b.address, "TLS certificate verification is OFF for this backend");
+        }
+    }
 }
 
 /// Backend addresses resolved by the loader, by normalised `host:port`.

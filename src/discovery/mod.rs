@@ -4,13 +4,11 @@
 //! mode, the control loop in thread mode. It never runs in a worker, so every worker
 //! serves the same backend set. Each `discovery:` item is a [`Source`]; its task
 //! ([`dns`] or [`etcd`]) sends the source's whole current set as an [`Update`] when it
-//! changes (or an error, after which the last known set is kept). The loader then
-//! builds the next generation with [`merge`]: the static `backends:` followed by every
-//! source's entries, a backend that two places name counted once (the first). A merged
-//! generation applies like a reload: backends that stay keep their health and pools,
-//! removed ones finish their in-flight requests on the old generation.
+//! changes (or an error, after which the last known set is kept); the loader
+//! (`server::generation`) builds the next generation from them.
 //!
-//! This module is mechanism: it knows the config's plain data, never the server.
+//! This module is mechanism: it knows neither the config nor the server; the config
+//! holds its [`Source`]s as plain data.
 
 pub mod dns;
 pub mod etcd;
@@ -20,9 +18,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-
-use crate::backend::{Backend, BackendId, BackendSet};
-use crate::config::Config;
 
 /// One `discovery:` item.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,41 +95,6 @@ impl Sets {
     }
 }
 
-/// `config` (built from the file) with the discovered backends added after its own.
-pub fn merge(mut config: Config, sets: &Sets) -> Config {
-    if config.discovery.is_empty() {
-        return config;
-    }
-    let mut backends: Vec<Backend> = config.backends.iter().cloned().collect();
-    for e in sets.entries() {
-        if backends.iter().any(|b| b.address == e.address) {
-            continue;
-        }
-        if let Some(b) = discovered_backend(e) {
-            backends.push(b);
-        }
-    }
-    config.backends = BackendSet::new(backends);
-    config
-}
-
-/// A plain-HTTP backend with default options for a discovered entry.
-fn discovered_backend(e: &Entry) -> Option<Backend> {
-    let spec = crate::backend::parse_spec(&e.address).ok()?;
-    Some(Backend {
-        id: BackendId::of(&e.address),
-        address: e.address.clone(),
-        host: spec.host,
-        port: spec.port,
-        scheme: spec.scheme,
-        addrs: e.addrs.clone(),
-        weight: e.weight.max(1),
-        tls: Default::default(),
-        protocol: Default::default(),
-        max_connections: 0,
-    })
-}
-
 /// The normalised address of `addr` (what a backend id hashes).
 pub fn address_of(addr: SocketAddr) -> String {
     crate::backend::normalise(&addr.ip_with_brackets(), addr.port())
@@ -161,8 +121,6 @@ pub fn backoff(failures: u32) -> Duration {
 /// Running source tasks; dropping it stops them.
 pub struct Watchers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    sources: Vec<Source>,
-    resolver: Option<SocketAddr>,
 }
 
 impl Watchers {
@@ -185,16 +143,7 @@ impl Watchers {
                 }
             })
             .collect();
-        Watchers {
-            tasks,
-            sources: sources.to_vec(),
-            resolver,
-        }
-    }
-
-    /// True when `config` asks for other sources than these run.
-    pub fn differ(&self, config: &Config) -> bool {
-        self.sources != config.discovery || self.resolver != config.resolver
+        Watchers { tasks }
     }
 }
 
@@ -209,9 +158,9 @@ impl Drop for Watchers {
 /// The first set of every source, before any worker starts (each source gets up to
 /// `within`; one that fails or is late starts empty, logged, and its task keeps
 /// trying). Runs its own short-lived runtime, so no thread or runtime outlives it.
-pub fn initial(config: &Config, within: Duration) -> Sets {
-    let mut sets = Sets(vec![Vec::new(); config.discovery.len()]);
-    if config.discovery.is_empty() {
+pub fn initial(sources: &[Source], resolver: Option<SocketAddr>, within: Duration) -> Sets {
+    let mut sets = Sets(vec![Vec::new(); sources.len()]);
+    if sources.is_empty() {
         return sets;
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -226,16 +175,16 @@ pub fn initial(config: &Config, within: Duration) -> Sets {
     };
     rt.block_on(async {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _w = Watchers::start(&config.discovery, config.resolver, &tx);
+        let _w = Watchers::start(sources, resolver, &tx);
         let deadline = tokio::time::Instant::now() + within;
-        let mut heard = vec![false; config.discovery.len()];
+        let mut heard = vec![false; sources.len()];
         while heard.iter().any(|h| !h) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(u)) => {
                     if let Some(h) = heard.get_mut(u.source) {
                         *h = true;
                     }
-                    report(&config.discovery, &u, None);
+                    report(sources, &u, None);
                     sets.apply(&u);
                 }
                 _ => break,
@@ -243,7 +192,7 @@ pub fn initial(config: &Config, within: Duration) -> Sets {
         }
         for (i, h) in heard.iter().enumerate() {
             if !h {
-                let label = config.discovery[i].label();
+                let label = sources[i].label();
                 tracing::warn!(source = %label, "discovery: no answer at start; starting without it");
             }
         }

@@ -16,12 +16,52 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::keep_restart_only_settings;
+use crate::backend::{Backend, BackendId, BackendSet};
 use crate::config::{Config, ConfigError, Overrides, Resolved};
 use crate::discovery::{self, Entry, Sets, Update, Watchers};
 use crate::health::Region;
 
 /// How long the first lookup of each discovery source may hold up the start.
 pub const FIRST_LOOKUP_WITHIN: Duration = Duration::from_secs(3);
+
+/// `config` (built from the file) with the discovered backends added after its own:
+/// the static `backends:` first, then every source's entries in order; a backend
+/// named twice is counted once (the first). A merged generation applies like a
+/// reload: backends that stay keep their health and pools, removed ones finish their
+/// in-flight requests on the old generation.
+pub fn merge(mut config: Config, sets: &Sets) -> Config {
+    if config.discovery.is_empty() {
+        return config;
+    }
+    let mut backends: Vec<Backend> = config.backends.iter().cloned().collect();
+    for e in sets.entries() {
+        if backends.iter().any(|b| b.address == e.address) {
+            continue;
+        }
+        if let Some(b) = discovered_backend(e) {
+            backends.push(b);
+        }
+    }
+    config.backends = BackendSet::new(backends);
+    config
+}
+
+/// A plain-HTTP backend with default options for a discovered entry.
+fn discovered_backend(e: &Entry) -> Option<Backend> {
+    let spec = crate::backend::parse_spec(&e.address).ok()?;
+    Some(Backend {
+        id: BackendId::of(&e.address),
+        address: e.address.clone(),
+        host: spec.host,
+        port: spec.port,
+        scheme: spec.scheme,
+        addrs: e.addrs.clone(),
+        weight: e.weight.max(1),
+        tls: Default::default(),
+        protocol: Default::default(),
+        max_connections: 0,
+    })
+}
 
 /// What the master sends a worker for each new generation (JSON on the control
 /// socket, after a `generation LEN` line).
@@ -44,7 +84,7 @@ impl Message {
         let config = Config::parse_resolved(path, &m.text, overrides, &m.resolved)
             .map_err(|e| e.to_string())?;
         let config = keep_restart_only_settings(running, config);
-        Ok(discovery::merge(config, &Sets(vec![m.discovered])))
+        Ok(merge(config, &Sets(vec![m.discovered])))
     }
 }
 
@@ -70,8 +110,8 @@ impl Loader {
         overrides: Overrides,
         text: Option<Vec<u8>>,
     ) -> (Loader, Config, mpsc::UnboundedReceiver<Update>) {
-        let sets = discovery::initial(&base, FIRST_LOOKUP_WITHIN);
-        let config = discovery::merge(base.clone(), &sets);
+        let sets = discovery::initial(&base.discovery, base.resolver, FIRST_LOOKUP_WITHIN);
+        let config = merge(base.clone(), &sets);
         let (tx, rx) = mpsc::unbounded_channel();
         let loader = Loader {
             path,
@@ -145,7 +185,7 @@ impl Loader {
 
     /// The config of the current generation: the file's, with what discovery found.
     pub fn current(&self) -> Config {
-        discovery::merge(self.base.clone(), &self.sets)
+        merge(self.base.clone(), &self.sets)
     }
 
     /// The message that gives a worker `config` (the current generation).

@@ -33,7 +33,7 @@ use super::handover::Outcome;
 use super::signals::{self, SignalFd, Signals};
 use super::{RunState, Snapshot, worker};
 use crate::config::{Config, Overrides, input, reload};
-use crate::health::{Region, probe};
+use crate::health::Region;
 
 /// What a child process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -377,7 +377,7 @@ fn reload_all(
     }
     match loader.reload(&plan.config, text) {
         Ok(config) => {
-            crate::tls::client::warn_insecure(Some(&plan.config), &config);
+            crate::config::warn_insecure(Some(&plan.config), &config);
             publish(plan, children, loader, config, why);
         }
         Err(e) => tracing::error!(
@@ -584,17 +584,14 @@ fn prober_main(
         .build()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     rt.block_on(async move {
-        if let Some(l) = admin {
-            tokio::spawn(crate::admin::serve(l, snapshots.clone(), stop_rx.clone()));
-        }
-        let probing = tokio::spawn(probe::run(snapshots, stop_rx));
+        let sidecar = tokio::spawn(super::sidecar::serve(snapshots, admin, stop_rx));
         while state.changed().await.is_ok() {
             if matches!(*state.borrow(), RunState::Draining { .. }) {
                 break;
             }
         }
         let _ = stop_tx.send(true);
-        let _ = probing.await;
+        let _ = sidecar.await;
     });
     Ok(())
 }
