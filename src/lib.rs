@@ -82,14 +82,29 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
             b.wait();
             Ok(())
         }
-        Some(cli::Command::Check { config }) => {
+        Some(cli::Command::Completions { shell }) => {
+            cli::completions(shell, &mut std::io::stdout())?;
+            Ok(())
+        }
+        Some(cli::Command::Manpage) => {
+            cli::manpage(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Some(cli::Command::Check { file, config }) => {
+            let Some(config) = file.or(config) else {
+                return Err(Error::Usage("check needs a config file".into()));
+            };
             let c = Config::load(&config, &config::Overrides::default())?;
-            println!(
-                "{}: ok ({} backends, strategy {})",
-                config.display(),
-                c.backends.len(),
+            let n = c.backends.len();
+            let mut what = format!(
+                "{n} backend{}, strategy {}",
+                if n == 1 { "" } else { "s" },
                 c.strategy.name()
             );
+            if !c.discovery.is_empty() {
+                what += &format!(", {} discovery source(s)", c.discovery.len());
+            }
+            println!("{}: ok ({what})", config.display());
             Ok(())
         }
         None => {
