@@ -6,6 +6,7 @@
 //! is parsed and resolved, every duration is positive, every limit is sane.
 //! Errors are [`ConfigError`]s that name the file, line, key, problem and a hint.
 
+pub mod diff;
 mod duration;
 mod file;
 pub mod input;

@@ -406,11 +406,11 @@ pub(super) mod tests {
     /// One valid backend, to prefix snippets that test something else.
     pub(super) const B: &str = "backends: [127.0.0.1:9001]\n";
 
-    pub(super) fn load_with(text: &str, o: &Overrides) -> Result<Config, ConfigError> {
+    pub(in crate::config) fn load_with(text: &str, o: &Overrides) -> Result<Config, ConfigError> {
         Config::parse(Path::new("sy.yaml"), text, o)
     }
 
-    pub(super) fn load(text: &str) -> Result<Config, ConfigError> {
+    pub(in crate::config) fn load(text: &str) -> Result<Config, ConfigError> {
         load_with(text, &Overrides::default())
     }
 

@@ -83,7 +83,7 @@ impl Message {
         let m: Message = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         let config = Config::parse_resolved(path, &m.text, overrides, &m.resolved)
             .map_err(|e| e.to_string())?;
-        let config = keep_restart_only_settings(running, config);
+        let config = keep_restart_only_settings(running, config, false);
         Ok(merge(config, &Sets(vec![m.discovered])))
     }
 }
@@ -146,7 +146,7 @@ impl Loader {
     pub fn reload(&mut self, running: &Config, bytes: Vec<u8>) -> Result<Config, ConfigError> {
         let path = self.path.clone().unwrap_or_default();
         let base = Config::from_bytes(&path, &bytes, &self.overrides)?;
-        let base = keep_restart_only_settings(running, base);
+        let base = keep_restart_only_settings(running, base, true);
         if self.base.discovery != base.discovery || self.base.resolver != base.resolver {
             // Keep the sets of sources that are still there, wherever they moved.
             let old = std::mem::take(&mut self.sets.0);

@@ -396,12 +396,14 @@ fn publish(
     why: &str,
 ) {
     let message = loader.message(&config);
+    let changed = crate::config::diff::describe(&plan.config, &config);
     plan.config = Arc::new(config);
     plan.generation += 1;
     tracing::info!(
         trigger = why,
         generation = plan.generation,
         backends = plan.config.backends.len(),
+        changed = %changed,
         "configuration reloaded"
     );
     super::notify::reloading();

@@ -153,13 +153,14 @@ impl Running {
     /// worker count, mode, admin address) keeps its old value, with a warning.
     pub fn reload(&self, config: Config) {
         let old = self.snapshot();
-        let config = keep_restart_only_settings(&old.config, config);
+        let config = keep_restart_only_settings(&old.config, config, false);
         crate::config::warn_insecure(Some(&old.config), &config);
         let snapshot = Snapshot::new(self.region, Arc::new(config), old.generation + 1);
         tracing::info!(
             generation = snapshot.generation,
             backends = snapshot.config.backends.len(),
             strategy = snapshot.config.strategy.name(),
+            changed = %crate::config::diff::describe(&old.config, &snapshot.config),
             "configuration reloaded"
         );
         self.snapshots.send_replace(Arc::new(snapshot));
@@ -205,14 +206,24 @@ impl Drop for Running {
     }
 }
 
-/// Keeps the settings that only a restart can change, and says so.
-pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config) -> Config {
+macro_rules! warn_if {
+    ($on:expr, $($t:tt)*) => {
+        if $on {
+            tracing::warn!($($t)*);
+        }
+    };
+}
+
+/// Keeps the settings that only a restart can change, and says so when `warn` (the
+/// loader does, once per reload; workers and the swap after it do not repeat it).
+pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config, warn: bool) -> Config {
     if new.listen != old.listen {
-        tracing::warn!(old = %old.listen, new = %new.listen, "listen changed: restart switchyard to apply it");
+        warn_if!(warn, old = %old.listen, new = %new.listen, "listen changed: restart switchyard to apply it");
         new.listen = old.listen;
     }
     if new.workers != old.workers {
-        tracing::warn!(
+        warn_if!(
+            warn,
             old = old.workers,
             new = new.workers,
             "workers changed: restart switchyard to apply it"
@@ -220,11 +231,11 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config) -> Confi
         new.workers = old.workers;
     }
     if new.mode != old.mode {
-        tracing::warn!("mode changed: restart switchyard to apply it");
+        warn_if!(warn, "mode changed: restart switchyard to apply it");
         new.mode = old.mode;
     }
     if new.limits != old.limits {
-        tracing::warn!("limits changed: restart switchyard to apply them");
+        warn_if!(warn, "limits changed: restart switchyard to apply them");
         new.limits = old.limits.clone();
     }
     if new.listen_tls.is_some() != old.listen_tls.is_some() {
@@ -234,13 +245,14 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config) -> Confi
         } else {
             "plain HTTP"
         };
-        tracing::warn!(
+        warn_if!(
+            warn,
             "listen.tls added or removed: restart switchyard to apply it; the listener stays {now}"
         );
         new.listen_tls = old.listen_tls.clone();
     }
     if new.admin != old.admin {
-        tracing::warn!("admin changed: restart switchyard to apply it");
+        warn_if!(warn, "admin changed: restart switchyard to apply it");
         new.admin = old.admin;
     }
     new

@@ -100,10 +100,42 @@ fn rename_over_reload_adds_a_backend_without_errors() {
     p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
-    assert!(
-        log.contains("listen changed: restart switchyard to apply it"),
-        "no restart-needed message: {log}"
+    assert_eq!(
+        log.matches("listen changed: restart switchyard to apply it")
+            .count(),
+        1,
+        "one restart-needed message: {log}"
     );
+}
+
+/// Process mode, 2 workers: a restart-only change is warned about once (by the master),
+/// not once per process, and the reload is one log line saying what changed.
+#[test]
+fn restart_only_changes_are_warned_about_once() {
+    let a = TestBackend::named("a");
+    let dir = TempDir::new("warn-once");
+    let path = dir.0.join("lb.yaml");
+    let listen = dead_port();
+    let process = |l| yaml(l, &[a.addr]).replace("mode: thread", "mode: process");
+    std::fs::write(&path, process(listen)).unwrap();
+    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    assert!(serving(listen));
+    rename_over(
+        &path,
+        &process(dead_port()).replace("probes: false", "probes: false\n  interval: 3s"),
+    );
+    assert!(
+        p.wait_log(&["configuration reloaded"], Duration::from_secs(5))
+            .is_some()
+    );
+    assert_eq!(get(listen, "/").status, 200);
+    p.signal(libc::SIGTERM);
+    let (code, log) = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(log.matches("listen changed").count(), 1, "{log}");
+    // One line for the reload, saying what changed.
+    assert_eq!(log.matches("configuration reloaded").count(), 1, "{log}");
+    assert!(log.contains("changed=health"), "{log}");
 }
 
 #[test]
