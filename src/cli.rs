@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// error | warn | info | debug | trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: tracing::Level,
+    /// Application log lines as `text` (default) or `json`.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<crate::logging::LogFormat>,
     /// One line per request on stderr.
     #[arg(long)]
     pub access_log: bool,
@@ -148,6 +151,7 @@ impl RunArgs {
             backends: self.backends.clone(),
             access_log: self.access_log,
             insecure: self.insecure,
+            log_format: self.log_format,
         }
     }
 }
@@ -202,6 +206,10 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
         "thread" => Ok(Mode::Thread),
         _ => Err(format!("unknown mode '{s}' (write process or thread)")),
     }
+}
+
+fn parse_log_format(s: &str) -> Result<crate::logging::LogFormat, String> {
+    crate::logging::LogFormat::parse(s).ok_or_else(|| format!("'{s}' is not text or json"))
 }
 
 fn parse_log_level(s: &str) -> Result<tracing::Level, String> {

@@ -33,6 +33,7 @@ pub mod discovery;
 pub mod health;
 pub mod http1;
 pub mod limit;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -108,7 +109,6 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
             Ok(())
         }
         None => {
-            init_logging(cli.run.log_level);
             let overrides = cli.run.overrides();
             let (config, reload) = match &cli.run.config {
                 Some(path) => {
@@ -123,6 +123,11 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
                 }
                 None => (Config::from_overrides(&overrides)?, None),
             };
+            logging::init(
+                cli.run.log_level,
+                config.log_format,
+                config.log_file.as_deref(),
+            )?;
             serve(config, reload, cli.run.pid_file.as_deref())
         }
     }
@@ -190,10 +195,5 @@ fn exit_when_orphaned() {
 }
 
 fn init_logging(level: tracing::Level) {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let _ = logging::init(level, logging::LogFormat::Text, None);
 }

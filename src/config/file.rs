@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub queue: Option<QueueFile>,
     pub discovery: Option<Vec<DiscoveryFile>>,
     pub resolver: Option<String>,
+    pub log_format: Option<String>,
+    pub log_file: Option<String>,
 }
 
 /// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.

@@ -162,6 +162,10 @@ pub struct Config {
     pub discovery: Vec<crate::discovery::Source>,
     /// `resolver:`: the nameserver DNS discovery asks; `None`: /etc/resolv.conf's.
     pub resolver: Option<SocketAddr>,
+    /// `log_format` (or `--log-format`).
+    pub log_format: crate::logging::LogFormat,
+    /// `log_file`: application log lines go there (reopened on SIGUSR1), else stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 /// Warns about every backend of `config` that skips certificate verification and did
@@ -192,6 +196,7 @@ pub struct Overrides {
     pub backends: Vec<BackendSpec>,
     pub access_log: bool,
     pub insecure: bool,
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 /// A configuration problem: `FILE:LINE: KEY: problem (hint)`.

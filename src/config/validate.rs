@@ -278,6 +278,22 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     }
     let discovery = discovery::sources(&cx, file.discovery.unwrap_or_default())?;
     let resolver = discovery::resolver(&cx, file.resolver)?;
+    let log_format = match file.log_format.as_deref() {
+        None => crate::logging::LogFormat::Text,
+        Some(f) => crate::logging::LogFormat::parse(f).ok_or_else(|| {
+            let hint = "write `log_format: text` or `log_format: json`";
+            cx.err("log_format", format!("'{f}' is not text or json"), hint)
+        })?,
+    };
+    let log_format = o.log_format.unwrap_or(log_format);
+    let log_file = match file.log_file.as_deref().map(str::trim) {
+        None => None,
+        Some("") => {
+            let hint = "write a path, e.g. `log_file: /var/log/switchyard/switchyard.log`";
+            return Err(cx.err("log_file", "is empty", hint));
+        }
+        Some(p) => Some(cx.relative(p)),
+    };
     if backends.is_empty() && discovery.is_empty() {
         let hint = "add backends: - address: HOST:PORT, or pass -b HOST:PORT";
         return Err(cx.err("backends", "no backends are configured", hint));
@@ -384,6 +400,8 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         insecure: o.insecure,
         discovery,
         resolver,
+        log_format,
+        log_file,
     })
 }
 

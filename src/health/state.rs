@@ -381,7 +381,7 @@ impl HealthTable {
                             "backend marked DOWN"
                         ),
                         Some(Transition::Up) => {
-                            tracing::warn!(backend = %addr, via = ?source, "backend marked UP")
+                            tracing::info!(backend = %addr, via = ?source, "backend marked UP")
                         }
                         None => {}
                     }

@@ -115,6 +115,7 @@ pub struct Control {
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr1: Signal,
     usr2: Signal,
     changes: mpsc::UnboundedReceiver<()>,
     _watch: Option<reload::FileWatch>,
@@ -132,6 +133,7 @@ impl Control {
         let term = signal(SignalKind::terminate())?;
         let int = signal(SignalKind::interrupt())?;
         let hup = signal(SignalKind::hangup())?;
+        let usr1 = signal(SignalKind::user_defined1())?;
         let usr2 = signal(SignalKind::user_defined2())?;
         let (tx, changes) = mpsc::unbounded_channel();
         let watch = match &source {
@@ -150,6 +152,7 @@ impl Control {
             term,
             int,
             hup,
+            usr1,
             usr2,
             changes,
             _watch: watch,
@@ -182,6 +185,7 @@ impl Control {
             mut term,
             mut int,
             mut hup,
+            mut usr1,
             mut usr2,
             mut changes,
             _watch,
@@ -217,6 +221,7 @@ impl Control {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
                     _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
+                    _ = usr1.recv() => crate::logging::reopen(),
                     _ = usr2.recv() => {
                         if upgrading.is_some() {
                             tracing::warn!("SIGUSR2: an upgrade is already under way");

@@ -168,6 +168,12 @@ pub fn run(
                 let _enter = rt.enter();
                 reload_all(&mut plan, &mut children, &mut loader, why, force)
             }
+            Event::Reopen => {
+                crate::logging::reopen();
+                for control in children.values_mut().filter_map(|c| c.control.as_mut()) {
+                    let _ = writeln!(control, "reopen 0");
+                }
+            }
             Event::Discovered(u) => {
                 if let Some(config) = loader.discovered(&u, plan.region) {
                     publish(&mut plan, &mut children, &loader, config, "discovery");
@@ -263,6 +269,8 @@ enum Event {
     Discovered(crate::discovery::Update),
     /// SIGUSR2.
     Upgrade,
+    /// SIGUSR1: reopen the log file, here and in every child.
+    Reopen,
     /// The new binary serves, or failed to.
     Upgraded(Outcome),
     ChildExited,
@@ -316,6 +324,7 @@ impl Events {
                 Ok(libc::SIGINT) => Event::Drain("SIGINT"),
                 Ok(libc::SIGHUP) => Event::Reload("SIGHUP", true),
                 Ok(libc::SIGUSR2) => Event::Upgrade,
+                Ok(libc::SIGUSR1) => Event::Reopen,
                 Ok(_) => Event::ChildExited,
                 Err(e) => {
                     tracing::error!("reading signals failed: {e}");
@@ -598,7 +607,8 @@ fn prober_main(
     Ok(())
 }
 
-/// Reads `drain MS` and `generation LEN` + LEN bytes ([`Message`]) from the master. EOF (the master is
+/// Reads `drain MS`, `reopen 0` (the log file) and `generation LEN` + LEN bytes
+/// ([`Message`]) from the master. EOF (the master is
 /// gone) drains too.
 fn read_commands(
     control: UnixStream,
@@ -629,6 +639,7 @@ fn read_commands(
             words.next().and_then(|n| n.parse::<u64>().ok()),
         ) {
             (Some("drain"), Some(ms)) => return drain_now(ms),
+            (Some("reopen"), _) => crate::logging::reopen(),
             (Some("generation"), Some(len)) => {
                 let mut message = vec![0u8; len as usize];
                 if r.read_exact(&mut message).is_err() {

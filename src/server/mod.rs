@@ -251,6 +251,14 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config, warn: bo
         );
         new.listen_tls = old.listen_tls.clone();
     }
+    if new.log_format != old.log_format || new.log_file != old.log_file {
+        warn_if!(
+            warn,
+            "log_format or log_file changed: restart switchyard to apply it"
+        );
+        new.log_format = old.log_format;
+        new.log_file = old.log_file.clone();
+    }
     if new.admin != old.admin {
         warn_if!(warn, "admin changed: restart switchyard to apply it");
         new.admin = old.admin;

@@ -14,11 +14,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use tokio::io::unix::AsyncFd;
 
-const SIGNALS: [libc::c_int; 5] = [
+const SIGNALS: [libc::c_int; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
     libc::SIGCHLD,
+    libc::SIGUSR1,
     libc::SIGUSR2,
 ];
 
@@ -110,10 +111,11 @@ impl Signals {
 pub fn reset_in_child() {
     // SAFETY: setting dispositions and the mask in a single-threaded child.
     unsafe {
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SIGUSR1 too: the master relays a log reopen over the control socket.
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
             libc::signal(s, libc::SIG_IGN);
         }
-        for s in [libc::SIGCHLD, libc::SIGUSR1, libc::SIGUSR2] {
+        for s in [libc::SIGCHLD, libc::SIGUSR2] {
             libc::signal(s, libc::SIG_DFL);
         }
         let mut set: libc::sigset_t = std::mem::zeroed();

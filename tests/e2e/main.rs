@@ -13,6 +13,7 @@ mod errors;
 mod framing;
 mod health;
 mod limits;
+mod logs;
 mod parking;
 mod pool;
 mod process;
