@@ -1,0 +1,471 @@
+#!/usr/bin/env bash
+# An HA pair of switchyard instances under keepalived (VRRP), in network namespaces.
+#
+#   sudo tests/ha/run.sh                      # builds target/release/switchyard
+#   SWITCHYARD_BIN=/path/to/switchyard tests/ha/run.sh
+#
+# Needs root, `ip netns`, Debian's keepalived and curl. Every address lives inside the
+# namespaces created here (10.213.0.0/24); nothing touches the host's interfaces. All of
+# it (processes, namespaces, links) is removed on exit, also on failure or Ctrl-C.
+#
+#   ns "sw": bridge br0 with a veth to each of the others
+#   ns "a":  10.213.0.11, switchyard (sticky :8080, consistent-hash :8081) + keepalived
+#   ns "b":  10.213.0.12, the same, lower priority
+#   ns "be": 10.213.0.21-23, three echo backends be-1..be-3
+#   ns "c":  10.213.0.2, the client; the VIP is 10.213.0.100
+#
+# Checks (any failure exits 1, after the summary):
+#   1. both instances pick the same backend for the same sticky cookie and the same
+#      consistent-hash key (asked directly at 10.213.0.11 and .12, and through the VIP);
+#   2. phase 1: SIGKILL switchyard on the master (a) under load: its vrrp_script fails,
+#      the VIP moves to b; reports failed requests and the failover time; the cookies and
+#      keys still go to the same backends through the VIP;
+#   3. phase 2: switchyard on a is back (a stays BACKUP: nopreempt); SIGKILL keepalived
+#      on b under load: a takes over after the VRRP master-down timer; reports when a
+#      answers its first request, failed requests, and that b keeps a stale VIP until its
+#      keepalived starts again (which this checks it removes).
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+# ---------------------------------------------------------------------------- setup
+die() { echo "ha: $*" >&2; exit 2; }
+[[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, keepalived)"
+KEEPALIVED=$(command -v keepalived || echo /usr/sbin/keepalived)
+[[ -x $KEEPALIVED ]] || die "keepalived not found (apt-get install keepalived)"
+command -v curl >/dev/null || die "curl not found"
+command -v ip >/dev/null || die "ip (iproute2) not found"
+
+if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+  BIN=$SWITCHYARD_BIN
+else
+  echo "ha: building target/release/switchyard (set SWITCHYARD_BIN to use another binary)"
+  cargo build --release --locked
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/switchyard
+fi
+[[ -x $BIN ]] || die "no switchyard binary at $BIN"
+BIN=$(realpath "$BIN")
+
+# Unique per run, so two runs on one machine do not share namespace names.
+TAG=syha$$
+NS_SW=$TAG-sw NS_A=$TAG-a NS_B=$TAG-b NS_BE=$TAG-be NS_C=$TAG-c
+NSS=("$NS_SW" "$NS_A" "$NS_B" "$NS_BE" "$NS_C")
+NET=10.213.0
+VIP=$NET.100
+IP_A=$NET.11 IP_B=$NET.12 IP_C=$NET.2
+BACKENDS=("$NET.21:8080" "$NET.22:8080" "$NET.23:8080")
+WORK=$(mktemp -d /tmp/syha.XXXXXX)   # 0700, root's: keepalived's script security accepts it
+chmod 0700 "$WORK"
+PGIDS=()       # process groups started here (each started with setsid)
+KEEP_WORK=0
+
+cleanup() {
+  local rc=$?
+  set +e
+  for g in "${PGIDS[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
+  for ns in "${NSS[@]}"; do
+    if ip netns list | grep -qw -- "$ns"; then
+      # Anything still inside our namespaces was started by this script.
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+      ip netns del "$ns" 2>/dev/null
+    fi
+  done
+  if ((rc != 0 && KEEP_WORK)); then
+    echo "ha: logs kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { echo "$EPOCHREALTIME"; }
+# ms between two EPOCHREALTIME stamps
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
+
+# Polls COMMAND every 50 ms for at most SECONDS; returns 1 when it never succeeded.
+wait_for() {
+  local secs=$1; shift
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < end)) || return 1
+    sleep 0.05
+  done
+}
+
+# Starts a command in namespace NS as its own process group; logs to WORK/NAME.log.
+# Prints the pid (= process group id).
+spawn() {
+  local ns=$1 name=$2; shift 2
+  setsid ip netns exec "$ns" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+  local pid=$!
+  disown "$pid" # no "Killed" job notices when cleanup kills it
+  PGIDS+=("$pid")
+  echo "$pid" >"$WORK/$name.pid"
+}
+pid_of() { cat "$WORK/$1.pid"; }
+
+FAILED=()
+within() { [[ $1 -ge 0 && $1 -le $2 ]]; } # within MS LIMIT: 0 <= MS <= LIMIT
+check() { # check "what" command...
+  local what=$1; shift
+  if "$@"; then echo "  ok    $what"; else echo "  FAIL  $what"; FAILED+=("$what"); fi
+}
+
+# ------------------------------------------------------------------------- network
+echo "ha: namespaces $TAG-{sw,a,b,be,c}, net $NET.0/24, VIP $VIP; logs in $WORK"
+for ns in "${NSS[@]}"; do
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+done
+ip -n "$NS_SW" link add br0 type bridge
+ip -n "$NS_SW" link set br0 up
+# veth pairs are created inside the switch namespace, so no name is ever on the host.
+link() { # link NS PORTNAME ADDR...
+  local ns=$1 port=$2; shift 2
+  ip -n "$NS_SW" link add "$port" type veth peer name eth0 netns "$ns"
+  ip -n "$NS_SW" link set "$port" master br0 up
+  for a in "$@"; do ip -n "$ns" addr add "$a/24" dev eth0; done
+  ip -n "$ns" link set eth0 up
+}
+link "$NS_A" to-a "$IP_A"
+link "$NS_B" to-b "$IP_B"
+link "$NS_BE" to-be "$NET.21" "$NET.22" "$NET.23"
+link "$NS_C" to-c "$IP_C"
+
+# ------------------------------------------------------------------------ backends
+for i in 1 2 3; do
+  spawn "$NS_BE" "be-$i" "$BIN" backend --listen "${BACKENDS[i - 1]}" --name "be-$i"
+done
+
+# ---------------------------------------------------------------------- switchyard
+# Two services per node: sticky on :8080 (admin :9090), consistent hash on :8081 (admin
+# :9091). Both bind 0.0.0.0, so the VIP needs no ip_nonlocal_bind. Node b lists the
+# backends in the opposite order: picks must not depend on it.
+write_configs() { # node, backends...
+  local node=$1; shift
+  local list
+  list=$(printf '  - %s\n' "$@")
+  for svc in sticky hash; do
+    local port=8080 admin=9090 strategy=sticky extra="sticky: {cookie: SWITCHYARD_BACKEND}"
+    if [[ $svc == hash ]]; then
+      port=8081 admin=9091 strategy=consistent-hash
+      extra="hash: {key: 'header:X-User', load_factor: 0}"
+    fi
+    cat >"$WORK/$node-$svc.yaml" <<EOF
+listen: 0.0.0.0:$port
+admin: 127.0.0.1:$admin
+workers: 1
+mode: process
+strategy: $strategy
+$extra
+health: {path: /healthz, interval: 1s, timeout: 500ms}
+backends:
+$list
+EOF
+    "$BIN" check -c "$WORK/$node-$svc.yaml" >/dev/null
+  done
+}
+write_configs a "${BACKENDS[@]}"
+write_configs b "${BACKENDS[2]}" "${BACKENDS[1]}" "${BACKENDS[0]}"
+
+start_switchyard() { # node ns
+  for svc in sticky hash; do
+    spawn "$2" "sy-$1-$svc" "$BIN" -c "$WORK/$1-$svc.yaml"
+  done
+}
+# Both admin /healthz answer 200 and /backends shows all three backends up.
+all_up() { # ns admin-port
+  local j
+  j=$(ip netns exec "$1" curl -sf -m 1 "http://127.0.0.1:$2/backends") || return 1
+  [[ $(grep -o '"up":true' <<<"$j" | wc -l) -eq 3 ]]
+}
+wait_switchyard() { # node ns
+  for adm in 9090 9091; do
+    wait_for 15 all_up "$2" "$adm" || { KEEP_WORK=1; die "switchyard on $1 (admin :$adm) not serving with 3 backends up"; }
+  done
+}
+start_switchyard a "$NS_A"
+start_switchyard b "$NS_B"
+wait_switchyard a "$NS_A"
+wait_switchyard b "$NS_B"
+
+# ----------------------------------------------------------------------- keepalived
+# The same settings as examples/keepalived/: unicast peers, both BACKUP + nopreempt,
+# a vrrp_script on /healthz with no weight (failure = FAULT, which gives the VIP up at
+# once with a priority-0 advert). A notify script logs each state change with a time.
+cat >"$WORK/check.sh" <<'EOF'
+#!/bin/sh
+# Both services of this node must answer /healthz.
+exec /usr/bin/curl -sf -o /dev/null -m 1 http://127.0.0.1:9090/healthz http://127.0.0.1:9091/healthz
+EOF
+cat >"$WORK/notify.sh" <<'EOF'
+#!/bin/bash
+# notify TYPE NAME STATE PRIORITY
+echo "$EPOCHREALTIME $3" >>"$(dirname "$0")/state-$NODE"
+EOF
+chmod 0755 "$WORK/check.sh" "$WORK/notify.sh"
+
+write_keepalived() { # node self peer priority
+  cat >"$WORK/keepalived-$1.conf" <<EOF
+global_defs {
+  router_id switchyard_$1
+  enable_script_security
+  script_user root
+}
+vrrp_script chk_switchyard {
+  script "$WORK/check.sh"
+  interval 1
+  timeout 1
+  fall 2
+  rise 2
+}
+vrrp_instance VI_SWITCHYARD {
+  state BACKUP
+  interface eth0
+  virtual_router_id 51
+  priority $4
+  advert_int 1
+  nopreempt
+  unicast_src_ip $2
+  unicast_peer {
+    $3
+  }
+  virtual_ipaddress {
+    $VIP/24 dev eth0
+  }
+  track_script {
+    chk_switchyard
+  }
+  notify "/usr/bin/env NODE=$1 $WORK/notify.sh"
+}
+EOF
+}
+write_keepalived a "$IP_A" "$IP_B" 150
+write_keepalived b "$IP_B" "$IP_A" 100
+
+start_keepalived() { # node ns
+  : >>"$WORK/state-$1"
+  # -n: stay in the foreground (its pid is the group we kill); -R: a killed VRRP child
+  # is not respawned; -G -l: log to the console (our log file), not syslog.
+  spawn "$2" "keepalived-$1" "$KEEPALIVED" -n -R -G -l -D -P \
+    -f "$WORK/keepalived-$1.conf" -p "$WORK/ka-$1.pid" -r "$WORK/ka-vrrp-$1.pid"
+}
+state_of() { tail -n 1 "$WORK/state-$1" 2>/dev/null | awk '{print $2}'; }
+is_state() { [[ $(state_of "$1") == "$2" ]]; }
+has_vip() { ip -n "$1" -4 addr show dev eth0 | grep -q "inet $VIP/"; }
+no_vip() { ! has_vip "$1"; }
+show_addrs() {
+  local n
+  for n in a b; do
+    local ns=$NS_A
+    [[ $n == b ]] && ns=$NS_B
+    printf '    %s (%s): %s\n' "$n" "$(state_of "$n")" \
+      "$(ip -n "$ns" -4 -o addr show dev eth0 | awk '{printf "%s ", $4}')"
+  done
+}
+
+start_keepalived a "$NS_A"
+start_keepalived b "$NS_B"
+# Both start BACKUP; a (priority 150) wins after the master-down timer (~3.4 s).
+if ! wait_for 15 is_state a MASTER || ! wait_for 5 has_vip "$NS_A"; then
+  KEEP_WORK=1
+  tail -n 20 "$WORK/keepalived-a.log" "$WORK/keepalived-b.log"
+  die "a never became MASTER with the VIP"
+fi
+wait_for 10 is_state b BACKUP || die "b is not BACKUP"
+echo "ha: a is MASTER with the VIP:"
+show_addrs
+
+# -------------------------------------------------------------- picks on both nodes
+# The client namespace asks; HOST is an address (a, b or the VIP).
+backend_of() { # host:port curl-args... -> the X-Backend of the answer
+  ip netns exec "$NS_C" curl -s -m 2 -D - -o /dev/null "${@:2}" "http://$1/" |
+    tr -d '\r' | awk -F': ' 'tolower($1) == "x-backend" { print $2 }'
+}
+cookie_of() { # host:port -> SWITCHYARD_BACKEND=VALUE set by the answer
+  ip netns exec "$NS_C" curl -s -m 2 -D - -o /dev/null "http://$1/" |
+    tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: *\(SWITCHYARD_BACKEND=[^;]*\).*/\1/p'
+}
+
+# Three cookies from a (round-robin for cookie-less requests: one per backend).
+declare -A COOKIE_BE=()  # cookie -> backend a gave it for
+for _ in 1 2 3; do
+  c=$(cookie_of "$IP_A:8080")
+  [[ -n $c ]] || die "a set no SWITCHYARD_BACKEND cookie"
+  COOKIE_BE[$c]=$(backend_of "$IP_A:8080" -H "Cookie: $c")
+done
+KEYS=(user-1 user-2 user-3 user-4 user-5 user-6 user-7 user-8 user-9 user-10)
+declare -A KEY_BE=()     # key -> backend a picks
+for k in "${KEYS[@]}"; do KEY_BE[$k]=$(backend_of "$IP_A:8081" -H "X-User: $k"); done
+
+# All cookies and keys through HOST (sticky on PORT_S, hash on PORT_H) go where a sent them.
+picks_agree() { # host label
+  local bad=0 c k got
+  for c in "${!COOKIE_BE[@]}"; do
+    got=$(backend_of "$1:8080" -H "Cookie: $c")
+    [[ $got == "${COOKIE_BE[$c]}" ]] || { echo "    $2: cookie $c -> '$got', a said ${COOKIE_BE[$c]}"; bad=1; }
+  done
+  for k in "${KEYS[@]}"; do
+    got=$(backend_of "$1:8081" -H "X-User: $k")
+    [[ $got == "${KEY_BE[$k]}" ]] || { echo "    $2: key $k -> '$got', a said ${KEY_BE[$k]}"; bad=1; }
+  done
+  return "$bad"
+}
+distinct() { printf '%s\n' "$@" | sort -u | grep -c .; }
+
+echo "ha: picks (a, asked at $IP_A):"
+for c in "${!COOKIE_BE[@]}"; do echo "    cookie $c -> ${COOKIE_BE[$c]}"; done
+line=""
+for k in "${KEYS[@]}"; do line+="$k->${KEY_BE[$k]} "; done
+echo "    hash key X-User: $line"
+check "a set cookies for all 3 backends" [ "$(distinct "${COOKIE_BE[@]}")" -eq 3 ]
+check "a spreads the 10 hash keys over >= 2 backends" [ "$(distinct "${KEY_BE[@]}")" -ge 2 ]
+check "b directly ($IP_B) picks what a picks for every cookie and key" picks_agree "$IP_B" b
+check "the VIP (a) picks the same" picks_agree "$VIP" "vip(a)"
+
+# --------------------------------------------------------------------- load helpers
+# LOOPS client loops, each: one curl per request, 0.5 s connect timeout, 1 s total,
+# ~10 ms apart; a line "start end http_code" per request. Bounded by a stop file and
+# 30 s.
+LOOPS=4
+load_loop() { # url stopfile
+  local end=$((SECONDS + 30)) t0 code
+  while [[ ! -e $2 ]] && ((SECONDS < end)); do
+    t0=$EPOCHREALTIME
+    code=$(curl -s -o /dev/null -w '%{http_code}' --connect-timeout 0.5 -m 1 "$1" 2>/dev/null) || true
+    echo "$t0 $EPOCHREALTIME ${code:-000}"
+    sleep 0.01
+  done
+}
+export -f load_loop
+start_load() { # phase
+  rm -f "$WORK/stop-$1"
+  LOAD_PIDS=()
+  for i in $(seq "$LOOPS"); do
+    ip netns exec "$NS_C" bash -c 'load_loop "$@"' _ "http://$VIP:8080/" "$WORK/stop-$1" \
+      >"$WORK/load-$1-$i.txt" 2>/dev/null &
+    LOAD_PIDS+=($!)
+  done
+}
+stop_load() { # phase
+  touch "$WORK/stop-$1"
+  wait "${LOAD_PIDS[@]}" || true
+  sort -n "$WORK"/load-"$1"-*.txt >"$WORK/load-$1.txt"
+}
+# Prints "total failed first_fail_ms last_fail_ms first_ok_after_ms rate" for the
+# requests that started after KILL (ms relative to KILL; -1 when none).
+analyse() { # phase kill_time
+  awk -v k="$2" '
+    { total_all++ }
+    $1 >= k {
+      n++
+      if ($3 != "200") { f++; if (ff == "") ff = $1; lf = $2 }
+      else if (fo == "") fo = $2
+    }
+    END {
+      d = (n ? 1 : 0)
+      printf "%d %d %.0f %.0f %.0f\n", n, f,
+        (ff == "" ? -1 : (ff - k) * 1000), (lf == "" ? -1 : (lf - k) * 1000),
+        (fo == "" ? -1 : (fo - k) * 1000)
+    }' "$WORK/load-$1.txt"
+}
+# Successes among the last N requests (all loops) of a phase.
+tail_ok() { tail -n "$2" "$WORK/load-$1.txt" | awk '$3 == "200"' | wc -l; }
+requests_on() { # ns -> requests the sticky service has proxied
+  ip netns exec "$1" curl -sf -m 1 http://127.0.0.1:9090/metrics |
+    awk '/^switchyard_requests_total/ { s += $NF } END { print s + 0 }'
+}
+
+# ------------------------------------------------ phase 1: SIGKILL switchyard on a
+echo
+echo "ha: phase 1: $LOOPS client loops on http://$VIP:8080/, then SIGKILL switchyard on a (master)"
+start_load p1
+wait_for 5 test -s "$WORK/load-p1-1.txt"
+sleep 1
+K1=$(now)
+kill -KILL -- "-$(pid_of sy-a-sticky)" "-$(pid_of sy-a-hash)"
+wait_for 15 is_state b MASTER || echo "    b did not become MASTER within 15 s"
+T_FAULT=$(awk '$2 == "FAULT" { print $1; exit }' "$WORK/state-a")
+T_B_MASTER=$(awk '$2 == "MASTER" { print $1; exit }' "$WORK/state-b")
+# Load until the client has had 1.5 s of answers through b (bounded: 10 s).
+p1_recovered() {
+  awk -v k="$K1" '$1 > k && $3 == "200" { ok++ } END { exit !(ok >= 100) }' "$WORK"/load-p1-*.txt
+}
+wait_for 10 p1_recovered || true
+sleep 1
+stop_load p1
+read -r P1_N P1_F P1_FF P1_LF P1_OK < <(analyse p1 "$K1")
+echo "ha: after phase 1:"
+show_addrs
+echo "    a: FAULT at +$(ms "$K1" "${T_FAULT:-$K1}") ms; b: MASTER at +$(ms "$K1" "${T_B_MASTER:-$K1}") ms"
+echo "    requests started after the kill: $P1_N, failed: $P1_F (first failure +$P1_FF ms, last +$P1_LF ms)"
+echo "    first successful answer (from b) +$P1_OK ms after the kill"
+check "a went FAULT (its vrrp_script saw /healthz fail)" [ -n "$T_FAULT" ]
+check "b became MASTER" is_state b MASTER
+check "the VIP is on b" has_vip "$NS_B"
+check "the VIP is gone from a" no_vip "$NS_A"
+check "b answered within 10 s of the kill" within "$P1_OK" 10000
+check "the last 40 requests of phase 1 all succeeded" [ "$(tail_ok p1 40)" -eq 40 ]
+check "through the VIP (now b) every cookie and key goes where a sent it" picks_agree "$VIP" "vip(b)"
+
+# ------------------------------------------- phase 2: SIGKILL keepalived on b (master)
+echo
+echo "ha: phase 2: switchyard on a restarted (a stays BACKUP: nopreempt), then SIGKILL keepalived on b"
+start_switchyard a "$NS_A"
+wait_switchyard a "$NS_A"
+wait_for 10 is_state a BACKUP || echo "    a did not go back to BACKUP within 10 s"
+check "a is BACKUP again and did not take the VIP back (nopreempt)" is_state a BACKUP
+check "b still MASTER" is_state b MASTER
+start_load p2
+wait_for 5 test -s "$WORK/load-p2-1.txt"
+sleep 1
+BASE_A=$(requests_on "$NS_A")
+K2=$(now)
+kill -KILL -- "-$(pid_of keepalived-b)"
+: >>"$WORK/state-a"
+wait_for 15 is_state a MASTER || echo "    a did not become MASTER within 15 s"
+T_A_MASTER=$(awk -v k="$K2" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-a")
+# Poll a's request counter: when did a answer its first request through the VIP?
+T_A_SERVES=""
+end=$((SECONDS + 10))
+while ((SECONDS < end)); do
+  if (($(requests_on "$NS_A") > BASE_A)); then T_A_SERVES=$(now); break; fi
+  sleep 0.05
+done
+sleep 1
+stop_load p2
+read -r P2_N P2_F P2_FF P2_LF _ < <(analyse p2 "$K2")
+echo "ha: after phase 2 (b's keepalived died without removing its VIP):"
+show_addrs
+echo "    a: MASTER at +$(ms "$K2" "${T_A_MASTER:-$K2}") ms; a answered its first request at +$(ms "$K2" "${T_A_SERVES:-$K2}") ms"
+echo "    requests started after the kill: $P2_N, failed: $P2_F (first failure +$P2_FF ms, last +$P2_LF ms)"
+check "a became MASTER" [ -n "$T_A_MASTER" ]
+check "the VIP is on a" has_vip "$NS_A"
+check "a answers requests through the VIP within 10 s" [ -n "$T_A_SERVES" ]
+check "the last 40 requests of phase 2 all succeeded" [ "$(tail_ok p2 40)" -eq 40 ]
+check "through the VIP (now a) every cookie and key goes where a first sent it" picks_agree "$VIP" "vip(a)"
+STALE=no
+has_vip "$NS_B" && STALE=yes
+echo "    b still holds the VIP after its keepalived was killed: $STALE"
+# keepalived starting in BACKUP removes a VIP it finds on its interface.
+start_keepalived b "$NS_B"
+check "restarted keepalived on b removes the stale VIP" wait_for 10 no_vip "$NS_B"
+check "the VIP is still on a" has_vip "$NS_A"
+
+# -------------------------------------------------------------------------- summary
+echo
+echo "ha: summary"
+printf '  phase 1 (SIGKILL switchyard on the master): failover %s ms to the first answer from b; %s of %s requests failed (failures from +%s to +%s ms)\n' \
+  "$P1_OK" "$P1_F" "$P1_N" "$P1_FF" "$P1_LF"
+printf '  phase 2 (SIGKILL keepalived on the master): a MASTER after %s ms, first answer from a after %s ms; %s of %s requests failed\n' \
+  "$(ms "$K2" "${T_A_MASTER:-$K2}")" "$(ms "$K2" "${T_A_SERVES:-$K2}")" "$P2_F" "$P2_N"
+if ((${#FAILED[@]})); then
+  KEEP_WORK=1
+  echo "ha: FAILED: ${#FAILED[@]} check(s):"
+  printf '  - %s\n' "${FAILED[@]}"
+  exit 1
+fi
+echo "ha: all checks passed"
