@@ -58,7 +58,7 @@ BACKENDS=("$NET.21:8080" "$NET.22:8080" "$NET.23:8080")
 WORK=$(mktemp -d /tmp/syha.XXXXXX)   # 0700, root's: keepalived's script security accepts it
 chmod 0700 "$WORK"
 PGIDS=()       # process groups started here (each started with setsid)
-KEEP_WORK=0
+KEEP_WORK=${HA_KEEP_LOGS:-0}  # HA_KEEP_LOGS=1 keeps the logs of a passing run too
 
 cleanup() {
   local rc=$?
@@ -71,7 +71,7 @@ cleanup() {
       ip netns del "$ns" 2>/dev/null
     fi
   done
-  if ((rc != 0 && KEEP_WORK)); then
+  if ((rc != 0 || KEEP_WORK)); then
     echo "ha: logs kept in $WORK"
   else
     rm -rf "$WORK"
