@@ -58,6 +58,7 @@ BACKENDS=("$NET.21:8080" "$NET.22:8080" "$NET.23:8080")
 WORK=$(mktemp -d /tmp/syha.XXXXXX)   # 0700, root's: keepalived's script security accepts it
 chmod 0700 "$WORK"
 PGIDS=()       # process groups started here (each started with setsid)
+KA_DEAD=       # nodes whose keepalived was killed
 KEEP_WORK=${HA_KEEP_LOGS:-0}  # HA_KEEP_LOGS=1 keeps the logs of a passing run too
 
 cleanup() {
@@ -193,58 +194,32 @@ wait_switchyard a "$NS_A"
 wait_switchyard b "$NS_B"
 
 # ----------------------------------------------------------------------- keepalived
-# The same settings as examples/keepalived/: unicast peers, both BACKUP + nopreempt,
-# a vrrp_script on /healthz with no weight (failure = FAULT, which gives the VIP up at
-# once with a priority-0 advert). A notify script logs each state change with a time.
-cat >"$WORK/check.sh" <<'EOF'
-#!/bin/sh
-# Both services of this node must answer /healthz.
-exec /usr/bin/curl -sf -o /dev/null -m 1 http://127.0.0.1:9090/healthz http://127.0.0.1:9091/healthz
-EOF
+# examples/keepalived/ as shipped (unicast peers, both BACKUP + nopreempt, a vrrp_script
+# on /healthz with no weight, so a failure is FAULT, which gives the VIP up at once with
+# a priority-0 advert), with the addresses moved to 10.213.0.0/24 and a notify script
+# added that logs each state change with a time.
 cat >"$WORK/notify.sh" <<'EOF'
 #!/bin/bash
 # notify TYPE NAME STATE PRIORITY
 echo "$EPOCHREALTIME $3" >>"$(dirname "$0")/state-$NODE"
 EOF
-chmod 0755 "$WORK/check.sh" "$WORK/notify.sh"
-
-write_keepalived() { # node self peer priority
-  cat >"$WORK/keepalived-$1.conf" <<EOF
-global_defs {
-  router_id switchyard_$1
-  enable_script_security
-  script_user root
-}
-vrrp_script chk_switchyard {
-  script "$WORK/check.sh"
-  interval 1
-  timeout 1
-  fall 2
-  rise 2
-}
-vrrp_instance VI_SWITCHYARD {
-  state BACKUP
-  interface eth0
-  virtual_router_id 51
-  priority $4
-  advert_int 1
-  nopreempt
-  unicast_src_ip $2
-  unicast_peer {
-    $3
-  }
-  virtual_ipaddress {
-    $VIP/24 dev eth0
-  }
-  track_script {
-    chk_switchyard
-  }
-  notify "/usr/bin/env NODE=$1 $WORK/notify.sh"
-}
-EOF
-}
-write_keepalived a "$IP_A" "$IP_B" 150
-write_keepalived b "$IP_B" "$IP_A" 100
+chmod 0755 "$WORK/notify.sh"
+for node in a b; do
+  example=examples/keepalived/keepalived-lb1.conf
+  [[ $node == b ]] && example=examples/keepalived/keepalived-lb2.conf
+  sed -e 's/10\.0\.0\./10.213.0./g' \
+    -e "/^ *track_script {/i\\  notify \"/usr/bin/env NODE=$node $WORK/notify.sh\" root" \
+    "$example" >"$WORK/keepalived-$node.conf"
+  grep -q "notify.*$WORK/notify.sh" "$WORK/keepalived-$node.conf" || die "could not add notify to keepalived-$node.conf"
+  # keepalived 2.2.7's config test ends with SIGTERM to itself (exit 143) whenever a
+  # vrrp_script is set, good config or not; a bad one prints why and exits 4-6 first.
+  rc=0
+  "$KEEPALIVED" -t -f "$WORK/keepalived-$node.conf" >"$WORK/keepalived-$node.check" 2>&1 || rc=$?
+  if [[ ($rc -ne 0 && $rc -ne 143) || -s $WORK/keepalived-$node.check ]]; then
+    cat "$WORK/keepalived-$node.check"
+    die "keepalived -t refuses keepalived-$node.conf (from $example): exit $rc"
+  fi
+done
 
 start_keepalived() { # node ns
   : >>"$WORK/state-$1"
@@ -262,7 +237,10 @@ show_addrs() {
   for n in a b; do
     local ns=$NS_A
     [[ $n == b ]] && ns=$NS_B
-    printf '    %s (%s): %s\n' "$n" "$(state_of "$n")" \
+    local st
+    st=$(state_of "$n")
+    [[ " $KA_DEAD " == *" $n "* ]] && st="keepalived killed, last $st"
+    printf '    %s (%s): %s\n' "$n" "$st" \
       "$(ip -n "$ns" -4 -o addr show dev eth0 | awk '{printf "%s ", $4}')"
   done
 }
@@ -326,6 +304,21 @@ check "a spreads the 10 hash keys over >= 2 backends" [ "$(distinct "${KEY_BE[@]
 check "b directly ($IP_B) picks what a picks for every cookie and key" picks_agree "$IP_B" b
 check "the VIP (a) picks the same" picks_agree "$VIP" "vip(a)"
 
+# ------------------------------------------- binding the VIP itself (docs/ha.md)
+# A third instance on b listens on VIP:8090 rather than 0.0.0.0. b is BACKUP and has no
+# VIP, so the bind fails, until net.ipv4.ip_nonlocal_bind=1 (set in b's namespace only).
+sed -e "s/^listen: .*/listen: $VIP:8090/" -e "s/^admin: .*/admin: 127.0.0.1:9092/" \
+  "$WORK/b-sticky.yaml" >"$WORK/b-vip.yaml"
+refused() { [[ $1 -ne 0 && $1 -ne 124 ]]; } # exit status of a run that did not serve (124: timeout)
+rc=0
+ip netns exec "$NS_B" timeout 5 "$BIN" -c "$WORK/b-vip.yaml" >"$WORK/sy-b-vip-refused.log" 2>&1 || rc=$?
+check "b cannot listen on the VIP it does not hold (exit $rc: $(grep -m1 -io 'cannot assign[^,;]*' "$WORK/sy-b-vip-refused.log" || echo '?'))" \
+  refused "$rc"
+ip netns exec "$NS_B" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_nonlocal_bind'
+spawn "$NS_B" sy-b-vip "$BIN" -c "$WORK/b-vip.yaml"
+vip_bound_up() { ip netns exec "$NS_B" curl -sf -m 1 http://127.0.0.1:9092/healthz; }
+check "with net.ipv4.ip_nonlocal_bind=1 in b's namespace it binds the VIP and serves" wait_for 10 vip_bound_up
+
 # --------------------------------------------------------------------- load helpers
 # LOOPS client loops, each: one curl per request, 0.5 s connect timeout, 1 s total,
 # ~10 ms apart; a line "start end http_code" per request. Bounded by a stop file and
@@ -379,37 +372,53 @@ requests_on() { # ns -> requests the sticky service has proxied
     awk '/^switchyard_requests_total/ { s += $NF } END { print s + 0 }'
 }
 
+served_within() { [[ -n $1 ]] && within "$(ms "$2" "$1")" "$3"; } # TIME KILL LIMIT_MS
+
+# Polls the sticky service's request counter in NS until it passes BASE (at most 15 s);
+# prints the time it did, or nothing.
+first_served() { # ns base
+  local end=$((SECONDS + 15))
+  while ((SECONDS < end)); do
+    if (($(requests_on "$1") > $2)); then now; return; fi
+    sleep 0.05
+  done
+}
+
 # ------------------------------------------------ phase 1: SIGKILL switchyard on a
 echo
 echo "ha: phase 1: $LOOPS client loops on http://$VIP:8080/, then SIGKILL switchyard on a (master)"
 start_load p1
 wait_for 5 test -s "$WORK/load-p1-1.txt"
 sleep 1
+BASE_B=$(requests_on "$NS_B")
+G1=$(pid_of sy-a-sticky) G2=$(pid_of sy-a-hash)
 K1=$(now)
-kill -KILL -- "-$(pid_of sy-a-sticky)" "-$(pid_of sy-a-hash)"
+kill -KILL -- "-$G1" "-$G2" # each master with its worker and prober
+T_B_SERVES=$(first_served "$NS_B" "$BASE_B")
 wait_for 15 is_state b MASTER || echo "    b did not become MASTER within 15 s"
-T_FAULT=$(awk '$2 == "FAULT" { print $1; exit }' "$WORK/state-a")
-T_B_MASTER=$(awk '$2 == "MASTER" { print $1; exit }' "$WORK/state-b")
-# Load until the client has had 1.5 s of answers through b (bounded: 10 s).
+T_FAULT=$(awk -v k="$K1" '$1 > k && $2 == "FAULT" { print $1; exit }' "$WORK/state-a")
+T_B_MASTER=$(awk -v k="$K1" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-b")
+# Keep the load on until the client has had 100 answers after the kill (at most 10 s more).
 p1_recovered() {
   awk -v k="$K1" '$1 > k && $3 == "200" { ok++ } END { exit !(ok >= 100) }' "$WORK"/load-p1-*.txt
 }
 wait_for 10 p1_recovered || true
-sleep 1
 stop_load p1
 read -r P1_N P1_F P1_FF P1_LF P1_OK < <(analyse p1 "$K1")
+P1_RATE=$(awk -v n="$P1_N" -v k="$K1" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p1.txt")
 echo "ha: after phase 1:"
 show_addrs
-echo "    a: FAULT at +$(ms "$K1" "${T_FAULT:-$K1}") ms; b: MASTER at +$(ms "$K1" "${T_B_MASTER:-$K1}") ms"
-echo "    requests started after the kill: $P1_N, failed: $P1_F (first failure +$P1_FF ms, last +$P1_LF ms)"
-echo "    first successful answer (from b) +$P1_OK ms after the kill"
+echo "    a: FAULT at +$(ms "$K1" "${T_FAULT:-$K1}") ms; b: MASTER at +$(ms "$K1" "${T_B_MASTER:-$K1}") ms; b proxied its first request at +$(ms "$K1" "${T_B_SERVES:-$K1}") ms"
+echo "    client: $P1_N requests started after the kill (~$P1_RATE/s), $P1_F failed; failures from +$P1_FF ms (start) to +$P1_LF ms (end); first success +$P1_OK ms"
 check "a went FAULT (its vrrp_script saw /healthz fail)" [ -n "$T_FAULT" ]
 check "b became MASTER" is_state b MASTER
 check "the VIP is on b" has_vip "$NS_B"
 check "the VIP is gone from a" no_vip "$NS_A"
-check "b answered within 10 s of the kill" within "$P1_OK" 10000
+check "b proxied requests within 10 s of the kill" served_within "$T_B_SERVES" "$K1" 10000
+check "the client's first success after the kill came within 10 s" within "$P1_OK" 10000
 check "the last 40 requests of phase 1 all succeeded" [ "$(tail_ok p1 40)" -eq 40 ]
 check "through the VIP (now b) every cookie and key goes where a sent it" picks_agree "$VIP" "vip(b)"
+check "b's instance bound to the VIP itself answers at $VIP:8090" [ -n "$(backend_of "$VIP:8090")" ]
 
 # ------------------------------------------- phase 2: SIGKILL keepalived on b (master)
 echo
@@ -423,28 +432,24 @@ start_load p2
 wait_for 5 test -s "$WORK/load-p2-1.txt"
 sleep 1
 BASE_A=$(requests_on "$NS_A")
+G1=$(pid_of keepalived-b)
 K2=$(now)
-kill -KILL -- "-$(pid_of keepalived-b)"
-: >>"$WORK/state-a"
+kill -KILL -- "-$G1" # keepalived and its VRRP child: no priority-0 advert, VIP left behind
+KA_DEAD=b
+T_A_SERVES=$(first_served "$NS_A" "$BASE_A")
 wait_for 15 is_state a MASTER || echo "    a did not become MASTER within 15 s"
 T_A_MASTER=$(awk -v k="$K2" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-a")
-# Poll a's request counter: when did a answer its first request through the VIP?
-T_A_SERVES=""
-end=$((SECONDS + 10))
-while ((SECONDS < end)); do
-  if (($(requests_on "$NS_A") > BASE_A)); then T_A_SERVES=$(now); break; fi
-  sleep 0.05
-done
 sleep 1
 stop_load p2
 read -r P2_N P2_F P2_FF P2_LF _ < <(analyse p2 "$K2")
+P2_RATE=$(awk -v n="$P2_N" -v k="$K2" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p2.txt")
 echo "ha: after phase 2 (b's keepalived died without removing its VIP):"
 show_addrs
-echo "    a: MASTER at +$(ms "$K2" "${T_A_MASTER:-$K2}") ms; a answered its first request at +$(ms "$K2" "${T_A_SERVES:-$K2}") ms"
-echo "    requests started after the kill: $P2_N, failed: $P2_F (first failure +$P2_FF ms, last +$P2_LF ms)"
+echo "    a: MASTER at +$(ms "$K2" "${T_A_MASTER:-$K2}") ms; a proxied its first request at +$(ms "$K2" "${T_A_SERVES:-$K2}") ms"
+echo "    client: $P2_N requests started after the kill (~$P2_RATE/s), $P2_F failed$( ((P2_F)) && echo ", from +$P2_FF ms (start) to +$P2_LF ms (end)")"
 check "a became MASTER" [ -n "$T_A_MASTER" ]
 check "the VIP is on a" has_vip "$NS_A"
-check "a answers requests through the VIP within 10 s" [ -n "$T_A_SERVES" ]
+check "a proxied requests through the VIP within 10 s of the kill" served_within "$T_A_SERVES" "$K2" 10000
 check "the last 40 requests of phase 2 all succeeded" [ "$(tail_ok p2 40)" -eq 40 ]
 check "through the VIP (now a) every cookie and key goes where a first sent it" picks_agree "$VIP" "vip(a)"
 STALE=no
@@ -452,15 +457,16 @@ has_vip "$NS_B" && STALE=yes
 echo "    b still holds the VIP after its keepalived was killed: $STALE"
 # keepalived starting in BACKUP removes a VIP it finds on its interface.
 start_keepalived b "$NS_B"
+KA_DEAD=
 check "restarted keepalived on b removes the stale VIP" wait_for 10 no_vip "$NS_B"
 check "the VIP is still on a" has_vip "$NS_A"
 
 # -------------------------------------------------------------------------- summary
 echo
 echo "ha: summary"
-printf '  phase 1 (SIGKILL switchyard on the master): failover %s ms to the first answer from b; %s of %s requests failed (failures from +%s to +%s ms)\n' \
-  "$P1_OK" "$P1_F" "$P1_N" "$P1_FF" "$P1_LF"
-printf '  phase 2 (SIGKILL keepalived on the master): a MASTER after %s ms, first answer from a after %s ms; %s of %s requests failed\n' \
+printf '  phase 1, SIGKILL switchyard on the master: the client'"'"'s first success %s ms after the kill (b MASTER at %s ms); %s of %s requests failed, from +%s to +%s ms\n' \
+  "$P1_OK" "$(ms "$K1" "${T_B_MASTER:-$K1}")" "$P1_F" "$P1_N" "$P1_FF" "$P1_LF"
+printf '  phase 2, SIGKILL keepalived on the master: the other node MASTER after %s ms, proxying after %s ms; %s of %s requests failed\n' \
   "$(ms "$K2" "${T_A_MASTER:-$K2}")" "$(ms "$K2" "${T_A_SERVES:-$K2}")" "$P2_F" "$P2_N"
 if ((${#FAILED[@]})); then
   KEEP_WORK=1
@@ -468,4 +474,4 @@ if ((${#FAILED[@]})); then
   printf '  - %s\n' "${FAILED[@]}"
   exit 1
 fi
-echo "ha: all checks passed"
+echo "ha: all checks passed (${SECONDS} s)"
