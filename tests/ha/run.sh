@@ -57,20 +57,22 @@ IP_A=$NET.11 IP_B=$NET.12 IP_C=$NET.2
 BACKENDS=("$NET.21:8080" "$NET.22:8080" "$NET.23:8080")
 WORK=$(mktemp -d /tmp/syha.XXXXXX)   # 0700, root's: keepalived's script security accepts it
 chmod 0700 "$WORK"
-PGIDS=()       # process groups started here (each started with setsid)
 KA_DEAD=       # nodes whose keepalived was killed
 KEEP_WORK=${HA_KEEP_LOGS:-0}  # HA_KEEP_LOGS=1 keeps the logs of a passing run too
 
 cleanup() {
   local rc=$?
   set +e
-  for g in "${PGIDS[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
+  # Every process this script started lives in one of its namespaces (the client loops
+  # too), so killing what is inside them stops exactly those, by pid.
+  local ns p
   for ns in "${NSS[@]}"; do
-    if ip netns list | grep -qw -- "$ns"; then
-      # Anything still inside our namespaces was started by this script.
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-      ip netns del "$ns" 2>/dev/null
-    fi
+    [[ -e /run/netns/$ns ]] || continue
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  done
+  # Deleting a namespace deletes its links (the veth pairs and the bridge).
+  for ns in "${NSS[@]}"; do
+    [[ -e /run/netns/$ns ]] && ip netns del "$ns"
   done
   if ((rc != 0 || KEEP_WORK)); then
     echo "ha: logs kept in $WORK"
@@ -96,14 +98,14 @@ wait_for() {
   done
 }
 
-# Starts a command in namespace NS as its own process group; logs to WORK/NAME.log.
-# Prints the pid (= process group id).
+# Starts a command in namespace NS as its own process group (setsid: the kills below
+# take a master with its workers, keepalived with its VRRP child); logs to WORK/NAME.log,
+# the pid (= process group id) to WORK/NAME.pid.
 spawn() {
   local ns=$1 name=$2; shift 2
   setsid ip netns exec "$ns" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
   local pid=$!
   disown "$pid" # no "Killed" job notices when cleanup kills it
-  PGIDS+=("$pid")
   echo "$pid" >"$WORK/$name.pid"
 }
 pid_of() { cat "$WORK/$1.pid"; }
