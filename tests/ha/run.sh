@@ -14,16 +14,26 @@
 #   ns "be": 10.213.0.21-23, three echo backends be-1..be-3
 #   ns "c":  10.213.0.2, the client; the VIP is 10.213.0.100
 #
-# Checks (any failure exits 1, after the summary):
+# keepalived runs examples/keepalived/keepalived-lb{1,2}.conf as shipped, addresses
+# rewritten from 10.0.0.x, plus a notify script that logs state changes with a time.
+# Their vrrp_script checks the sticky service's /healthz (admin 127.0.0.1:9090).
+# Load: 4 curl loops in "c" on http://VIP:8080/, a new connection per request, 0.5 s to
+# connect, 1 s in all; a request fails when it gets no 200 in that time.
+#
+# Checks (any failure exits 1, after the summary; a setup problem exits 2):
 #   1. both instances pick the same backend for the same sticky cookie and the same
 #      consistent-hash key (asked directly at 10.213.0.11 and .12, and through the VIP);
+#      binding the VIP itself needs net.ipv4.ip_nonlocal_bind on the backup;
 #   2. phase 1: SIGKILL switchyard on the master (a) under load: its vrrp_script fails,
 #      the VIP moves to b; reports failed requests and the failover time; the cookies and
 #      keys still go to the same backends through the VIP;
 #   3. phase 2: switchyard on a is back (a stays BACKUP: nopreempt); SIGKILL keepalived
 #      on b under load: a takes over after the VRRP master-down timer; reports when a
 #      answers its first request, failed requests, and that b keeps a stale VIP until its
-#      keepalived starts again (which this checks it removes).
+#      keepalived starts again (which this checks it removes);
+#   4. phase 3: a planned switch-over: SIGTERM keepalived on a, the master again; b takes
+#      over after its skew time.
+# HA_KEEP_LOGS=1 keeps the logs (kept anyway when something fails).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -242,7 +252,7 @@ show_addrs() {
     [[ $n == b ]] && ns=$NS_B
     local st
     st=$(state_of "$n")
-    [[ " $KA_DEAD " == *" $n "* ]] && st="keepalived killed, last $st"
+    [[ " $KA_DEAD " == *" $n "* ]] && st="keepalived not running; its last state: $st"
     printf '    %s (%s): %s\n' "$n" "$st" \
       "$(ip -n "$ns" -4 -o addr show dev eth0 | awk '{printf "%s ", $4}')"
   done
@@ -375,6 +385,11 @@ requests_on() { # ns -> requests the sticky service has proxied
     awk '/^switchyard_requests_total/ { s += $NF } END { print s + 0 }'
 }
 
+# Whether the client has had 100 answers since KILL: the load stays on until then, so
+# the last requests of a phase come after the failover.
+recovered() { # phase kill
+  awk -v k="$2" '$1 > k && $3 == "200" { ok++ } END { exit !(ok >= 100) }' "$WORK"/load-"$1"-*.txt
+}
 served_within() { [[ -n $1 ]] && within "$(ms "$2" "$1")" "$3"; } # TIME KILL LIMIT_MS
 
 # Polls the sticky service's request counter in NS until it passes BASE (at most 15 s);
@@ -401,11 +416,7 @@ T_B_SERVES=$(first_served "$NS_B" "$BASE_B")
 wait_for 15 is_state b MASTER || echo "    b did not become MASTER within 15 s"
 T_FAULT=$(awk -v k="$K1" '$1 > k && $2 == "FAULT" { print $1; exit }' "$WORK/state-a")
 T_B_MASTER=$(awk -v k="$K1" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-b")
-# Keep the load on until the client has had 100 answers after the kill (at most 10 s more).
-p1_recovered() {
-  awk -v k="$K1" '$1 > k && $3 == "200" { ok++ } END { exit !(ok >= 100) }' "$WORK"/load-p1-*.txt
-}
-wait_for 10 p1_recovered || true
+wait_for 10 recovered p1 "$K1" || true
 stop_load p1
 read -r P1_N P1_F P1_FF P1_LF P1_OK < <(analyse p1 "$K1")
 P1_RATE=$(awk -v n="$P1_N" -v k="$K1" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p1.txt")
@@ -442,7 +453,7 @@ KA_DEAD=b
 T_A_SERVES=$(first_served "$NS_A" "$BASE_A")
 wait_for 15 is_state a MASTER || echo "    a did not become MASTER within 15 s"
 T_A_MASTER=$(awk -v k="$K2" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-a")
-sleep 1
+wait_for 10 recovered p2 "$K2" || true
 stop_load p2
 read -r P2_N P2_F P2_FF P2_LF _ < <(analyse p2 "$K2")
 P2_RATE=$(awk -v n="$P2_N" -v k="$K2" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p2.txt")
@@ -464,6 +475,37 @@ KA_DEAD=
 check "restarted keepalived on b removes the stale VIP" wait_for 10 no_vip "$NS_B"
 check "the VIP is still on a" has_vip "$NS_A"
 
+# --------------------------- phase 3: planned switch-over, SIGTERM keepalived on a
+# The way to take a node out for maintenance: stop its keepalived (it sends a priority-0
+# advert and removes the VIP), then stop switchyard once nothing comes in.
+echo
+echo "ha: phase 3: planned switch-over: SIGTERM keepalived on a (master; switchyard keeps running)"
+wait_for 10 is_state b BACKUP || echo "    b is not BACKUP within 10 s"
+start_load p3
+wait_for 5 test -s "$WORK/load-p3-1.txt"
+sleep 1
+BASE_B=$(requests_on "$NS_B")
+G1=$(pid_of keepalived-a)
+K3=$(now)
+kill -TERM "$G1"
+T_B_SERVES3=$(first_served "$NS_B" "$BASE_B")
+wait_for 15 is_state b MASTER || echo "    b did not become MASTER within 15 s"
+T_B_MASTER3=$(awk -v k="$K3" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-b")
+wait_for 10 recovered p3 "$K3" || true
+stop_load p3
+read -r P3_N P3_F P3_FF P3_LF _ < <(analyse p3 "$K3")
+P3_RATE=$(awk -v n="$P3_N" -v k="$K3" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p3.txt")
+echo "ha: after phase 3:"
+KA_DEAD=a
+show_addrs
+echo "    b: MASTER at +$(ms "$K3" "${T_B_MASTER3:-$K3}") ms; b proxied its first request at +$(ms "$K3" "${T_B_SERVES3:-$K3}") ms"
+echo "    client: $P3_N requests started after the SIGTERM (~$P3_RATE/s), $P3_F failed$( ((P3_F)) && echo ", from +$P3_FF ms (start) to +$P3_LF ms (end)")"
+check "b became MASTER" [ -n "$T_B_MASTER3" ]
+check "the VIP is on b" has_vip "$NS_B"
+check "the stopped keepalived removed the VIP from a" no_vip "$NS_A"
+check "b proxied requests within 5 s of the SIGTERM" served_within "$T_B_SERVES3" "$K3" 5000
+check "the last 40 requests of phase 3 all succeeded" [ "$(tail_ok p3 40)" -eq 40 ]
+
 # -------------------------------------------------------------------------- summary
 echo
 echo "ha: summary"
@@ -471,6 +513,8 @@ printf '  phase 1, SIGKILL switchyard on the master: the client'"'"'s first succ
   "$P1_OK" "$(ms "$K1" "${T_B_MASTER:-$K1}")" "$P1_F" "$P1_N" "$P1_FF" "$P1_LF"
 printf '  phase 2, SIGKILL keepalived on the master: the other node MASTER after %s ms, proxying after %s ms; %s of %s requests failed\n' \
   "$(ms "$K2" "${T_A_MASTER:-$K2}")" "$(ms "$K2" "${T_A_SERVES:-$K2}")" "$P2_F" "$P2_N"
+printf '  phase 3, SIGTERM keepalived on the master (planned): the other node MASTER after %s ms, proxying after %s ms; %s of %s requests failed\n' \
+  "$(ms "$K3" "${T_B_MASTER3:-$K3}")" "$(ms "$K3" "${T_B_SERVES3:-$K3}")" "$P3_F" "$P3_N"
 if ((${#FAILED[@]})); then
   KEEP_WORK=1
   echo "ha: FAILED: ${#FAILED[@]} check(s):"
