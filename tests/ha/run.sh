@@ -392,9 +392,10 @@ requests_on() { # ns -> requests the sticky service has proxied (0 when it does 
     awk '/^switchyard_requests_total/ { s += $NF } END { print s + 0 }'
 }
 
-# Whether the client has had 100 answers since KILL: the load stays on until then, so
-# the last requests of a phase come after the failover.
-recovered() { # phase kill
+# Whether the client has had 100 answers since SINCE (when the new node proxied its
+# first request): the load stays on until then, so the last requests of a phase come
+# after the failover.
+recovered() { # phase since
   awk -v k="$2" '$1 > k && $3 == "200" { ok++ } END { exit !(ok >= 100) }' "$WORK"/load-"$1"-*.txt
 }
 served_within() { [[ -n $1 ]] && within "$(ms "$2" "$1")" "$3"; } # TIME KILL LIMIT_MS
@@ -423,7 +424,7 @@ T_B_SERVES=$(first_served "$NS_B" "$BASE_B")
 wait_for 15 is_state b MASTER || echo "    b did not become MASTER within 15 s"
 T_FAULT=$(awk -v k="$K1" '$1 > k && $2 == "FAULT" { print $1; exit }' "$WORK/state-a")
 T_B_MASTER=$(awk -v k="$K1" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-b")
-wait_for 10 recovered p1 "$K1" || true
+wait_for 10 recovered p1 "${T_B_SERVES:-$K1}" || true
 stop_load p1
 read -r P1_N P1_F P1_FF P1_LF P1_OK < <(analyse p1 "$K1")
 P1_RATE=$(awk -v n="$P1_N" -v k="$K1" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p1.txt")
@@ -460,7 +461,7 @@ KA_DEAD=b
 T_A_SERVES=$(first_served "$NS_A" "$BASE_A")
 wait_for 15 is_state a MASTER || echo "    a did not become MASTER within 15 s"
 T_A_MASTER=$(awk -v k="$K2" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-a")
-wait_for 10 recovered p2 "$K2" || true
+wait_for 10 recovered p2 "${T_A_SERVES:-$K2}" || true
 stop_load p2
 read -r P2_N P2_F P2_FF P2_LF _ < <(analyse p2 "$K2")
 P2_RATE=$(awk -v n="$P2_N" -v k="$K2" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p2.txt")
@@ -498,7 +499,7 @@ kill -TERM "$G1"
 T_B_SERVES3=$(first_served "$NS_B" "$BASE_B")
 wait_for 15 is_state b MASTER || echo "    b did not become MASTER within 15 s"
 T_B_MASTER3=$(awk -v k="$K3" '$1 > k && $2 == "MASTER" { print $1; exit }' "$WORK/state-b")
-wait_for 10 recovered p3 "$K3" || true
+wait_for 10 recovered p3 "${T_B_SERVES3:-$K3}" || true
 stop_load p3
 read -r P3_N P3_F P3_FF P3_LF _ < <(analyse p3 "$K3")
 P3_RATE=$(awk -v n="$P3_N" -v k="$K3" '{ e = $2 } END { printf "%.0f", n / (e - k) }' "$WORK/load-p3.txt")
