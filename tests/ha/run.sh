@@ -368,18 +368,16 @@ stop_load() { # phase
   wait "${LOAD_PIDS[@]}" || true
   sort -n "$WORK"/load-"$1"-*.txt >"$WORK/load-$1.txt"
 }
-# Prints "total failed first_fail_ms last_fail_ms first_ok_after_ms rate" for the
-# requests that started after KILL (ms relative to KILL; -1 when none).
+# Prints "requests failed first_failure_start last_failure_end first_success_end" for
+# the requests that started after KILL (times in ms from KILL; -1 when none).
 analyse() { # phase kill_time
   awk -v k="$2" '
-    { total_all++ }
     $1 >= k {
       n++
-      if ($3 != "200") { f++; if (ff == "") ff = $1; lf = $2 }
-      else if (fo == "") fo = $2
+      if ($3 != "200") { f++; if (ff == "") ff = $1; if ($2 > lf) lf = $2 }
+      else if (fo == "" || $2 < fo) fo = $2
     }
     END {
-      d = (n ? 1 : 0)
       printf "%d %d %.0f %.0f %.0f\n", n, f,
         (ff == "" ? -1 : (ff - k) * 1000), (lf == "" ? -1 : (lf - k) * 1000),
         (fo == "" ? -1 : (fo - k) * 1000)
