@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod dashboard;
 mod discovery;
 mod errors;
 mod framing;
