@@ -346,3 +346,65 @@ fn deep_and_endless_files_are_refused_at_once() {
     fails_with(&["-c", zero], &zero_error);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// examples/switchyard.yaml shows every key the config accepts (set, or in a comment):
+/// each section is asked for its keys by giving it an unknown one, as a user would.
+#[test]
+fn the_example_config_shows_every_key() {
+    let example = include_str!("../../examples/switchyard.yaml");
+    let shown = |key: &str| {
+        example.lines().any(|l| {
+            let l = l.trim_start_matches(|c: char| c == '#' || c == ' ' || c == '-');
+            l.starts_with(&format!("{key}:"))
+                || l.contains(&format!("{{{key}:"))
+                || l.contains(&format!(", {key}:"))
+        })
+    };
+    let dir = std::env::temp_dir().join(format!("sy-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("probe.yaml");
+    let sections = [
+        "zzz: 1",
+        "listen: {zzz: 1}",
+        "listen: {tls: {zzz: 1}}",
+        "listen: {tls: {certificates: [{zzz: 1}]}}",
+        "backends: [{zzz: 1}]",
+        "backends: [{tls: {zzz: 1}}]",
+        "health: {zzz: 1}",
+        "timeouts: {zzz: 1}",
+        "limits: {zzz: 1}",
+        "sticky: {zzz: 1}",
+        "pool: {zzz: 1}",
+        "hash: {zzz: 1}",
+        "retry_budget: {zzz: 1}",
+        "rate_limits: [{zzz: 1}]",
+        "redis: {zzz: 1}",
+        "queue: {zzz: 1}",
+        "discovery: [{zzz: 1}]",
+        "discovery: [{etcd: {zzz: 1}}]",
+    ];
+    let mut missing = Vec::new();
+    for s in sections {
+        std::fs::write(&path, format!("{s}\n")).unwrap();
+        let out = bin()
+            .args(["check", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let keys = err
+            .split("valid keys here: ")
+            .nth(1)
+            .and_then(|k| k.split(')').next())
+            .unwrap_or_else(|| panic!("{s}: {err}"));
+        for key in keys.split(", ") {
+            if !shown(key) {
+                missing.push(format!("{key} (in `{s}`)"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        missing.is_empty(),
+        "not in examples/switchyard.yaml: {missing:?}"
+    );
+}
