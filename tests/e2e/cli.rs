@@ -408,3 +408,54 @@ fn the_example_config_shows_every_key() {
         "not in examples/switchyard.yaml: {missing:?}"
     );
 }
+
+/// Hints that used to be wrong: each says what to write for that key.
+#[test]
+fn check_hints_fit_the_key() {
+    let dir = std::env::temp_dir().join(format!("sy-hints-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("h.yaml");
+    for (text, said) in [
+        (
+            "timeouts: {connect: 0s}",
+            "timeouts.connect: must be greater than zero (write e.g. `connect: 2s`)",
+        ),
+        (
+            "workers: -1",
+            "workers: invalid type: integer `-1`, expected a whole number (write e.g. `workers: 4`)",
+        ),
+    ] {
+        std::fs::write(&path, format!("backends: [10.0.0.1:80]\n{text}\n")).unwrap();
+        let out = bin()
+            .args(["check", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.trim_end().ends_with(said), "{text}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's `check` example is what `check` prints for that file.
+#[test]
+fn the_readme_check_example_is_what_check_prints() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("$ cat lb.yaml\n").expect("the example") + "$ cat lb.yaml\n".len();
+    let rest = &readme[start..];
+    let end = rest
+        .find("$ switchyard check lb.yaml\n")
+        .expect("the command");
+    let file = &rest[..end];
+    let printed = rest[end..].lines().nth(1).expect("the output line");
+    let dir = std::env::temp_dir().join(format!("sy-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lb.yaml"), file).unwrap();
+    let out = bin()
+        .current_dir(&dir)
+        .args(["check", "lb.yaml"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), printed);
+}

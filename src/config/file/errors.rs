@@ -94,7 +94,7 @@ fn join(path: &str, field: &str) -> String {
 
 /// Serde's type names in words a config writer knows.
 fn humanise(msg: &str) -> String {
-    msg.replace("expected u64", "expected a whole number (0 or more)")
+    msg.replace("expected u64", "expected a whole number")
         .replace("expected a boolean", "expected true or false")
         .replace(
             "expected a sequence",
@@ -153,7 +153,8 @@ pub fn example(key: &str) -> Option<&'static str> {
         }
         "health.path" => "path: /healthz",
         "health.interval" => "interval: 5s",
-        "health.timeout" | "timeouts.connect" => "timeout: 2s",
+        "health.timeout" => "timeout: 2s",
+        "timeouts.connect" => "connect: 2s",
         "health.unhealthy_threshold" => "unhealthy_threshold: 3",
         "health.healthy_threshold" => "healthy_threshold: 2",
         "health.passive_5xx" => "passive_5xx: false",
