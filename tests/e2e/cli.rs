@@ -354,7 +354,7 @@ fn the_example_config_shows_every_key() {
     let example = include_str!("../../examples/switchyard.yaml");
     let shown = |key: &str| {
         example.lines().any(|l| {
-            let l = l.trim_start_matches(|c: char| c == '#' || c == ' ' || c == '-');
+            let l = l.trim_start_matches(['#', ' ', '-']);
             l.starts_with(&format!("{key}:"))
                 || l.contains(&format!("{{{key}:"))
                 || l.contains(&format!(", {key}:"))
