@@ -95,6 +95,22 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
             let Some(config) = file.or(config) else {
                 return Err(Error::Usage("check needs a config file".into()));
             };
+            let mut problems = Config::check_all(&config, &config::Overrides::default(), 50);
+            if problems.len() > 1 {
+                problems.sort_by_key(|p| p.line);
+                for p in &problems {
+                    eprintln!("switchyard: error: {p}");
+                }
+                let n = problems.len();
+                let at_most = if n == 50 { " (or more)" } else { "" };
+                return Err(Error::Usage(format!(
+                    "{n} problems{at_most} in {}",
+                    config.display()
+                )));
+            }
+            if let Some(p) = problems.pop() {
+                return Err(p.into());
+            }
             let c = Config::load(&config, &config::Overrides::default())?;
             let n = c.backends.len();
             let mut what = format!(

@@ -313,6 +313,56 @@ impl Config {
             .collect()
     }
 
+    /// Every problem of the file at `path`, up to `cap` (empty: it is valid). After
+    /// each error the line it names is blanked (the rest of the file keeps its line
+    /// numbers) and the file is checked again; an error that only follows from an
+    /// earlier one (the same key, or its item or section) is not reported again. Stops
+    /// at an error with no line, or one on a line already blanked.
+    pub fn check_all(path: &Path, overrides: &Overrides, cap: usize) -> Vec<ConfigError> {
+        let bytes = match Config::read(path) {
+            Ok(b) => b,
+            Err(e) => return vec![e],
+        };
+        let first = match Config::from_bytes(path, &bytes, overrides) {
+            Ok(_) => return Vec::new(),
+            Err(e) => e,
+        };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return vec![first];
+        };
+        let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+        let mut blanked = std::collections::HashSet::new();
+        let mut errors = vec![first];
+        let mut next = errors.first().cloned();
+        while let Some(e) = next.take() {
+            let Some(line) = e.line.filter(|l| (1..=lines.len()).contains(l)) else {
+                break;
+            };
+            if !blanked.insert(line) || errors.len() >= cap {
+                break;
+            }
+            lines[line - 1].clear();
+            match Config::parse(path, &lines.join("\n"), overrides) {
+                Ok(_) => break,
+                Err(e) => {
+                    let follows = |p: &ConfigError| {
+                        let under = |a: &str, b: &str| {
+                            a == b
+                                || a.strip_prefix(b)
+                                    .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+                        };
+                        under(&e.key, &p.key) || under(&p.key, &e.key)
+                    };
+                    if !errors.iter().any(follows) {
+                        errors.push(e.clone());
+                    }
+                    next = Some(e);
+                }
+            }
+        }
+        errors
+    }
+
     /// Checks config text as [`Config::parse`] does, every key and value, but without
     /// the outside world: backends' host names are not resolved and certificate and
     /// CA files are not read, so a name that does not resolve or a missing file is not

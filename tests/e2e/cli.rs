@@ -409,6 +409,42 @@ fn the_example_config_shows_every_key() {
     );
 }
 
+/// A file with five mistakes: `check` reports the five, in line order, each naming
+/// its line and key, then how many; exit 2.
+#[test]
+fn check_reports_every_mistake() {
+    let dir = std::env::temp_dir().join(format!("sy-five-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("five.yaml");
+    std::fs::write(
+        &path,
+        "listen: 0.0.0.0:8080\nworkers: 0\nstrategy: fastest\nbackends:\n  \
+         - address: 10.0.0.1:8080\n    weight: 0\n  - address: 10.0.0.2:8080\n\
+         timeouts:\n  connect: 0s\nhealth: {interval: soon}\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    let want = [
+        "five.yaml:2: workers:",
+        "five.yaml:3: strategy:",
+        "five.yaml:6: backends[0].weight:",
+        "five.yaml:9: timeouts.connect:",
+        "five.yaml:10: health.interval:",
+    ];
+    assert_eq!(lines.len(), want.len() + 1, "{err}");
+    for (line, w) in lines.iter().zip(want) {
+        assert!(line.contains(w) && line.ends_with(')'), "{line} / {w}");
+    }
+    assert!(lines[5].contains("5 problems in"), "{err}");
+}
+
 /// Hints that used to be wrong: each says what to write for that key.
 #[test]
 fn check_hints_fit_the_key() {
