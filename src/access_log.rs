@@ -1,14 +1,19 @@
-//! The access log: one line per request on stderr, written off the request path.
+//! The access log: one line per request, written off the request path.
 //!
 //! A request that finishes hands its line to a bounded queue; one writer thread per
-//! process drains it to stderr in batches. When the queue is full (stderr slower than
-//! the traffic) lines are dropped and counted, rather than slowing requests down; the
-//! writer reports how many it lost. Line format (one request):
+//! process drains it in batches to stderr or to `access_log.path` (opened for appending
+//! by each process; SIGUSR1 reopens it, see [`crate::logging`]). When the queue is full
+//! (the output slower than the traffic) lines are dropped and counted, rather than
+//! slowing requests down; the writer reports how many it lost. `combined` (default),
+//! one request per line:
 //!
-//! `2026-11-23T08:00:00.123Z 10.0.0.9 "GET /path HTTP/1.1" 200 1234 127.0.0.1:9001 0.843ms`
+//! `2026-11-23T08:00:00.123Z 10.0.0.9 "GET /path HTTP/1.1" 200 1234 127.0.0.1:9001 0.843ms "example.com" "curl/8.5" "-" - 200 0.801ms`
 //!
 //! timestamp (UTC), client address, request line, status, response body bytes, backend
-//! (`-` when the balancer answered itself), duration from request head to response end.
+//! (`-` when the balancer answered itself), duration from request head to response end,
+//! then Host, User-Agent, the X-Forwarded-For the client sent, its X-Request-Id, the
+//! backend's status and its time to the response head (`-` without a backend answer).
+//! `json`: one object per line with the same fields, named.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -17,6 +22,34 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Version};
+
+/// `access_log.format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Combined,
+    Json,
+}
+
+/// Where and how lines are written: set once at start, before the workers exist.
+struct Output {
+    format: Format,
+    path: Option<std::path::PathBuf>,
+}
+
+static OUTPUT: OnceLock<Output> = OnceLock::new();
+
+/// Sets the format and the file (`None`: stderr); the first call wins.
+pub fn configure(format: Format, path: Option<std::path::PathBuf>) {
+    let _ = OUTPUT.set(Output { format, path });
+}
+
+/// Asks the writer to open its file again (logrotate); nothing when not running.
+pub fn reopen() {
+    if let Some(tx) = SENDER.get() {
+        let _ = tx.try_send(Msg::Reopen);
+    }
+}
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -27,6 +60,8 @@ enum Msg {
     Line(String),
     /// Write everything queued before this, then answer.
     Flush(SyncSender<()>),
+    /// Open the file again.
+    Reopen,
 }
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -39,23 +74,119 @@ pub struct Entry {
     pub version: Version,
     pub status: u16,
     pub backend: Option<String>,
+    pub host: String,
+    pub user_agent: String,
+    /// The X-Forwarded-For the client sent (before ours is added).
+    pub forwarded_for: String,
+    pub request_id: String,
+    /// The backend's status and its time to the response head, when one answered.
+    pub upstream: Option<(u16, Duration)>,
+}
+
+impl Entry {
+    /// An entry for a request; status and backend are filled in at the end.
+    pub fn new(client: String, method: Method, target: String, version: Version) -> Entry {
+        Entry {
+            client,
+            method,
+            target,
+            version,
+            status: 0,
+            backend: None,
+            host: String::new(),
+            user_agent: String::new(),
+            forwarded_for: String::new(),
+            request_id: String::new(),
+            upstream: None,
+        }
+    }
+
+    /// Takes the headers the line shows from (name, value) pairs.
+    pub fn headers<'a>(&mut self, headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
+        for (name, value) in headers {
+            let field = if name.eq_ignore_ascii_case(b"host") {
+                &mut self.host
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                &mut self.user_agent
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+                &mut self.forwarded_for
+            } else if name.eq_ignore_ascii_case(b"x-request-id") {
+                &mut self.request_id
+            } else {
+                continue;
+            };
+            if field.is_empty() {
+                *field = String::from_utf8_lossy(value).into_owned();
+            }
+        }
+    }
+}
+
+/// `"text"` with `"` and `\` escaped, or `"-"` when empty.
+fn quoted(s: &str) -> String {
+    if s.is_empty() {
+        return "\"-\"".into();
+    }
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+fn line(entry: &Entry, bytes: u64, took: Duration, format: Format) -> String {
+    let now = timestamp(SystemTime::now());
+    match format {
+        Format::Combined => {
+            let (up_status, up_time) = match entry.upstream {
+                Some((s, t)) => (s.to_string(), format!("{:.3}ms", t.as_secs_f64() * 1000.0)),
+                None => ("-".into(), "-".into()),
+            };
+            format!(
+                "{now} {} \"{} {} {:?}\" {} {bytes} {} {:.3}ms {} {} {} {} {up_status} {up_time}\n",
+                entry.client,
+                entry.method,
+                entry.target,
+                entry.version,
+                entry.status,
+                entry.backend.as_deref().unwrap_or("-"),
+                took.as_secs_f64() * 1000.0,
+                quoted(&entry.host),
+                quoted(&entry.user_agent),
+                quoted(&entry.forwarded_for),
+                or_dash(&entry.request_id),
+            )
+        }
+        Format::Json => {
+            let v = serde_json::json!({
+                "time": now,
+                "client": entry.client,
+                "method": entry.method.as_str(),
+                "target": entry.target,
+                "version": format!("{:?}", entry.version),
+                "status": entry.status,
+                "bytes": bytes,
+                "duration_ms": took.as_secs_f64() * 1000.0,
+                "upstream_addr": entry.backend,
+                "upstream_status": entry.upstream.map(|u| u.0),
+                "upstream_ms": entry.upstream.map(|u| u.1.as_secs_f64() * 1000.0),
+                "host": entry.host,
+                "user_agent": entry.user_agent,
+                "x_forwarded_for": entry.forwarded_for,
+                "request_id": entry.request_id,
+            });
+            let mut s = v.to_string();
+            s.push('\n');
+            s
+        }
+    }
 }
 
 /// Queues the line for `entry` (starting the writer the first time).
 pub fn write(entry: &Entry, bytes: u64, took: Duration) {
     let tx = SENDER.get_or_init(start_writer);
-    let line = format!(
-        "{} {} \"{} {} {:?}\" {} {} {} {:.3}ms\n",
-        timestamp(SystemTime::now()),
-        entry.client,
-        entry.method,
-        entry.target,
-        entry.version,
-        entry.status,
-        bytes,
-        entry.backend.as_deref().unwrap_or("-"),
-        took.as_secs_f64() * 1000.0,
-    );
+    let format = OUTPUT.get().map_or(Format::Combined, |o| o.format);
+    let line = line(entry, bytes, took, format);
     if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(line)) {
         DROPPED.fetch_add(1, Relaxed);
     }
@@ -83,29 +214,66 @@ fn start_writer() -> SyncSender<Msg> {
     tx
 }
 
+/// The writer's output: the file, or stderr.
+enum Out {
+    File(std::fs::File),
+    Stderr(std::io::Stderr),
+}
+
+impl Out {
+    fn open() -> Out {
+        let Some(path) = OUTPUT.get().and_then(|o| o.path.as_ref()) else {
+            return Out::Stderr(std::io::stderr());
+        };
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => Out::File(f),
+            Err(e) => {
+                tracing::error!(path = %path.display(), "access log: cannot open the file, writing to stderr: {e}");
+                Out::Stderr(std::io::stderr())
+            }
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) {
+        let _ = match self {
+            Out::File(f) => f.write_all(bytes),
+            Out::Stderr(e) => e.lock().write_all(bytes),
+        };
+    }
+}
+
 fn writer(rx: Receiver<Msg>) {
-    let stderr = std::io::stderr();
+    let mut out = Out::open();
     let mut batch = String::new();
     let mut flushes = Vec::new();
     while let Ok(first) = rx.recv() {
         batch.clear();
+        let mut reopen = false;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Line(line) => batch.push_str(&line),
                 Msg::Flush(done) => flushes.push(done),
+                Msg::Reopen => reopen = true,
             }
             if batch.len() < 64 * 1024 {
                 next = rx.try_recv().ok();
             }
         }
         let dropped = DROPPED.swap(0, Relaxed);
-        let mut out = stderr.lock();
-        let _ = out.write_all(batch.as_bytes());
         if dropped > 0 {
-            let _ = writeln!(out, "access log: {dropped} lines dropped (stderr too slow)");
+            batch.push_str(&format!(
+                "access log: {dropped} lines dropped (output too slow)\n"
+            ));
         }
-        drop(out);
+        out.write_all(batch.as_bytes());
+        if reopen {
+            out = Out::open();
+        }
         for done in flushes.drain(..) {
             let _ = done.send(());
         }

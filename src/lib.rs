@@ -144,6 +144,7 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
                 config.log_format,
                 config.log_file.as_deref(),
             )?;
+            access_log::configure(config.access_log_format, config.access_log_path.clone());
             serve(config, reload, cli.run.pid_file.as_deref())
         }
     }

@@ -111,8 +111,10 @@ pub fn init(level: tracing::Level, format: LogFormat, file: Option<&Path>) -> io
     Ok(())
 }
 
-/// Opens the log file again (after logrotate renamed it); nothing without one.
+/// Opens the log files again (after logrotate renamed them): this one and the
+/// access log's; nothing for what goes to stderr.
 pub fn reopen() {
+    crate::access_log::reopen();
     let Some(t) = TARGET.get() else { return };
     match open(&t.path) {
         Ok(f) => {

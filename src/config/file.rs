@@ -36,7 +36,7 @@ pub struct FileConfig {
     pub health: Option<HealthFile>,
     pub timeouts: Option<TimeoutsFile>,
     pub retries: Option<u64>,
-    pub access_log: Option<bool>,
+    pub access_log: Option<AccessLogFile>,
     pub limits: Option<LimitsFile>,
     pub sticky: Option<StickyFile>,
     pub pool: Option<PoolFile>,
@@ -235,6 +235,41 @@ pub struct EtcdFile {
     pub prefix: Option<String>,
 }
 
+/// `access_log:`: `true`/`false`, or `{path, format}`.
+#[derive(Debug, PartialEq)]
+pub enum AccessLogFile {
+    On(bool),
+    Map(AccessLogMap),
+}
+
+impl<'de> Deserialize<'de> for AccessLogFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BoolOrMap;
+        impl<'de> Visitor<'de> for BoolOrMap {
+            type Value = AccessLogFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false, or a map with `path` and `format` (combined | json)")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AccessLogFile, E> {
+                Ok(AccessLogFile::On(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<AccessLogFile, A::Error> {
+                AccessLogMap::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(AccessLogFile::Map)
+            }
+        }
+        d.deserialize_any(BoolOrMap)
+    }
+}
+
+/// The map form of `access_log:`.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogMap {
+    pub path: Option<String>,
+    pub format: Option<String>,
+}
+
 /// `redis:`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(
@@ -400,7 +435,10 @@ access_log: false
         assert_eq!(h.interval.as_deref(), Some("5s"));
         assert_eq!(h.unhealthy_threshold, Some(3));
         assert_eq!(f.timeouts.unwrap().drain.as_deref(), Some("30s"));
-        assert_eq!((f.retries, f.access_log), (Some(2), Some(false)));
+        assert_eq!(
+            (f.retries, f.access_log),
+            (Some(2), Some(AccessLogFile::On(false)))
+        );
     }
 
     #[test]
@@ -443,7 +481,7 @@ backends:
             "timeouts": {"connect": "1s"}, "access_log": true}"#;
         let f = FileConfig::parse(text).unwrap();
         assert_eq!(f.backends.unwrap()[0].0.weight, Some(2));
-        assert_eq!(f.access_log, Some(true));
+        assert_eq!(f.access_log, Some(AccessLogFile::On(true)));
     }
 
     #[test]

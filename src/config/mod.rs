@@ -140,6 +140,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub retries: u32,
     pub access_log: bool,
+    /// `access_log.format` and `.path` (`None`: stderr); see [`crate::access_log`].
+    pub access_log_format: crate::access_log::Format,
+    pub access_log_path: Option<PathBuf>,
     pub limits: Limits,
     /// Name of the sticky-session cookie (`sticky.cookie`).
     pub sticky_cookie: String,

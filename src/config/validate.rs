@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use super::file::{FileConfig, example, line_of};
+use super::file::{AccessLogFile, FileConfig, example, line_of};
 use super::*;
 
 mod backends;
@@ -278,6 +278,29 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     }
     let discovery = discovery::sources(&cx, file.discovery.unwrap_or_default())?;
     let resolver = discovery::resolver(&cx, file.resolver)?;
+    let (access_log, access_log_format, access_log_path) = match file.access_log {
+        None | Some(AccessLogFile::On(false)) => (o.access_log, Default::default(), None),
+        Some(AccessLogFile::On(true)) => (true, Default::default(), None),
+        Some(AccessLogFile::Map(m)) => {
+            let format = match m.format.as_deref().map(str::trim) {
+                None | Some("combined") => crate::access_log::Format::Combined,
+                Some("json") => crate::access_log::Format::Json,
+                Some(f) => {
+                    let hint = "write `format: combined` or `format: json`";
+                    let problem = format!("'{f}' is not combined or json");
+                    return Err(cx.err("access_log.format", problem, hint));
+                }
+            };
+            let path = match m.path.as_deref().map(str::trim) {
+                Some("") => {
+                    let hint = "write a path, or leave `path` out for stderr";
+                    return Err(cx.err("access_log.path", "is empty", hint));
+                }
+                p => p.map(|p| cx.relative(p)),
+            };
+            (true, format, path)
+        }
+    };
     let log_format = match file.log_format.as_deref() {
         None => crate::logging::LogFormat::Text,
         Some(f) => crate::logging::LogFormat::parse(f).ok_or_else(|| {
@@ -387,7 +410,9 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         health,
         timeouts,
         retries,
-        access_log: o.access_log || file.access_log.unwrap_or(false),
+        access_log,
+        access_log_format,
+        access_log_path,
         limits,
         sticky_cookie,
         hash,

@@ -184,16 +184,23 @@ impl Proxy {
     /// Serves one HTTP/1 request whose head `head` is at the start of `c.buf`.
     pub async fn serve_h1(&self, c: &mut Client<'_>, head: &RequestHead) -> After {
         let start = Instant::now();
-        let log = self.access_log.then(|| access_log::Entry {
-            client: String::from_utf8_lossy(c.addr).into_owned(),
-            method: head.method.clone(),
-            target: String::from_utf8_lossy(head.target.of(c.buf)).into_owned(),
-            version: match head.version {
-                Version::Http10 => http::Version::HTTP_10,
-                Version::Http11 => http::Version::HTTP_11,
-            },
-            status: 0,
-            backend: None,
+        let log = self.access_log.then(|| {
+            let mut e = access_log::Entry::new(
+                String::from_utf8_lossy(c.addr).into_owned(),
+                head.method.clone(),
+                String::from_utf8_lossy(head.target.of(c.buf)).into_owned(),
+                match head.version {
+                    Version::Http10 => http::Version::HTTP_10,
+                    Version::Http11 => http::Version::HTTP_11,
+                },
+            );
+            let buf = &*c.buf;
+            e.headers(
+                head.headers
+                    .iter()
+                    .map(|h| (h.name.of(buf), h.value.of(buf))),
+            );
+            e
         });
         let mut done = Done {
             start,
@@ -201,6 +208,7 @@ impl Proxy {
             bytes: 0,
             backend: None,
             status: 0,
+            upstream: None,
         };
         let after = match self.forward_h1(c, head, &mut done).await {
             Ok(after) => after,
@@ -247,6 +255,7 @@ impl Proxy {
         }
         if let Some(mut e) = done.log {
             e.status = done.status;
+            e.upstream = done.upstream;
             e.backend = done.backend.map(|i| self.health.address(i).to_owned());
             access_log::write(&e, done.bytes, took);
         }
@@ -752,12 +761,14 @@ impl Proxy {
                 let status = resp.status().as_u16();
                 self.record_status(pick.index, status);
                 done.status = status;
+                done.upstream = Some((status, done.start.elapsed()));
                 return self
                     .relay_h2(c, head, resp, cookie, in_flight, done, upload_done)
                     .await;
             }
         };
         let status = conn.head.status;
+        done.upstream = Some((status, done.start.elapsed()));
         if status == 101 {
             if !tunnel {
                 tracing::warn!(backend = %self.health.address(pick.index), "backend switched protocols unasked");
@@ -1099,6 +1110,8 @@ struct Done {
     bytes: u64,
     backend: Option<usize>,
     status: u16,
+    /// The backend's status and time to its response head (for the access log).
+    upstream: Option<(u16, std::time::Duration)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

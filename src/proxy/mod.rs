@@ -247,16 +247,23 @@ impl Proxy {
         // one (or if this future is dropped: an HTTP/2 stream reset), this does.
         let mut busy = BusyGuard(Some(&conn.clock));
         let start = Instant::now();
-        let log = self.access_log.then(|| access_log::Entry {
-            client: String::from_utf8_lossy(conn.addr_value.as_bytes()).into_owned(),
-            method: req.method().clone(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
-            version: req.version(),
-            status: 0,
-            backend: None,
+        let log = self.access_log.then(|| {
+            let mut e = access_log::Entry::new(
+                String::from_utf8_lossy(conn.addr_value.as_bytes()).into_owned(),
+                req.method().clone(),
+                req.uri()
+                    .path_and_query()
+                    .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
+                req.version(),
+            );
+            e.headers((req.headers().iter()).map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
+            if e.host.is_empty() {
+                e.host = req
+                    .uri()
+                    .authority()
+                    .map_or(String::new(), |a| a.to_string());
+            }
+            e
         });
         let (mut resp, backend) = match self.forward(conn, req).await {
             Ok((resp, index)) => (resp, Some(index)),
@@ -281,6 +288,8 @@ impl Proxy {
             let log = log.map(|mut e| {
                 e.status = resp.status().as_u16();
                 e.backend = backend.map(|i| self.health.address(i).to_owned());
+                // A backend answered: its status, and the time to its response head.
+                e.upstream = backend.map(|_| (e.status, start.elapsed()));
                 e
             });
             let finish = Box::new(Finish { start, stats, log });

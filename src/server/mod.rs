@@ -251,6 +251,15 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config, warn: bo
         );
         new.listen_tls = old.listen_tls.clone();
     }
+    if new.access_log_format != old.access_log_format || new.access_log_path != old.access_log_path
+    {
+        warn_if!(
+            warn,
+            "access_log.format or .path changed: restart switchyard to apply it"
+        );
+        new.access_log_format = old.access_log_format;
+        new.access_log_path = old.access_log_path.clone();
+    }
     if new.log_format != old.log_format || new.log_file != old.log_file {
         warn_if!(
             warn,

@@ -382,6 +382,7 @@ fn the_example_config_shows_every_key() {
         "queue: {zzz: 1}",
         "discovery: [{zzz: 1}]",
         "discovery: [{etcd: {zzz: 1}}]",
+        "access_log: {zzz: 1}",
     ];
     let mut missing = Vec::new();
     for s in sections {
