@@ -137,6 +137,9 @@ pub struct Config {
     /// TLS termination on the listener (HTTP/1.1 and HTTP/2 by ALPN).
     pub listen_tls: Option<ListenTls>,
     pub admin: Option<SocketAddr>,
+    /// `admin_token_file`, read: admin writes need `Authorization: Bearer TOKEN`.
+    /// Re-read on every reload.
+    pub admin_token: Option<crate::admin::AdminToken>,
     pub workers: usize,
     pub mode: Mode,
     pub strategy: StrategyKind,
