@@ -46,7 +46,12 @@ pub async fn serve(
         }
     };
     let local = listener.local_addr().ok();
-    tokio::spawn(forget_on_reload(snapshots.clone(), stop.clone()));
+    let seen = Arc::new(arc_swap::ArcSwap::from(Arc::clone(&snapshots.borrow())));
+    tokio::spawn(forget_on_reload(
+        snapshots.clone(),
+        stop.clone(),
+        Arc::clone(&seen),
+    ));
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.changed() => return,
@@ -61,9 +66,12 @@ pub async fn serve(
             },
         };
         let snapshots = snapshots.clone();
+        let seen = Arc::clone(&seen);
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let snapshot = Arc::clone(&snapshots.borrow());
+                // Every answer comes after the admin state caught up with its snapshot.
+                forget_added(&seen, &snapshot);
                 async move {
                     let r = if write::route(req.uri().path()).is_some() {
                         write::handle(&snapshot, local, req).await
@@ -177,31 +185,42 @@ pub(crate) fn backend_json(snapshot: &Snapshot, i: usize) -> serde_json::Value {
     })
 }
 
-/// Follows reloads: a backend a reload adds starts with no admin state, even if its
-/// slot remembers a drain or weight from an earlier config that had it (the state
-/// holds only while the backend stays configured). Cleared on addition rather than
-/// removal, so a worker still on the old snapshot never sees a drained backend that
-/// is being removed turn pickable; until this runs, an added backend may at worst sit
-/// out its first milliseconds.
+/// Follows reloads (see [`forget_added`]) as they come.
 async fn forget_on_reload(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     mut stop: watch::Receiver<bool>,
+    seen: Arc<arc_swap::ArcSwap<Snapshot>>,
 ) {
-    let mut seen = Arc::clone(&snapshots.borrow_and_update());
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             changed = snapshots.changed() => if changed.is_err() { return },
         }
         let next = Arc::clone(&snapshots.borrow_and_update());
-        for (i, b) in next.config.backends.iter().enumerate() {
-            let known = seen.config.backends.iter().any(|o| o.id == b.id);
-            if !known && next.health.admin_state(i) != crate::health::AdminState::default() {
-                next.health
-                    .update_admin(i, |_| crate::health::AdminState::default());
-                tracing::info!(backend = %b.address, "re-added backend: its earlier admin state is cleared");
-            }
+        forget_added(&seen, &next);
+    }
+}
+
+/// A backend a reload adds starts with no admin state, even if its slot remembers a
+/// drain or weight from an earlier config that had it (the state holds only while the
+/// backend stays configured). `seen` is the snapshot last compared; both the reload
+/// follower and every admin request call this (on the admin runtime's one thread, with
+/// the current snapshot), so an admin answer never shows a stale state, and two
+/// reloads would have to land between two runs of the follower to be seen as one.
+/// Cleared on addition rather than removal, so a worker still on the old snapshot
+/// never sees a drained backend that is being removed turn pickable; until this runs,
+/// an added backend may at worst sit out its first milliseconds.
+fn forget_added(seen: &arc_swap::ArcSwap<Snapshot>, next: &Arc<Snapshot>) {
+    let prev = seen.swap(Arc::clone(next));
+    if Arc::ptr_eq(&prev, next) {
+        return;
+    }
+    for (i, b) in next.config.backends.iter().enumerate() {
+        let known = prev.config.backends.iter().any(|o| o.id == b.id);
+        if !known && next.health.admin_state(i) != crate::health::AdminState::default() {
+            next.health
+                .update_admin(i, |_| crate::health::AdminState::default());
+            tracing::info!(backend = %b.address, "re-added backend: its earlier admin state is cleared");
         }
-        seen = next;
     }
 }
