@@ -19,11 +19,13 @@
 //! preference), and comes back to exactly the keys it had: the table is not rebuilt
 //! for health changes at all, which moves fewer keys than a rebuild would (a Maglev
 //! rebuild also shifts a few slots between live backends). It is rebuilt, off the
-//! request path, when a reload changes the backend set (a new strategy per snapshot).
+//! request path, when a reload changes the backend set (a new strategy per snapshot),
+//! and by each worker at its next keyed pick after the admin API changes a weight
+//! override (a shared weight epoch says so; without overrides it never changes).
 //!
 //! A request without the key (no such header or cookie) goes round-robin.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use super::{Strategy, View};
 use crate::backend::BackendSet;
@@ -114,7 +116,14 @@ pub fn build(backends: &[(u64, u32)], size: usize) -> Vec<u32> {
 /// `strategy: consistent-hash`.
 #[derive(Debug)]
 pub struct ConsistentHash {
-    table: Box<[u32]>,
+    table: RefCell<Box<[u32]>>,
+    /// `(id, weight)` per index, the weight the table was built with (the configured
+    /// one, or the admin API's override).
+    built: RefCell<Box<[(u64, u32)]>>,
+    /// The weight epoch `built` reflects (0: no override was ever set).
+    weights_seen: Cell<u64>,
+    /// `Backend::weight` per index.
+    configured: Box<[u32]>,
     n: usize,
     /// Bounded load: a backend past `load_factor` x the mean in flight is passed over;
     /// 0 = off.
@@ -136,7 +145,10 @@ impl ConsistentHash {
     ) -> ConsistentHash {
         let backends: Vec<(u64, u32)> = set.iter().map(|b| (b.id.0, b.weight)).collect();
         ConsistentHash {
-            table: build(&backends, table_size).into_boxed_slice(),
+            table: RefCell::new(build(&backends, table_size).into_boxed_slice()),
+            built: RefCell::new(backends.into_boxed_slice()),
+            weights_seen: Cell::new(0),
+            configured: set.iter().map(|b| b.weight).collect(),
             n: set.len(),
             load_factor,
             workers: workers.max(1),
@@ -148,10 +160,44 @@ impl ConsistentHash {
     /// The backend index in slot `s` (tests).
     #[cfg(test)]
     pub(crate) fn slot(&self, s: usize) -> u32 {
-        self.table[s]
+        self.table.borrow()[s]
     }
 
-    /// How many backends are up, recounted only when health changed.
+    /// Rebuilds the table when the admin API changed a weight override since it was
+    /// built (one load per pick; the rebuild, a few ms for the default size, happens
+    /// once per worker per change).
+    #[inline]
+    fn follow_weights(&self, view: &View<'_>) {
+        let epoch = view.health.weight_epoch();
+        if epoch != self.weights_seen.get() {
+            self.weights_seen.set(epoch);
+            self.rebuild(view);
+        }
+    }
+
+    #[cold]
+    fn rebuild(&self, view: &View<'_>) {
+        let now: Vec<(u64, u32)> = self
+            .built
+            .borrow()
+            .iter()
+            .zip(&self.configured)
+            .enumerate()
+            .map(|(i, (&(id, _), &w))| match i < view.health.len() {
+                true => (id, view.health.weight(i, w)),
+                false => (id, w),
+            })
+            .collect();
+        if **self.built.borrow() == *now {
+            return;
+        }
+        let size = self.table.borrow().len();
+        *self.table.borrow_mut() = build(&now, size).into_boxed_slice();
+        *self.built.borrow_mut() = now.into_boxed_slice();
+    }
+
+    /// How many backends are up and not drained, recounted only when health (or a
+    /// drain) changed.
     fn up_count(&self, view: &View<'_>) -> usize {
         let epoch = view.health.epoch();
         let (seen, count) = self.up.get();
@@ -159,7 +205,9 @@ impl ConsistentHash {
             return count;
         }
         let n = self.n.min(view.health.len());
-        let count = (0..n).filter(|&i| view.health.is_up(i)).count();
+        let count = (0..n)
+            .filter(|&i| view.health.is_up(i) && !view.health.is_drained(i))
+            .count();
         self.up.set((epoch, count));
         count
     }
@@ -184,7 +232,9 @@ impl Strategy for ConsistentHash {
         let Some(key) = view.key else {
             return self.round_robin(view);
         };
-        let m = self.table.len();
+        self.follow_weights(view);
+        let table = self.table.borrow();
+        let m = table.len();
         if m == 0 {
             return None;
         }
@@ -203,7 +253,7 @@ impl Strategy for ConsistentHash {
         // ineligible ones is short; it stops after a full turn.
         for step in 0..m {
             let slot = start + step;
-            let b = self.table[if slot >= m { slot - m } else { slot }] as usize;
+            let b = table[if slot >= m { slot - m } else { slot }] as usize;
             if b >= n || !view.eligible(b) {
                 continue;
             }
@@ -300,6 +350,36 @@ mod tests {
     }
 
     #[test]
+    fn a_weight_override_rebuilds_the_table_once_and_clearing_restores_it() {
+        use crate::health::AdminState;
+        let set = n_backends(2);
+        let health = HealthTable::all_up(2);
+        let s = ConsistentHash::new(&set, 1009, 0.0, 1);
+        let tried = Tried::default();
+        let share_of_0 = || {
+            let view = View {
+                health: &health,
+                tried: &tried,
+                sticky: None,
+                key: Some(1),
+                ramp: None,
+            };
+            let _ = s.pick(&view); // follows the weights
+            (0..1009).filter(|&i| s.slot(i) == 0).count() as f64 / 1009.0
+        };
+        let before = share_of_0();
+        assert!((before - 0.5).abs() < 0.02, "{before}");
+        health.update_admin(0, |a| AdminState {
+            weight: Some(3),
+            ..a
+        });
+        let heavier = share_of_0();
+        assert!((heavier - 0.75).abs() < 0.02, "{heavier}");
+        health.update_admin(0, |a| AdminState { weight: None, ..a });
+        assert_eq!(share_of_0(), before);
+    }
+
+    #[test]
     fn weights_hold_within_two_percent() {
         let set = weighted_set(&[
             ("10.0.0.1:80", 1),
@@ -363,7 +443,7 @@ mod tests {
             keys.iter().map(|&k| pick(k)).collect::<Vec<_>>(),
             "it gets them back"
         );
-        assert_eq!(s.slot(0) as usize, s.table[0] as usize);
+        assert_eq!(s.slot(0) as usize, s.table.borrow()[0] as usize);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! owns its counters and RNG: no atomics, no locks) and answers
 //! [`Strategy::pick`] with the index of a backend in that set, or `None` when no
 //! candidate is eligible. A candidate is eligible when the [`HealthTable`] says it is
-//! up and it is not in the request's [`Tried`] set (retries never reuse a backend).
-//! `pick` never allocates. [`AnyStrategy`] dispatches with a `match`, not a vtable.
+//! up and not drained (admin API) and it is not in the request's [`Tried`] set
+//! (retries never reuse a backend).
+//! `pick` never allocates (but consistent-hash rebuilds its table once after an admin
+//! weight override changes). [`AnyStrategy`] dispatches with a `match`, not a vtable.
 
 pub mod latency;
 mod least_conn;
@@ -195,10 +197,14 @@ pub struct Ramp {
 pub const RAMP_FLOOR: f64 = 0.01;
 
 impl View<'_> {
-    /// Up and not yet tried by this request.
+    /// Up, not drained by the admin API, not yet tried by this request, and under its
+    /// `max_connections`.
     #[inline]
     pub fn eligible(&self, i: usize) -> bool {
-        self.health.is_up(i) && !self.tried.contains(i) && self.health.has_room(i)
+        self.health.is_up(i)
+            && !self.health.is_drained(i)
+            && !self.tried.contains(i)
+            && self.health.has_room(i)
     }
 
     /// Backend `i`'s share during slow start, from [`RAMP_FLOOR`] to 1 over the window

@@ -8,7 +8,9 @@
 //! a, a, b, a, c, a, a and then repeat exactly. Backends that are down or already
 //! tried sit the round out: their `current` is neither raised nor counted in the
 //! total, so the others share the traffic by their own weights. State is per worker
-//! (`Cell`s); weights are fixed for the set's lifetime. It does not lower a failing
+//! (`Cell`s); weights are fixed for the set's lifetime, except that a weight override
+//! set through the admin API (read from the shared slot with each pick, so it applies
+//! at once in every worker) takes the configured weight's place. It does not lower a failing
 //! backend's weight the way nginx's `effective_weight` does: health decisions belong
 //! to the health table, which only says up or down. During `slow_start` a new or
 //! recovered backend's weight is scaled by its ramp (weights are kept in thousandths
@@ -55,6 +57,11 @@ impl Strategy for WeightedRoundRobin {
             if !view.eligible(i) {
                 continue;
             }
+            // The admin API's weight override, when set, replaces the configured one.
+            let w = match view.health.weight_override(i) {
+                0 => w,
+                o => i64::from(o) * 1000,
+            };
             // Slow start: a ramping backend's weight grows with its ramp.
             let w = if view.ramp.is_some() {
                 ((w as f64 * view.ramp(i)) as i64).max(1)
@@ -162,6 +169,30 @@ mod tests {
         let picked = indices(&w, &health, &Tried::default(), 7000);
         let c = counts(&picked, 3);
         // The outage leaves a little carried-over `current`, at most a round's worth.
+        for (got, want) in c.iter().zip([5000, 1000, 1000]) {
+            assert!(got.abs_diff(want) <= 7, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn admin_weight_override_and_drain_apply_at_the_next_pick() {
+        use crate::health::AdminState;
+        let w = five_one_one();
+        let health = HealthTable::all_up(3);
+        health.update_admin(1, |s| AdminState {
+            weight: Some(5),
+            ..s
+        });
+        let picked = indices(&w, &health, &Tried::default(), 11000);
+        assert_eq!(counts(&picked, 3), [5000, 5000, 1000]);
+        health.update_admin(0, |s| AdminState { drained: true, ..s });
+        let picked = indices(&w, &health, &Tried::default(), 6000);
+        assert_eq!(counts(&picked, 3), [0, 5000, 1000]);
+        // Cleared: back to the configured 5:1:1 (within the carried-over round).
+        health.update_admin(0, |_| AdminState::default());
+        health.update_admin(1, |_| AdminState::default());
+        let picked = indices(&w, &health, &Tried::default(), 7000);
+        let c = counts(&picked, 3);
         for (got, want) in c.iter().zip([5000, 1000, 1000]) {
             assert!(got.abs_diff(want) <= 7, "{c:?}");
         }

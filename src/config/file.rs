@@ -29,6 +29,7 @@ pub use lines::line_of;
 pub struct FileConfig {
     pub listen: Option<ListenFile>,
     pub admin: Option<String>,
+    pub admin_token_file: Option<String>,
     pub workers: Option<u64>,
     pub mode: Option<String>,
     pub strategy: Option<String>,

@@ -6,6 +6,7 @@
 //! is parsed and resolved, every duration is positive, every limit is sane.
 //! Errors are [`ConfigError`]s that name the file, line, key, problem and a hint.
 
+mod admin_token;
 pub mod diff;
 mod duration;
 mod file;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use crate::backend::{BackendSet, BackendSpec};
 use crate::balance::StrategyKind;
 pub use crate::tls::server::CertificatePaths;
+pub use admin_token::AdminToken;
 
 pub use duration::parse_duration;
 
@@ -132,6 +134,9 @@ pub struct Config {
     /// TLS termination on the listener (HTTP/1.1 and HTTP/2 by ALPN).
     pub listen_tls: Option<ListenTls>,
     pub admin: Option<SocketAddr>,
+    /// `admin_token_file`, read: admin writes need `Authorization: Bearer TOKEN`.
+    /// Re-read on every reload.
+    pub admin_token: Option<AdminToken>,
     pub workers: usize,
     pub mode: Mode,
     pub strategy: StrategyKind,

@@ -227,6 +227,16 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         ));
     }
 
+    let admin_token = match &file.admin_token_file {
+        // Offline, the file is not read.
+        Some(_) if cx.offline => None,
+        Some(p) => Some(super::AdminToken::read(&cx.relative(p)).map_err(|e| {
+            let hint = "put the token in the file, e.g. `openssl rand -hex 32 > FILE`";
+            cx.err("admin_token_file", e, hint)
+        })?),
+        None => None,
+    };
+
     let cpus = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(1024);
@@ -403,6 +413,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         listen,
         listen_tls,
         admin,
+        admin_token,
         workers,
         mode,
         strategy,

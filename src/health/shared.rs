@@ -39,6 +39,9 @@ pub struct Slot {
     pub(crate) up_since_ms: AtomicU64,
     /// The latest latency estimate (µs) a least-latency worker published (/backends).
     pub(crate) latency_us: AtomicU32,
+    /// What the admin API set (`health::admin`): drained flag and weight override.
+    /// 0 = nothing set, so a newly claimed slot starts clean.
+    pub(crate) admin: AtomicU64,
 }
 
 /// Ledgers: one per worker index (modulo), for what a dead worker leaves behind.

@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use super::admin::AdminState;
 use super::breaker::{self, Breaker, Source, Thresholds, Transition};
 use super::shared::{Ledger, Region, Slot, monotonic_ms};
 use crate::backend::{Backend, BackendId, BackendSet};
@@ -164,9 +165,62 @@ impl HealthTable {
         self.slots[i].breaker.load(Relaxed) & 1 == 0
     }
 
-    /// True when no backend is up.
+    /// True when no backend can take a new request: each one is down or drained.
     pub fn all_down(&self) -> bool {
-        (0..self.len()).all(|i| !self.is_up(i))
+        (0..self.len()).all(|i| !self.is_up(i) || self.is_drained(i))
+    }
+
+    /// Whether the admin API drained backend `i` (one `Relaxed` load).
+    #[inline]
+    pub fn is_drained(&self, i: usize) -> bool {
+        AdminState::drained_in(self.slots[i].admin.load(Relaxed))
+    }
+
+    /// Backend `i`'s weight override from the admin API, 0 = none.
+    #[inline]
+    pub fn weight_override(&self, i: usize) -> u32 {
+        AdminState::weight_in(self.slots[i].admin.load(Relaxed))
+    }
+
+    /// Backend `i`'s admin state.
+    pub fn admin_state(&self, i: usize) -> AdminState {
+        AdminState::unpack(self.slots[i].admin.load(Relaxed))
+    }
+
+    /// Changes backend `i`'s admin state with `f` (one compare-and-swap loop, so two
+    /// writes to different fields never undo each other) and returns the new state.
+    /// `None` when the backend has no slot of its own (the region's overflow entry is
+    /// shared, so a drain there would drain other backends too).
+    pub fn update_admin(
+        &self,
+        i: usize,
+        f: impl Fn(AdminState) -> AdminState,
+    ) -> Option<AdminState> {
+        if self.index[i] >= super::shared::CAPACITY {
+            return None;
+        }
+        let slot = self.slots[i];
+        let mut cur = slot.admin.load(Relaxed);
+        loop {
+            let next = f(AdminState::unpack(cur));
+            match slot
+                .admin
+                .compare_exchange_weak(cur, next.pack(), Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    if AdminState::drained_in(cur) != next.drained {
+                        // Strategies cache what they derive from who can be picked.
+                        self.global.health_epoch.fetch_add(1, Relaxed);
+                    }
+                    if AdminState::weight_in(cur) != next.weight.unwrap_or(0) {
+                        // ... and from weights (consistent-hash's table).
+                        self.global.weight_epoch.fetch_add(1, Relaxed);
+                    }
+                    return Some(next);
+                }
+                Err(actual) => cur = actual,
+            }
+        }
     }
 
     /// Forces a backend up or down (tests, admin).
@@ -249,6 +303,22 @@ impl HealthTable {
     #[inline]
     pub fn epoch(&self) -> u64 {
         self.global.health_epoch.load(Relaxed)
+    }
+
+    /// Changes whenever the admin API sets or clears a weight override (0 until the
+    /// first one): consistent-hash rebuilds its table against it.
+    #[inline]
+    pub fn weight_epoch(&self) -> u64 {
+        self.global.weight_epoch.load(Relaxed)
+    }
+
+    /// Backend `i`'s weight in force: the admin override, else `configured`.
+    #[inline]
+    pub fn weight(&self, i: usize, configured: u32) -> u32 {
+        match self.weight_override(i) {
+            0 => configured,
+            w => w,
+        }
     }
 
     /// Monotonic milliseconds of backend `i`'s last failure (0 = never).
@@ -487,6 +557,44 @@ mod tests {
         assert!(!t.is_up(0));
         t.record_success(0, Source::Probe);
         assert!(t.is_up(0));
+    }
+
+    #[test]
+    fn admin_state_is_per_backend_and_kept_by_a_new_snapshot() {
+        let region = Region::new().unwrap();
+        let old = HealthTable::new(region, &set(), T);
+        let drain = |s: AdminState| AdminState { drained: true, ..s };
+        let weigh = |s: AdminState| AdminState {
+            weight: Some(5),
+            ..s
+        };
+        let epoch = old.epoch();
+        assert_eq!(old.update_admin(1, drain).map(|s| s.drained), Some(true));
+        assert!(old.epoch() > epoch, "a drain changes who can be picked");
+        // The weight write keeps the drain (and the drain the weight).
+        assert_eq!(
+            old.update_admin(1, weigh),
+            Some(AdminState {
+                drained: true,
+                weight: Some(5)
+            })
+        );
+        assert!((!old.is_drained(0), old.is_drained(1)) == (true, true));
+        assert_eq!((old.weight_override(0), old.weight_override(1)), (0, 5));
+        assert!(!old.all_down(), "backend 0 still takes requests");
+        old.update_admin(0, drain);
+        assert!(old.all_down(), "every backend drained: none can be picked");
+        old.update_admin(0, |s| AdminState {
+            drained: false,
+            ..s
+        });
+        let new_set = backend_set(&[
+            "127.0.0.1:2".parse().unwrap(),
+            "127.0.0.1:1".parse().unwrap(),
+        ]);
+        let t = HealthTable::new(region, &new_set, T);
+        assert!(t.is_drained(0) && !t.is_drained(1));
+        assert_eq!(t.weight_override(0), 5);
     }
 
     #[test]

@@ -218,6 +218,9 @@ pub struct GlobalStats {
     pub retries_skipped_budget: AtomicU64,
     /// Bumped on every backend up/down transition (see `HealthTable::epoch`).
     pub health_epoch: AtomicU64,
+    /// Bumped whenever the admin API changes a weight override (see
+    /// `HealthTable::weight_epoch`).
+    pub weight_epoch: AtomicU64,
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,
     /// Responses the balancer made itself, by `LocalReason` (with the status of each).

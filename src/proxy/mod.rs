@@ -727,8 +727,12 @@ impl Proxy {
     /// True when a backend this request could use is up but at its `max_connections`.
     fn full_but_up(&self, tried: &Tried) -> bool {
         self.health.has_caps()
-            && (0..self.health.len())
-                .any(|i| !tried.contains(i) && self.health.is_up(i) && !self.health.has_room(i))
+            && (0..self.health.len()).any(|i| {
+                !tried.contains(i)
+                    && self.health.is_up(i)
+                    && !self.health.is_drained(i)
+                    && !self.health.has_room(i)
+            })
     }
 
     /// A place in the queue, or 503 when it is full.
@@ -763,8 +767,9 @@ impl Proxy {
 
     /// The down backend (not yet tried) whose last failure is oldest.
     fn least_recently_failed(&self, tried: &Tried) -> Option<usize> {
+        // A drained backend is never a fail-open pick: the operator took it out.
         (0..self.slots.len())
-            .filter(|&i| !tried.contains(i))
+            .filter(|&i| !tried.contains(i) && !self.health.is_drained(i))
             .min_by_key(|&i| self.health.last_failure_ms(i))
     }
 

@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod admin_write;
 mod cli;
 mod dashboard;
 mod discovery;

@@ -72,7 +72,7 @@ fn instance(
         &path,
         format!(
             "listen: {listen}\nworkers: 2\nmode: thread\nhealth: {{probes: false}}\n\
-             backends: [{backend}]\nredis: {{url: 'redis://{redis}/0', timeout: 50ms{extra}}}\n\
+             backends: [{backend}]\nredis: {{url: 'redis://{redis}/0'{extra}}}\n\
              rate_limits:\n  - {{name: fleet, key: global, rate: 100/s, burst: 10, scope: redis}}\n"
         ),
     )
@@ -91,8 +91,11 @@ fn two_instances_share_one_budget_through_redis() {
     let be = TestBackend::named("ok");
     let dir = std::env::temp_dir().join(format!("sy-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (_a, one) = instance(&dir, "one", redis.addr, be.addr, "");
-    let (_b, two) = instance(&dir, "two", redis.addr, be.addr, "");
+    // A generous timeout: this test is about the shared budget, and under the whole
+    // suite's load a 50 ms round trip (or first connect) can time out, letting
+    // requests through by `on_error: allow` (the outage test below covers that).
+    let (_a, one) = instance(&dir, "one", redis.addr, be.addr, ", timeout: 1s");
+    let (_b, two) = instance(&dir, "two", redis.addr, be.addr, ", timeout: 1s");
     let ok = Arc::new(AtomicUsize::new(0));
     let limited = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -132,8 +135,20 @@ fn redis_going_away_follows_on_error_and_limits_resume() {
     let be = TestBackend::named("ok");
     let dir = std::env::temp_dir().join(format!("sy-redis-err-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (_a, allow) = instance(&dir, "allow", redis.addr, be.addr, ", on_error: allow");
-    let (_d, deny) = instance(&dir, "deny", redis.addr, be.addr, ", on_error: deny");
+    let (_a, allow) = instance(
+        &dir,
+        "allow",
+        redis.addr,
+        be.addr,
+        ", timeout: 50ms, on_error: allow",
+    );
+    let (_d, deny) = instance(
+        &dir,
+        "deny",
+        redis.addr,
+        be.addr,
+        ", timeout: 50ms, on_error: deny",
+    );
     // Limited while Redis is there.
     let burst = |addr| (0..50).map(|_| get(addr, "/").status).collect::<Vec<_>>();
     assert!(burst(allow).contains(&429));

@@ -142,6 +142,7 @@ pub fn example(key: &str) -> Option<&'static str> {
     Some(match plain.as_str() {
         "listen" | "listen.address" => "listen: 0.0.0.0:8080",
         "admin" => "admin: 127.0.0.1:9090",
+        "admin_token_file" => "admin_token_file: /etc/switchyard/admin.token",
         "workers" => "workers: 4",
         "mode" => "mode: process",
         "strategy" => "strategy: round-robin",
