@@ -34,6 +34,7 @@ pub mod http1;
 pub mod limit;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod server;
 pub mod tls;
 pub mod upstream;
