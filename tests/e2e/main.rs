@@ -15,6 +15,7 @@ mod limits;
 mod parking;
 mod pool;
 mod process;
+mod proxy_protocol;
 mod proxying;
 mod redis;
 mod regressions;
