@@ -18,7 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
-use super::{Cidr, Parsed, any_contains, parse, starts_like_header, v2_length};
+use super::{Cidr, MIN_HEADER, Parsed, any_contains, parse, starts_like_header, still_needed};
 
 /// Why a connection was closed before its first request.
 #[derive(Debug)]
@@ -47,10 +47,6 @@ impl Refused {
         }
     }
 }
-
-/// The shortest header there is (`PROXY UNKNOWN\r\n`): reading this much from a
-/// peer that must send a header can never take a byte past it.
-const MIN_HEADER: usize = 15;
 
 /// How often an untrusted peer's first bytes are looked at again while they could
 /// still be the start of a header (`P`, `PR`, an empty line...). Rare: a request's
@@ -132,13 +128,7 @@ async fn piecewise(
     deadline: Instant,
 ) -> Result<Option<SocketAddr>, Refused> {
     loop {
-        let need = match v2_length(&got) {
-            Some(len) => len.saturating_sub(got.len()),
-            None if got.len() < 16 && is_v2_start(&got) => 16 - got.len(),
-            None if got.len() < MIN_HEADER => MIN_HEADER - got.len(),
-            None => 1,
-        }
-        .max(1);
+        let need = still_needed(&got);
         let at = got.len();
         got.resize(at + need, 0);
         read_exact(stream, &mut got[at..], deadline).await?;
@@ -148,12 +138,6 @@ async fn piecewise(
             Parsed::Partial => {}
         }
     }
-}
-
-/// True when `got` (shorter than 16 bytes) is the start of a v2 header.
-fn is_v2_start(got: &[u8]) -> bool {
-    let n = got.len().min(12);
-    got[..n] == super::V2_SIGNATURE[..n]
 }
 
 /// A trusted peer's bytes that are not a header: none at all, or a broken one.

@@ -63,6 +63,11 @@ pub enum Parsed {
 
 /// Parses a header at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parsed {
+    // The crate takes any byte after `PROXY`; the spec (and the untrusted-peer
+    // check) wants the space.
+    if starts_like_header(buf) == Some(false) {
+        return Parsed::Invalid;
+    }
     let config = ParseConfig {
         include_tlvs: false,
         allow_v1: true,
@@ -93,6 +98,28 @@ pub fn v2_length(buf: &[u8]) -> Option<usize> {
         }
         _ => None,
     }
+}
+
+/// The shortest header there is (`PROXY UNKNOWN\r\n`): reading this much from a
+/// peer that must send a header can never take a byte past it.
+pub const MIN_HEADER: usize = 15;
+
+/// How many more bytes to read for the header `got` (which [`parse`] found
+/// [`Parsed::Partial`]) starts, never past its end: what v2 still lacks of its
+/// fixed part or its stated length, up to [`MIN_HEADER`] for v1, then one at a time
+/// (v1 ends at a line end, wherever that is).
+pub fn still_needed(got: &[u8]) -> usize {
+    let v2_start = |g: &[u8]| {
+        let n = g.len().min(12);
+        g[..n] == V2_SIGNATURE[..n]
+    };
+    match v2_length(got) {
+        Some(len) => len.saturating_sub(got.len()),
+        None if got.len() < 16 && v2_start(got) => 16 - got.len(),
+        None if got.len() < MIN_HEADER => MIN_HEADER - got.len(),
+        None => 1,
+    }
+    .max(1)
 }
 
 /// Whether a connection starting with `buf` starts with a PROXY header: `Some(true)`

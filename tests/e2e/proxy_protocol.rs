@@ -300,3 +300,36 @@ fn backends_get_a_proxy_header_per_connection() {
         assert_eq!(header, format!("{v1} 198.51.100.2:7000 {}", lb.addr));
     }
 }
+
+/// On a TLS listener the header comes before the TLS handshake.
+#[test]
+fn proxy_protocol_header_precedes_tls() {
+    use switchyard::config::{CertificatePaths, ListenTls};
+    let dir = std::env::temp_dir().join(format!("sy-pp-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = crate::support::tls::TestCa::new(&dir);
+    let (cert, key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
+    let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
+    let be = TestBackend::start(|_| Reply::ok("ok"));
+    let lb = trusting_localhost()
+        .backend(be.addr)
+        .with(move |c| c.listen_tls = Some(tls))
+        .start();
+    let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(lb.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(&v2_tcp4([203, 0, 113, 9], 4444)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut tls, &mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let r = &be.requests()[0];
+    assert_eq!(r.header("x-forwarded-for").as_deref(), Some("203.0.113.9"));
+    assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
