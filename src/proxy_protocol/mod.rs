@@ -27,6 +27,9 @@ pub use cidr::{Cidr, any_contains};
 pub const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_START: &[u8; 6] = b"PROXY ";
 
+/// The longest v1 header the spec allows, line end included.
+pub const V1_MAX: usize = 107;
+
 /// The largest header taken: a v2 header may declare up to 64 KiB of TLVs, but what
 /// balancers send (addresses, an endpoint id, a few TLVs) fits far below this.
 pub const MAX_HEADER: usize = 2048;
@@ -81,6 +84,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
         _ => (buf, false),
     };
     match ProxyHeader::parse(buf, config) {
+        // The crate lets `PROXY UNKNOWN ...` run past v1's 107 bytes when its end is
+        // already in `buf` (found by the fuzz target): the spec's cap holds however
+        // the bytes came in.
+        Ok((_, len)) if !whole && len > V1_MAX => Parsed::Invalid,
         Ok((h, len)) => Parsed::Complete {
             len,
             source: h.proxied_address().map(|a| a.source),

@@ -76,10 +76,9 @@ impl Drop for OpenGuard {
 
 /// What a client connection's task knows of it.
 pub(super) struct ClientCtx {
-    /// The client's address: the peer's, or the one its PROXY header named.
-    pub(super) peer: std::net::SocketAddr,
-    /// The local address it reached (the listener's when no backend needs it).
-    pub(super) local: std::net::SocketAddr,
+    /// The client's address (the peer's, or the one its PROXY header named) and the
+    /// local address it reached (the listener's when no backend's header needs it).
+    pub(super) origin: crate::proxy_protocol::Origin,
     pub(super) https: bool,
     pub(super) current: Current,
     /// Counts the connection open until the last task holding it ends.
@@ -91,13 +90,6 @@ pub(super) struct ClientCtx {
 impl ClientCtx {
     pub(super) fn conns(&self) -> &Connections {
         &self.guard.0
-    }
-
-    pub(super) fn origin(&self) -> crate::proxy_protocol::Origin {
-        crate::proxy_protocol::Origin {
-            client: self.peer,
-            local: self.local,
-        }
     }
 }
 

@@ -12,10 +12,12 @@
 //! (idle ones close at once), and returns when the last one is gone or the drain
 //! deadline passes.
 //!
-//! Each client connection is a task: TLS (when the listener terminates it), then
-//! hyper's HTTP/2 server (ALPN `h2`) or our own HTTP/1 one (`server::h1`), whose idle
-//! connections *park*: they hold the socket alone while they wait for a next request
-//! (counted in the `switchyard_connections_parked` gauge).
+//! Each client connection is a task: its PROXY header when the listener takes them
+//! (`listen.proxy_protocol`; only then, and before anything else), TLS (when the
+//! listener terminates it), then hyper's HTTP/2 server (ALPN `h2`) or our own HTTP/1
+//! one (`server::h1`), whose idle connections *park*: they hold the socket alone
+//! while they wait for a next request (counted in the `switchyard_connections_parked`
+//! gauge).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -307,8 +309,7 @@ fn open_client(
     ledger.conns.fetch_add(1, Relaxed);
     let guard = Rc::new(OpenGuard(Rc::clone(conns), global, ledger, client_hash));
     let ctx = ClientCtx {
-        peer,
-        local: origin.local,
+        origin,
         https: acceptor.is_some(),
         current: Rc::clone(current),
         guard,
@@ -363,12 +364,7 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx, builder: &Builders) -> h
     let timeouts = ctx.current.borrow().timeouts();
     // HTTP/2 multiplexes: an idle clock while no stream is open.
     let clock = Rc::new(ConnState::new(timeouts.client_idle));
-    let client = ClientConn::new(
-        ctx.origin(),
-        Rc::clone(&clock),
-        ctx.https,
-        ctx.guard.clone(),
-    );
+    let client = ClientConn::new(ctx.origin, Rc::clone(&clock), ctx.https, ctx.guard.clone());
     let svc = service(Rc::clone(&ctx.current), Rc::new(client));
     let io = TokioIo::new(TimedIo::new(io, Rc::clone(&clock)));
     // Boxed: HTTP/2 state is large, and keeping it out of line keeps every HTTP/1

@@ -333,3 +333,61 @@ fn proxy_protocol_header_precedes_tls() {
     assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An h2c backend with `proxy_protocol: v2`: its one shared connection's header names
+/// the client whose request opened it (later clients ride it without a header), and
+/// health probes' connections say LOCAL.
+#[test]
+fn h2c_backends_get_the_opening_clients_address_and_probes_local() {
+    use switchyard::backend::{BackendSet, Protocol};
+    let h2 = crate::support::tls::H2Backend::start(None, Duration::ZERO);
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    let target = h2.addr;
+    // Reads the header, reports it, then relays the bytes to the h2c backend.
+    let be = TestBackend::raw(move |stream| {
+        let tx = tx.lock().unwrap().clone();
+        let mut r = BufReader::new(stream.try_clone().unwrap());
+        let buf = r.fill_buf().unwrap_or_default().to_vec();
+        let config = proxy_header::ParseConfig::default();
+        let Ok((h, len)) = proxy_header::ProxyHeader::parse(&buf, config) else {
+            let _ = tx.send("no header".into());
+            return;
+        };
+        let said = h
+            .proxied_address()
+            .map_or("LOCAL".to_string(), |a| a.source.to_string());
+        let _ = tx.send(said);
+        r.consume(len);
+        let mut up = std::net::TcpStream::connect(target).unwrap();
+        up.write_all(r.buffer()).unwrap();
+        let mut down = up.try_clone().unwrap();
+        let mut client = stream;
+        let mut client_w = client.try_clone().unwrap();
+        let back = std::thread::spawn(move || std::io::copy(&mut down, &mut client_w));
+        let _ = std::io::copy(&mut client, &mut up);
+        let _ = up.shutdown(std::net::Shutdown::Write);
+        let _ = back.join();
+    });
+    let mut b = switchyard::demo::backend_at(be.addr, 1);
+    b.protocol = Protocol::H2c;
+    b.proxy_protocol = Some(switchyard::proxy_protocol::Version::V2);
+    let lb = trusting_localhost()
+        .backend(be.addr)
+        .with(move |c| c.backends = BackendSet::new(vec![b]))
+        .probes(Duration::from_millis(50))
+        .start();
+    let probe = rx.recv_timeout(Duration::from_secs(5)).expect("a probe");
+    assert_eq!(probe, "LOCAL");
+    for (i, a) in [1u8, 2].into_iter().enumerate() {
+        let mut c = Conn::open(lb.addr);
+        c.send(&v2_tcp4([192, 0, 2, a], 9000));
+        let r = c.get(&format!("/r{i}"));
+        assert_eq!((r.status, r.text()), (200, format!("HTTP/2.0 /r{i}")));
+    }
+    // Probes dial on their own; requests shared one connection, opened for 192.0.2.1.
+    // (A dial's header is reported before any byte is relayed, so before a response.)
+    let said: Vec<String> = rx.try_iter().filter(|s| s != "LOCAL").collect();
+    assert_eq!(said, ["192.0.2.1:9000"]);
+    assert!(lb.health().is_up(0));
+}
