@@ -331,6 +331,44 @@ fn proxy_protocol_header_precedes_tls() {
     let r = &be.requests()[0];
     assert_eq!(r.header("x-forwarded-for").as_deref(), Some("203.0.113.9"));
     assert_eq!(r.header("x-forwarded-proto").as_deref(), Some("https"));
+
+    // HTTP/2 over TLS (the hyper request path) takes the header's address too.
+    let config = crate::support::tls::client_config(&ca, &[b"h2"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = lb.addr;
+    rt.block_on(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"PROXY TCP6 2001:db8::5 ::1 1000 443\r\n")
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+                exec, io,
+            )
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("https://a.test/h2")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let r = send.send_request(req).await.expect("h2 response");
+        assert_eq!(r.status(), 200);
+    });
+    let r = &be.requests()[1];
+    assert_eq!(r.target, "/h2");
+    assert_eq!(r.header("x-forwarded-for").as_deref(), Some("2001:db8::5"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
