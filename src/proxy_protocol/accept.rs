@@ -55,25 +55,33 @@ const UNDECIDED_POLL: Duration = Duration::from_millis(5);
 
 /// The client address of a connection from `peer`: the one its header names for a
 /// trusted peer (or `peer` for LOCAL/UNKNOWN/UNSPEC headers), `peer` itself for an
-/// untrusted peer that sent none. The first byte may take `first_byte`; the header
-/// from there on `header`.
+/// untrusted peer that sent none. A trusted peer's header must be in within `header`
+/// of the accept (balancers send it at once); an untrusted peer may wait `idle` for
+/// its first byte, as without PROXY protocol, and is then looked at within `header`.
 pub async fn accept(
     stream: &mut TcpStream,
     peer: SocketAddr,
     trusted: &[Cidr],
-    first_byte: Duration,
+    idle: Duration,
     header: Duration,
 ) -> Result<SocketAddr, Refused> {
+    let is_trusted = any_contains(trusted, peer.ip());
+    let deadline = Instant::now() + header;
+    let first = match is_trusted {
+        true => deadline,
+        false => Instant::now() + idle,
+    };
     let mut buf = [0u8; 256];
-    let n = match tokio::time::timeout(first_byte, stream.peek(&mut buf)).await {
+    let n = match timeout_at(first, stream.peek(&mut buf)).await {
         Ok(Ok(0)) => return Err(Refused::Closed(None)),
         Ok(Ok(n)) => n,
         Ok(Err(e)) => return Err(Refused::Closed(Some(e))),
+        Err(_) if is_trusted => return Err(Refused::Timeout),
         // An idle connection that never spoke: closed as it would be without PROXY.
         Err(_) => return Err(Refused::Closed(None)),
     };
-    let deadline = Instant::now() + header;
-    if !any_contains(trusted, peer.ip()) {
+    if !is_trusted {
+        let deadline = Instant::now() + header;
         return untrusted(stream, peer, &mut buf, n, deadline).await;
     }
     match parse(&buf[..n]) {

@@ -129,6 +129,20 @@ fn proxy_protocol_refuses_missing_and_untrusted_headers() {
         Some("127.0.0.2")
     );
     assert_eq!(refusals(&lb), 3.0);
+    // `trusted` follows a reload: 127.0.0.1 is now an ordinary client.
+    lb.reload(|c| c.proxy_protocol = Some(vec!["127.0.0.2".parse().unwrap()]));
+    let served = crate::support::eventually(Duration::from_secs(5), || {
+        let mut c = Conn::open(lb.addr);
+        c.send(GET);
+        c.read_response_or_close().is_some_and(|r| r.status == 200)
+    });
+    assert!(
+        served,
+        "127.0.0.1 still had to send a header after the reload"
+    );
+    let mut c = untrusted(lb.addr);
+    c.send(GET);
+    assert!(refused(&mut c), "127.0.0.2 is trusted now");
 }
 
 /// Truncated, oversized, bad-signature and over-long headers close the connection
@@ -160,6 +174,8 @@ fn broken_proxy_headers_are_refused() {
         // Truncated: the rest never comes, the header clock closes it.
         ("truncated v2", v2_tcp4([192, 0, 2, 1], 1)[..20].to_vec()),
         ("truncated v1", b"PROXY TCP4 192.0.2.1".to_vec()),
+        // Silent: a trusted peer's header is due within client_header of the accept.
+        ("nothing", Vec::new()),
     ];
     for (i, (what, bytes)) in cases.iter().enumerate() {
         let mut c = Conn::open(lb.addr);
