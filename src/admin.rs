@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::metrics::prometheus;
-use crate::server::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// Serves the admin endpoints on `listener` until `stop` turns true.
 pub async fn serve(
@@ -82,19 +82,14 @@ fn answer(snapshot: &Snapshot, req: &Request<Incoming>) -> Response<Full<Bytes>>
     }
     let health = &snapshot.health;
     match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            prometheus::CONTENT_TYPE,
-            prometheus::render(
-                health,
-                &snapshot
-                    .config
-                    .rate_limits
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.name_hash))
-                    .collect::<Vec<_>>(),
-            ),
-        ),
+        "/metrics" => {
+            let limits: Vec<_> = (snapshot.config.rate_limits.iter())
+                .map(|l| (l.name.as_str(), l.name_hash))
+                .collect();
+            let mut body = prometheus::render(health, &limits);
+            prometheus::render_discovery(&mut body, health, &snapshot.config.discovery);
+            text(StatusCode::OK, prometheus::CONTENT_TYPE, body)
+        }
         "/healthz" => {
             if health.global().draining.load(Relaxed) {
                 text(

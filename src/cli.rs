@@ -1,4 +1,5 @@
-//! The command line: `switchyard [OPTIONS]`, `demo`, `backend`, `check`.
+//! The command line: `switchyard [OPTIONS]`, `demo`, `backend`, `check`, `completions`,
+//! `manpage`.
 //!
 //! clap parses and validates each flag (a bad value exits 2 with a message saying what
 //! to write instead); [`RunArgs::overrides`] turns the flags into config
@@ -17,7 +18,7 @@ use crate::config::{Mode, Overrides};
 #[command(
     name = "switchyard",
     version,
-    about = "A fast HTTP/1.1 load balancer and reverse proxy",
+    about = "A fast HTTP/1.1 and HTTP/2 load balancer and reverse proxy",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -52,9 +53,37 @@ pub enum Command {
     },
     /// Validate a config file: exit 0, or exit 2 with a message naming the key.
     Check {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        /// The config file (or give it with -c).
+        #[arg(value_name = "FILE", required_unless_present = "config")]
+        file: Option<PathBuf>,
+        #[arg(short, long, value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
     },
+    /// Print shell completions (e.g. `switchyard completions bash > /etc/bash_completion.d/switchyard`).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `switchyard manpage > switchyard.1`.
+    Manpage,
+}
+
+/// Writes completions for `shell` to `out` (made in memory first: the generator
+/// panics on a write error, e.g. a closed pipe).
+pub fn completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "switchyard", &mut text);
+    out.write_all(&text)
+}
+
+/// Writes the man page (roff) to `out`.
+pub fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(cmd).render(out)
 }
 
 #[derive(Args, Debug)]

@@ -29,6 +29,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod http1;
 pub mod limit;
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 
@@ -81,14 +83,29 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
             b.wait();
             Ok(())
         }
-        Some(cli::Command::Check { config }) => {
+        Some(cli::Command::Completions { shell }) => {
+            cli::completions(shell, &mut std::io::stdout())?;
+            Ok(())
+        }
+        Some(cli::Command::Manpage) => {
+            cli::manpage(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Some(cli::Command::Check { file, config }) => {
+            let Some(config) = file.or(config) else {
+                return Err(Error::Usage("check needs a config file".into()));
+            };
             let c = Config::load(&config, &config::Overrides::default())?;
-            println!(
-                "{}: ok ({} backends, strategy {})",
-                config.display(),
-                c.backends.len(),
+            let n = c.backends.len();
+            let mut what = format!(
+                "{n} backend{}, strategy {}",
+                if n == 1 { "" } else { "s" },
                 c.strategy.name()
             );
+            if !c.discovery.is_empty() {
+                what += &format!(", {} discovery source(s)", c.discovery.len());
+            }
+            println!("{}: ok ({what})", config.display());
             Ok(())
         }
         None => {
@@ -121,7 +138,7 @@ pub fn serve(
 ) -> Result<(), Error> {
     // Read (and cleared) first, before any thread exists.
     let inherited = server::handover::Inherited::from_env()?;
-    tls::client::warn_insecure(None, &config);
+    config::warn_insecure(None, &config);
     // Resolved now: by the time of a SIGUSR2 the file may have been replaced, and
     // /proc/self/exe would then name the deleted one.
     let exe = std::env::current_exe().ok();
@@ -138,7 +155,8 @@ pub fn serve(
         server::master::run(config, reload, sockets, life, signals)?;
         return Ok(());
     }
-    let control = server::control::Control::new(reload)?;
+    let mut control = server::control::Control::new(reload)?;
+    let config = control.first_generation(config);
     let mut sockets = server::Sockets::open(&config, inherited)?;
     let config = Arc::new(config);
     let pid_file = pid_file.map(server::pidfile::PidFile::write).transpose()?;

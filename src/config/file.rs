@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub rate_limits: Option<Vec<RateLimitFile>>,
     pub redis: Option<RedisFile>,
     pub queue: Option<QueueFile>,
+    pub discovery: Option<Vec<DiscoveryFile>>,
+    pub resolver: Option<String>,
 }
 
 /// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
@@ -224,6 +226,27 @@ pub struct QueueFile {
     pub size: Option<u64>,
     #[serde(default, deserialize_with = "text")]
     pub timeout: Option<String>,
+}
+
+/// One `discovery:` item: exactly one of `dns`, `srv`, `etcd`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with one of `dns`, `srv` or `etcd` (and `weight`)"
+)]
+pub struct DiscoveryFile {
+    pub dns: Option<String>,
+    pub srv: Option<String>,
+    pub etcd: Option<EtcdFile>,
+    pub weight: Option<u64>,
+}
+
+/// `discovery[N].etcd:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a map with `endpoints` and `prefix`")]
+pub struct EtcdFile {
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
 }
 
 /// `redis:`.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::backend::{BackendSet, BackendSpec};
 use crate::balance::StrategyKind;
+pub use crate::tls::server::CertificatePaths;
 
 pub use duration::parse_duration;
 
@@ -107,13 +108,6 @@ impl ListenTls {
     }
 }
 
-/// One certificate chain and its private key (PEM files).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertificatePaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// `queue:`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QueueConfig {
@@ -166,7 +160,27 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Skip TLS verification for every backend (`-k`); TLS itself arrives later.
     pub insecure: bool,
+    /// `discovery:`: sources of more backends (run by the loader, never by workers).
+    pub discovery: Vec<crate::discovery::Source>,
+    /// `resolver:`: the nameserver DNS discovery asks; `None`: /etc/resolv.conf's.
+    pub resolver: Option<SocketAddr>,
 }
+
+/// Warns about every backend of `config` that skips certificate verification and did
+/// not already in `previous` (the config a reload replaces; `None` at start).
+pub fn warn_insecure(previous: Option<&Config>, config: &Config) {
+    let was_insecure = |b: &crate::backend::Backend| {
+        previous.is_some_and(|p| p.backends.iter().any(|o| o.id == b.id && o.tls.insecure))
+    };
+    for b in config.backends.iter() {
+        if b.scheme == crate::backend::Scheme::Https && b.tls.insecure && !was_insecure(b) {
+            tracing::warn!(backend = %b.address, "TLS certificate verification is OFF for this backend");
+        }
+    }
+}
+
+/// Backend addresses resolved by the loader, by normalised `host:port`.
+pub type Resolved = std::collections::HashMap<String, Vec<SocketAddr>>;
 
 /// Values given on the command line; each one that is set wins over the file.
 #[derive(Clone, Debug, Default)]
@@ -270,6 +284,30 @@ impl Config {
             e
         })?;
         validate::build(Some((path, text)), parsed, overrides)
+    }
+
+    /// Parses and validates config text as [`Config::parse`], taking every backend's
+    /// addresses from `resolved` instead of resolving (a worker building the
+    /// generation its loader sent).
+    pub fn parse_resolved(
+        path: &Path,
+        text: &str,
+        overrides: &Overrides,
+        resolved: &Resolved,
+    ) -> Result<Config, ConfigError> {
+        let parsed = file::FileConfig::parse(text).map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })?;
+        validate::build_resolved(Some((path, text)), parsed, overrides, resolved)
+    }
+
+    /// Every backend's addresses, for [`Config::parse_resolved`] elsewhere.
+    pub fn resolved(&self) -> Resolved {
+        self.backends
+            .iter()
+            .map(|b| (b.address.clone(), b.addrs.clone()))
+            .collect()
     }
 
     /// Checks config text as [`Config::parse`] does, every key and value, but without

@@ -15,6 +15,7 @@ use super::file::{FileConfig, example, line_of};
 use super::*;
 
 mod backends;
+mod discovery;
 mod sections;
 
 /// Where an error points: the file (if any) and its text, for line numbers.
@@ -23,6 +24,9 @@ struct Ctx<'a> {
     /// Check without the outside world: no host name resolved, no file read
     /// ([`Config::check_offline`]).
     offline: bool,
+    /// Host names already resolved by the loader (a child building the generation the
+    /// master sent): looked up here instead of asking DNS.
+    resolved: Option<&'a super::Resolved>,
 }
 
 impl Ctx<'_> {
@@ -113,6 +117,26 @@ pub fn build(
         Ctx {
             src,
             offline: false,
+            resolved: None,
+        },
+        file,
+        o,
+    )
+}
+
+/// [`build`] with every backend's addresses taken from `resolved` (made by the
+/// loader that sent this generation); nothing is looked up.
+pub fn build_resolved(
+    src: Option<(&Path, &str)>,
+    file: FileConfig,
+    o: &Overrides,
+    resolved: &super::Resolved,
+) -> Result<Config, ConfigError> {
+    build_with(
+        Ctx {
+            src,
+            offline: false,
+            resolved: Some(resolved),
         },
         file,
         o,
@@ -127,7 +151,15 @@ pub fn build_offline(
     file: FileConfig,
     o: &Overrides,
 ) -> Result<Config, ConfigError> {
-    build_with(Ctx { src, offline: true }, file, o)
+    build_with(
+        Ctx {
+            src,
+            offline: true,
+            resolved: None,
+        },
+        file,
+        o,
+    )
 }
 
 fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
@@ -248,7 +280,9 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
             b.tls.insecure = true;
         }
     }
-    if backends.is_empty() {
+    let discovery = discovery::sources(&cx, file.discovery.unwrap_or_default())?;
+    let resolver = discovery::resolver(&cx, file.resolver)?;
+    if backends.is_empty() && discovery.is_empty() {
         let hint = "add backends: - address: HOST:PORT, or pass -b HOST:PORT";
         return Err(cx.err("backends", "no backends are configured", hint));
     }
@@ -353,6 +387,8 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         redis,
         pool,
         insecure: o.insecure,
+        discovery,
+        resolver,
     })
 }
 

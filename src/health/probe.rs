@@ -21,58 +21,8 @@ use tokio::sync::watch;
 use super::{HealthTable, Reason, Source};
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::server::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::upstream::connect;
-
-/// The running prober; stops when dropped.
-pub struct Prober {
-    shutdown: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Prober {
-    /// Starts probing the backends of the current snapshot, following reloads.
-    /// Serves the admin endpoints on `admin` too, when given.
-    pub fn start(
-        snapshots: watch::Receiver<Arc<Snapshot>>,
-        admin: Option<std::net::TcpListener>,
-    ) -> std::io::Result<Prober> {
-        let (tx, rx) = watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("prober".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!("health prober could not start: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    if let Some(l) = admin {
-                        tokio::spawn(crate::admin::serve(l, snapshots.clone(), rx.clone()));
-                    }
-                    run(snapshots, rx).await;
-                });
-            })?;
-        Ok(Prober {
-            shutdown: tx,
-            thread: Some(thread),
-        })
-    }
-}
 
 /// Probes every backend of the current snapshot until `shutdown`; a new snapshot
 /// restarts the probe tasks for its backend set (state lives in the shared slots).

@@ -230,6 +230,9 @@ pub struct GlobalStats {
     /// limit name's hash (kept in `rate_limited_name`).
     rate_limited: [AtomicU64; RATE_LIMIT_SLOTS],
     rate_limited_name: [AtomicU64; RATE_LIMIT_SLOTS],
+    /// Failures of each discovery source, found the same way by its label's hash.
+    discovery_errors: [AtomicU64; RATE_LIMIT_SLOTS],
+    discovery_errors_name: [AtomicU64; RATE_LIMIT_SLOTS],
 }
 
 /// Distinct rate-limit names counted over the life of the process.
@@ -238,17 +241,20 @@ pub const RATE_LIMIT_SLOTS: usize = 32;
 impl GlobalStats {
     /// The counter slot of the limit named by `name_hash` (claimed the first time).
     fn rate_slot(&self, name_hash: u64) -> Option<usize> {
-        let key = name_hash.max(1);
-        let start = (key % RATE_LIMIT_SLOTS as u64) as usize;
-        (0..RATE_LIMIT_SLOTS)
-            .map(|p| (start + p) % RATE_LIMIT_SLOTS)
-            .find(|&i| {
-                let slot = &self.rate_limited_name[i];
-                match slot.compare_exchange(0, key, Relaxed, Relaxed) {
-                    Ok(_) => true,
-                    Err(k) => k == key,
-                }
-            })
+        named_slot(&self.rate_limited_name, name_hash)
+    }
+
+    /// Counts a failure of the discovery source whose label hashes to `label_hash`.
+    pub fn count_discovery_error(&self, label_hash: u64) {
+        if let Some(i) = named_slot(&self.discovery_errors_name, label_hash) {
+            self.discovery_errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Failures so far of the discovery source whose label hashes to `label_hash`.
+    pub fn discovery_errors(&self, label_hash: u64) -> u64 {
+        named_slot(&self.discovery_errors_name, label_hash)
+            .map_or(0, |i| self.discovery_errors[i].load(Relaxed))
     }
 
     /// Counts a request refused by the limit named by `name_hash`.
@@ -280,6 +286,19 @@ impl GlobalStats {
             })
             .collect()
     }
+}
+
+/// The slot of `names` that holds `hash` (claimed the first time it is asked for).
+fn named_slot(names: &[AtomicU64], hash: u64) -> Option<usize> {
+    let key = hash.max(1);
+    let n = names.len();
+    let start = (key % n as u64) as usize;
+    (0..n).map(|p| (start + p) % n).find(|&i| {
+        match names[i].compare_exchange(0, key, Relaxed, Relaxed) {
+            Ok(_) => true,
+            Err(k) => k == key,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,32 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Appends `switchyard_discovery_errors_total{source}` for each discovery source.
+pub fn render_discovery(
+    out: &mut String,
+    health: &HealthTable,
+    sources: &[crate::discovery::Source],
+) {
+    if sources.is_empty() {
+        return;
+    }
+    let g = health.global();
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_discovery_errors_total Failed lookups or lost watches of each discovery source (the last known backends stay in service)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_discovery_errors_total counter");
+    for s in sources {
+        let label = s.label();
+        let n = g.discovery_errors(crate::limit::name_hash(&label));
+        let _ = writeln!(
+            out,
+            "switchyard_discovery_errors_total{{source=\"{}\"}} {n}",
+            escape(&label)
+        );
+    }
+}
+
 /// Renders every metric for the backends of `health`, and for the rate limits named
 /// (name, hash of the name).
 pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod h1;
 pub mod headers;
 pub mod key;
+pub mod request_body;
 pub mod retry;
 pub mod upgrade;
 
@@ -35,8 +36,8 @@ use crate::config::Config;
 use crate::health::shared::Ledger;
 use crate::health::{HealthTable, InFlightGuard, Reason, Source};
 use crate::proxy_protocol::Origin;
-use crate::server::Snapshot;
 use crate::server::conn_io::ConnState;
+use crate::snapshot::Snapshot;
 use crate::upstream::{Exchange, Pool, Upstreams};
 use body::{ClientFault, Finish, Lease, ProxyBody, ReqBody, Upload};
 use error_response::ProxyError;
@@ -175,7 +176,10 @@ impl Proxy {
         let record = config.admin.is_some();
         let access_log = config.access_log;
         let ledger = health.ledger(worker);
-        let tls_acceptor = config.listen_tls.as_ref().map(crate::tls::server::acceptor);
+        let tls_acceptor = config
+            .listen_tls
+            .as_ref()
+            .map(|t| crate::tls::server::acceptor(&t.server));
         Proxy {
             sends_proxy_headers: config.backends.iter().any(|b| b.proxy_protocol.is_some()),
             config,

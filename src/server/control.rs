@@ -16,9 +16,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::Running;
+use super::generation::Loader;
 use super::handover::{Outcome, Upgrade};
 use super::notify;
 use crate::config::{Config, Overrides, input, reload};
+use crate::discovery::Update;
 
 /// How long a new binary may take to serve before the upgrade is given up.
 pub const UPGRADE_WITHIN: Duration = Duration::from_secs(30);
@@ -117,6 +119,8 @@ pub struct Control {
     changes: mpsc::UnboundedReceiver<()>,
     _watch: Option<reload::FileWatch>,
     source: Option<ReloadSource>,
+    /// Builds each generation (after [`Control::first_generation`]).
+    loader: Option<(Loader, mpsc::UnboundedReceiver<Update>)>,
 }
 
 impl Control {
@@ -150,7 +154,24 @@ impl Control {
             changes,
             _watch: watch,
             source,
+            loader: None,
         })
+    }
+
+    /// The first generation's config: `config` with what each discovery source finds
+    /// first (looked up here, before any worker starts).
+    pub fn first_generation(&mut self, config: Config) -> Config {
+        let (path, overrides, text) = match &self.source {
+            Some(s) => (
+                Some(s.path.clone()),
+                s.overrides.clone(),
+                Some(s.loaded.clone()),
+            ),
+            None => (None, Overrides::default(), None),
+        };
+        let (loader, config, rx) = Loader::start(config, path, overrides, text);
+        self.loader = Some((loader, rx));
+        config
     }
 
     /// Serves until SIGTERM/SIGINT (or a binary upgrade that took over), then drains.
@@ -165,12 +186,22 @@ impl Control {
             mut changes,
             _watch,
             source,
+            loader,
         } = self;
+        let (mut loader, mut discovered) = match loader {
+            Some(l) => l,
+            None => {
+                let config = (*running.snapshot().config).clone();
+                let (l, _, rx) = Loader::start(config, None, Overrides::default(), None);
+                (l, rx)
+            }
+        };
         if !running.wait_serving(Duration::from_secs(10)) {
             tracing::warn!("workers are slow to start accepting");
         }
         life.serving();
         rt.block_on(async move {
+            loader.watch();
             let mut upgrading: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>> =
                 None;
             let mut last = source.as_ref().map(|s| s.loaded.clone());
@@ -179,7 +210,7 @@ impl Control {
                 let now = input::read_file(&s.path).ok();
                 if now.is_some() && now != last {
                     last = now;
-                    reload_from(&running, s, "file change");
+                    reload_from(&running, &mut loader, s, "file change");
                 }
             }
             loop {
@@ -205,7 +236,7 @@ impl Control {
                     _ = hup.recv() => match &source {
                         Some(s) => {
                             last = input::read_file(&s.path).ok();
-                            reload_from(&running, s, "SIGHUP");
+                            reload_from(&running, &mut loader, s, "SIGHUP");
                         }
                         None => tracing::warn!("SIGHUP: no config file (-c) to reload"),
                     },
@@ -217,8 +248,13 @@ impl Control {
                             let now = input::read_file(&s.path).ok();
                             if now.is_some() && now != last {
                                 last = now;
-                                reload_from(&running, s, "file change");
+                                reload_from(&running, &mut loader, s, "file change");
                             }
+                        }
+                    }
+                    Some(u) = discovered.recv() => {
+                        if let Some(config) = loader.discovered(&u, running.region()) {
+                            running.reload(config);
                         }
                     }
                 }
@@ -233,8 +269,11 @@ impl Control {
     }
 }
 
-fn reload_from(running: &Running, source: &ReloadSource, why: &str) {
-    match Config::load(&source.path, &source.overrides) {
+fn reload_from(running: &Running, loader: &mut Loader, source: &ReloadSource, why: &str) {
+    let Ok(bytes) = input::read_file(&source.path) else {
+        return;
+    };
+    match loader.reload(&running.snapshot().config, bytes) {
         Ok(config) => {
             tracing::info!(trigger = why, "reloading configuration");
             notify::reloading();

@@ -10,8 +10,9 @@
 //! backend and every worker sees every transition. The master serves no traffic: it
 //! reaps children (SIGCHLD + `waitpid`), replaces a dead one at once (backing off,
 //! up to 10 s, when one keeps dying within a second of starting), and turns signals
-//! into commands on each child's control socket: SIGTERM/SIGINT -> `drain`, SIGHUP or a
-//! config-file change -> `reload` with the validated file text. A child whose control
+//! into commands on each child's control socket: SIGTERM/SIGINT -> `drain`, SIGHUP, a
+//! config-file change or a discovery update -> `generation` with the new generation
+//! ([`super::generation`]: the master resolves and discovers, never a child). A child whose control
 //! socket closes (the master died) drains and exits, so no worker outlives it.
 
 use std::collections::HashMap;
@@ -27,11 +28,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::control::{Lifecycle, ReloadSource, UPGRADE_WITHIN};
+use super::generation::{Loader, Message};
 use super::handover::Outcome;
 use super::signals::{self, SignalFd, Signals};
-use super::{RunState, Snapshot, keep_restart_only_settings, worker};
+use super::{RunState, Snapshot, worker};
 use crate::config::{Config, Overrides, input, reload};
-use crate::health::{Region, probe};
+use crate::health::Region;
 
 /// What a child process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,10 +79,14 @@ pub fn run(
     sigfd: SignalFd,
 ) -> std::io::Result<()> {
     let region = Region::new()?;
-    let (path, overrides, mut loaded) = match reload_from {
+    let (path, overrides, loaded) = match reload_from {
         Some(s) => (Some(s.path), s.overrides, Some(s.loaded)),
         None => (None, Overrides::default(), None),
     };
+    // Discovery's first lookups, before any fork (they run in a runtime of their own
+    // that is gone when this returns).
+    let (mut loader, config, discovered) =
+        Loader::start(config, path.clone(), overrides.clone(), loaded);
     let super::Sockets {
         listeners, admin, ..
     } = sockets;
@@ -116,11 +122,15 @@ pub fn run(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut ev = rt.block_on(async { Events::new(sigfd, plan.path.as_deref()) })?;
+    let mut ev = rt.block_on(async { Events::new(sigfd, plan.path.as_deref(), discovered) })?;
+    {
+        let _enter = rt.enter();
+        loader.watch();
+    }
     // The file may have changed between loading it and watching it (an edit landing
     // while the workers started would otherwise wait for the next one).
     if plan.path.is_some() {
-        reload_all(&mut plan, &mut children, &mut loaded, "file change", false);
+        reload_all(&mut plan, &mut children, &mut loader, "file change", false);
     }
     // Until every worker accepts: then systemd (and an old master) hear of it.
     let mut starting = true;
@@ -155,7 +165,13 @@ pub fn run(
                 }
             }
             Event::Reload(why, force) => {
-                reload_all(&mut plan, &mut children, &mut loaded, why, force)
+                let _enter = rt.enter();
+                reload_all(&mut plan, &mut children, &mut loader, why, force)
+            }
+            Event::Discovered(u) => {
+                if let Some(config) = loader.discovered(&u, plan.region) {
+                    publish(&mut plan, &mut children, &loader, config, "discovery");
+                }
             }
             Event::Upgrade => {
                 if ev.upgrading.is_some() {
@@ -243,6 +259,8 @@ pub fn run(
 enum Event {
     Drain(&'static str),
     Reload(&'static str, bool),
+    /// A discovery source found something (or failed).
+    Discovered(crate::discovery::Update),
     /// SIGUSR2.
     Upgrade,
     /// The new binary serves, or failed to.
@@ -258,12 +276,17 @@ struct Events {
     signals: Signals,
     changes: mpsc::UnboundedReceiver<()>,
     _watch: Option<reload::FileWatch>,
+    discovered: mpsc::UnboundedReceiver<crate::discovery::Update>,
     /// A new binary starting (SIGUSR2), until it serves or fails.
     upgrading: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>>,
 }
 
 impl Events {
-    fn new(signals: SignalFd, path: Option<&std::path::Path>) -> std::io::Result<Events> {
+    fn new(
+        signals: SignalFd,
+        path: Option<&std::path::Path>,
+        discovered: mpsc::UnboundedReceiver<crate::discovery::Update>,
+    ) -> std::io::Result<Events> {
         let (tx, changes) = mpsc::unbounded_channel();
         let watch = match path {
             Some(p) => match reload::watch(p, tx) {
@@ -279,6 +302,7 @@ impl Events {
             signals: signals.into_async()?,
             changes,
             _watch: watch,
+            discovered,
             upgrading: None,
         })
     }
@@ -305,6 +329,7 @@ impl Events {
                 while self.changes.try_recv().is_ok() {}
                 Event::Reload("file change", false)
             }
+            Some(u) = self.discovered.recv() => Event::Discovered(u),
             outcome = async { self.upgrading.as_mut().expect("guarded").await }, if self.upgrading.is_some() => {
                 self.upgrading = None;
                 Event::Upgraded(outcome)
@@ -336,7 +361,7 @@ fn start_drain(children: &mut HashMap<Role, Child>, plan: &Plan, why: &str) -> I
 fn reload_all(
     plan: &mut Plan,
     children: &mut HashMap<Role, Child>,
-    loaded: &mut Option<Vec<u8>>,
+    loader: &mut Loader,
     why: &str,
     force: bool,
 ) {
@@ -347,33 +372,44 @@ fn reload_all(
     let Ok(text) = input::read_file(&path) else {
         return;
     };
-    if !force && loaded.as_ref() == Some(&text) {
+    if !force && loader.loaded() == Some(&text[..]) {
         return;
     }
-    *loaded = Some(text.clone());
-    match Config::from_bytes(&path, &text, &plan.overrides) {
+    match loader.reload(&plan.config, text) {
         Ok(config) => {
-            let config = keep_restart_only_settings(&plan.config, config);
-            crate::tls::client::warn_insecure(Some(&plan.config), &config);
-            plan.config = Arc::new(config);
-            plan.generation += 1;
-            tracing::info!(
-                trigger = why,
-                generation = plan.generation,
-                "configuration reloaded"
-            );
-            super::notify::reloading();
-            for control in children.values_mut().filter_map(|c| c.control.as_mut()) {
-                let _ = writeln!(control, "reload {}", text.len());
-                let _ = control.write_all(&text);
-            }
-            super::notify::ready();
+            crate::config::warn_insecure(Some(&plan.config), &config);
+            publish(plan, children, loader, config, why);
         }
         Err(e) => tracing::error!(
             trigger = why,
             "configuration rejected, the current one keeps serving: {e}"
         ),
     }
+}
+
+/// Makes `config` the next generation and sends it to every child.
+fn publish(
+    plan: &mut Plan,
+    children: &mut HashMap<Role, Child>,
+    loader: &Loader,
+    config: Config,
+    why: &str,
+) {
+    let message = loader.message(&config);
+    plan.config = Arc::new(config);
+    plan.generation += 1;
+    tracing::info!(
+        trigger = why,
+        generation = plan.generation,
+        backends = plan.config.backends.len(),
+        "configuration reloaded"
+    );
+    super::notify::reloading();
+    for control in children.values_mut().filter_map(|c| c.control.as_mut()) {
+        let _ = writeln!(control, "generation {}", message.len());
+        let _ = control.write_all(&message);
+    }
+    super::notify::ready();
 }
 
 /// Reaps every exited child; returns the roles that died and how long they lived.
@@ -548,22 +584,19 @@ fn prober_main(
         .build()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     rt.block_on(async move {
-        if let Some(l) = admin {
-            tokio::spawn(crate::admin::serve(l, snapshots.clone(), stop_rx.clone()));
-        }
-        let probing = tokio::spawn(probe::run(snapshots, stop_rx));
+        let sidecar = tokio::spawn(super::sidecar::serve(snapshots, admin, stop_rx));
         while state.changed().await.is_ok() {
             if matches!(*state.borrow(), RunState::Draining { .. }) {
                 break;
             }
         }
         let _ = stop_tx.send(true);
-        let _ = probing.await;
+        let _ = sidecar.await;
     });
     Ok(())
 }
 
-/// Reads `drain MS` and `reload LEN` + LEN bytes from the master. EOF (the master is
+/// Reads `drain MS` and `generation LEN` + LEN bytes ([`Message`]) from the master. EOF (the master is
 /// gone) drains too.
 fn read_commands(
     control: UnixStream,
@@ -594,23 +627,19 @@ fn read_commands(
             words.next().and_then(|n| n.parse::<u64>().ok()),
         ) {
             (Some("drain"), Some(ms)) => return drain_now(ms),
-            (Some("reload"), Some(len)) => {
-                let mut text = vec![0u8; len as usize];
-                if r.read_exact(&mut text).is_err() {
+            (Some("generation"), Some(len)) => {
+                let mut message = vec![0u8; len as usize];
+                if r.read_exact(&mut message).is_err() {
                     continue;
                 }
                 let Some(path) = &path else { continue };
-                let parsed = std::str::from_utf8(&text)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| Config::parse(path, t, &overrides).map_err(|e| e.to_string()));
-                match parsed {
+                let old = Arc::clone(&snapshots.borrow());
+                match Message::build(&message, path, &overrides, &old.config) {
                     Ok(config) => {
-                        let old = Arc::clone(&snapshots.borrow());
-                        let config = keep_restart_only_settings(&old.config, config);
                         let next = Snapshot::new(region, Arc::new(config), old.generation + 1);
                         snapshots.send_replace(Arc::new(next));
                     }
-                    Err(e) => tracing::error!("reload in child rejected: {e}"),
+                    Err(e) => tracing::error!("generation refused by this child: {e}"),
                 }
             }
             _ => tracing::warn!(command = line.trim(), "unknown control command"),

@@ -14,6 +14,7 @@
 mod client;
 pub mod conn_io;
 pub mod control;
+pub mod generation;
 pub mod h1;
 pub mod handover;
 pub mod listener;
@@ -21,6 +22,7 @@ pub mod lot;
 pub mod master;
 pub mod notify;
 pub mod pidfile;
+pub mod sidecar;
 pub mod signals;
 pub mod worker;
 
@@ -33,34 +35,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::health::probe::Prober;
 use crate::health::{HealthTable, Region};
-
-/// Everything one config generation serves with.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub config: Arc<Config>,
-    pub health: Arc<HealthTable>,
-    /// 0 for the first config, +1 per reload.
-    pub generation: u64,
-}
-
-impl Snapshot {
-    pub fn new(region: &'static Region, config: Arc<Config>, generation: u64) -> Snapshot {
-        // Backends a reload adds ramp up (slow start); those there at start do not.
-        let health = Arc::new(HealthTable::with_new(
-            region,
-            &config.backends,
-            config.health.thresholds(),
-            generation > 0,
-        ));
-        Snapshot {
-            config,
-            health,
-            generation,
-        }
-    }
-}
+pub use crate::snapshot::Snapshot;
+use sidecar::Prober;
 
 /// What the workers are told to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +134,11 @@ impl Running {
         (&self.handover, self.admin.as_ref())
     }
 
+    /// The shared region (health, metrics, ledgers).
+    pub fn region(&self) -> &'static Region {
+        self.region
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.snapshots.borrow())
@@ -172,7 +154,7 @@ impl Running {
     pub fn reload(&self, config: Config) {
         let old = self.snapshot();
         let config = keep_restart_only_settings(&old.config, config);
-        crate::tls::client::warn_insecure(Some(&old.config), &config);
+        crate::config::warn_insecure(Some(&old.config), &config);
         let snapshot = Snapshot::new(self.region, Arc::new(config), old.generation + 1);
         tracing::info!(
             generation = snapshot.generation,

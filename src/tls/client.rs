@@ -82,19 +82,6 @@ pub fn connector(backend: &Backend, offer_h2: bool) -> Result<TlsConnector, Stri
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-/// Warns about every backend of `config` that skips certificate verification and did
-/// not already in `previous` (the config a reload replaces; `None` at start).
-pub fn warn_insecure(previous: Option<&crate::config::Config>, config: &crate::config::Config) {
-    let was_insecure = |b: &Backend| {
-        previous.is_some_and(|p| p.backends.iter().any(|o| o.id == b.id && o.tls.insecure))
-    };
-    for b in config.backends.iter() {
-        if b.scheme == crate::backend::Scheme::Https && b.tls.insecure && !was_insecure(b) {
-            tracing::warn!(backend = %b.address, "TLS certificate verification is OFF for this backend");
-        }
-    }
-}
-
 /// The name to verify and send as SNI: the backend's host.
 pub fn server_name(backend: &Backend) -> Result<ServerName<'static>, String> {
     let host = backend.host.trim_start_matches('[').trim_end_matches(']');

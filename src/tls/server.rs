@@ -15,8 +15,6 @@ use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{CertificatePaths, ListenTls};
-
 /// Loads one certificate and key; the error names the file that is wrong (`cert` or
 /// `key`) and why.
 pub fn load(p: &CertificatePaths) -> Result<CertifiedKey, (&'static str, String)> {
@@ -91,7 +89,15 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The acceptor for `tls` (cheap: the settings were built with the config).
-pub fn acceptor(tls: &ListenTls) -> TlsAcceptor {
-    TlsAcceptor::from(Arc::clone(&tls.server))
+/// The acceptor for `server` (cheap: the settings were built with the config).
+pub fn acceptor(server: &Arc<ServerConfig>) -> TlsAcceptor {
+    TlsAcceptor::from(Arc::clone(server))
+}
+
+/// One certificate chain and its private key (PEM files): plain data, named in the
+/// config and loaded here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificatePaths {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }

@@ -21,7 +21,7 @@ use super::{Exchange, Failed, Pool, SendFailure, UpBody, UpstreamError, connect}
 use crate::http1::Framing;
 use crate::http1::chunked::{self, Decoder, Step};
 use crate::http1::response::{self, ResponseHead};
-use crate::proxy::body::{ReqBody, Upload};
+use crate::proxy::request_body::{ReqBody, Upload};
 
 /// Room kept free in the read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;

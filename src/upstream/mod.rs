@@ -22,7 +22,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::backend::Backend;
-use crate::proxy::body::{ReqBody, Upload};
+use crate::proxy::request_body::{ReqBody, Upload};
 use crate::proxy_protocol::Origin;
 
 /// HTTP/2 carries the target as `:scheme` and `:authority`: the URI becomes absolute

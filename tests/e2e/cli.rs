@@ -152,7 +152,45 @@ fn bad_config_file_exits_2_naming_the_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The file may be given without -c, and the summary counts right.
+    let out = bin()
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.ends_with("ok (1 backend, strategy round-robin)\n"),
+        "{said}"
+    );
+    fails_with(&["check"], "<FILE>");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Completions for each shell clap knows, and a man page naming every subcommand.
+#[test]
+fn completions_and_manpage() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = bin().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("switchyard") && text.contains("check"),
+            "{shell}: {text}"
+        );
+    }
+    fails_with(&["completions", "tcsh"], "tcsh");
+    let out = bin().arg("manpage").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH switchyard 1"),
+        "{man}"
+    );
+    for sub in ["demo", "backend", "check", "completions", "manpage"] {
+        assert!(man.contains(sub), "{sub}");
+    }
+    assert!(man.contains("HTTP/1.1 and HTTP/2"));
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod discovery;
 mod errors;
 mod framing;
 mod health;

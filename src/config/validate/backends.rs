@@ -153,6 +153,14 @@ fn make_backend(
         ));
     }
     let host = spec.host.trim_start_matches('[').trim_end_matches(']');
+    if let Some(table) = cx.resolved {
+        let addrs = table.get(&address).cloned().unwrap_or_default();
+        if addrs.is_empty() {
+            let hint = "the loader sent no addresses for it";
+            return Err(cx.err(key, format!("'{}' was not resolved", spec.host), hint));
+        }
+        return Ok(backend(id, address, spec, addrs));
+    }
     let resolved = match cx.offline {
         // A name stands for 0.0.0.0: nothing is looked up.
         true => Ok(vec![SocketAddr::new(
@@ -174,7 +182,11 @@ fn make_backend(
         let hint = "check the host name, or use an IP address";
         return Err(cx.err(key, format!("'{}' resolves to no address", spec.host), hint));
     }
-    Ok(Backend {
+    Ok(backend(id, address, spec, addrs))
+}
+
+fn backend(id: BackendId, address: String, spec: &BackendSpec, addrs: Vec<SocketAddr>) -> Backend {
+    Backend {
         id,
         address,
         host: spec.host.clone(),
@@ -186,7 +198,7 @@ fn make_backend(
         protocol: Default::default(),
         max_connections: 0,
         proxy_protocol: None,
-    })
+    }
 }
 
 #[cfg(test)]
