@@ -41,6 +41,7 @@ fn backends(n: usize) -> BackendSet {
                     tls: Default::default(),
                     protocol: Default::default(),
                     max_connections: 0,
+                    proxy_protocol: None,
                 }
             })
             .collect(),

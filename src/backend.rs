@@ -100,6 +100,8 @@ pub struct Backend {
     /// no cap. A request that finds every eligible backend at its cap waits in the
     /// queue (`queue:`).
     pub max_connections: u32,
+    /// `proxy_protocol: v1 | v2`: a PROXY header starts each new connection to it.
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
 }
 
 /// A backend's `protocol:` setting.
@@ -138,6 +140,7 @@ impl Backend {
             && self.scheme == other.scheme
             && self.tls == other.tls
             && self.protocol == other.protocol
+            && self.proxy_protocol == other.proxy_protocol
     }
 }
 

@@ -36,6 +36,7 @@ pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod server;
 pub mod snapshot;
 pub mod tls;

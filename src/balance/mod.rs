@@ -385,6 +385,7 @@ pub(crate) mod test_support {
                         tls: Default::default(),
                         protocol: Default::default(),
                         max_connections: 0,
+                        proxy_protocol: None,
                     }
                 })
                 .collect(),

@@ -59,16 +59,21 @@ pub struct FileConfig {
 pub struct ListenFile {
     pub address: Option<String>,
     pub tls: Option<ListenTlsFile>,
+    pub proxy_protocol: Option<ListenProxyProtocolFile>,
     /// True for the short form `listen: ADDR:PORT`.
     pub short: bool,
 }
 
 /// The map form of `listen:`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a map with `address` and `tls`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `address`, `tls` and `proxy_protocol`"
+)]
 struct ListenMap {
     address: Option<String>,
     tls: Option<ListenTlsFile>,
+    proxy_protocol: Option<ListenProxyProtocolFile>,
 }
 
 impl<'de> Deserialize<'de> for ListenFile {
@@ -78,15 +83,25 @@ impl<'de> Deserialize<'de> for ListenFile {
             short: |s| ListenFile {
                 address: Some(s.to_owned()),
                 tls: None,
+                proxy_protocol: None,
                 short: true,
             },
             long: |m: ListenMap| ListenFile {
                 address: m.address,
                 tls: m.tls,
+                proxy_protocol: m.proxy_protocol,
                 short: false,
             },
         })
     }
+}
+
+/// `listen.proxy_protocol:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a map with `trusted`")]
+pub struct ListenProxyProtocolFile {
+    /// CIDRs (or bare addresses) whose connections start with a PROXY header.
+    pub trusted: Option<Vec<String>>,
 }
 
 /// `listen.tls:` (parsed so typos are caught; validation rejects it for now).
@@ -117,6 +132,7 @@ pub struct BackendFile {
     pub tls: Option<BackendTlsFile>,
     pub protocol: Option<String>,
     pub max_connections: Option<u64>,
+    pub proxy_protocol: Option<String>,
     /// True when the item was the short string form (its weight is in `address`).
     #[serde(skip)]
     pub short: bool,

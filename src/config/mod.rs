@@ -133,6 +133,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// TLS termination on the listener (HTTP/1.1 and HTTP/2 by ALPN).
     pub listen_tls: Option<ListenTls>,
+    /// `listen.proxy_protocol.trusted`: these peers must start with a PROXY header,
+    /// others must not. `None`: no PROXY protocol on the listener.
+    pub proxy_protocol: Option<Vec<crate::proxy_protocol::Cidr>>,
     pub admin: Option<SocketAddr>,
     /// `admin_token_file`, read: admin writes need `Authorization: Bearer TOKEN`.
     /// Re-read on every reload.

@@ -166,6 +166,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     // Listener and admin: the file's values are checked even when a flag overrides them.
     let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080));
     let mut listen_tls = None;
+    let mut proxy_protocol = None;
     if let Some(l) = &file.listen {
         if let Some(tls) = &l.tls {
             let certs = tls.certificates.as_deref().unwrap_or_default();
@@ -203,6 +204,9 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
         };
         let key = if l.short { "listen" } else { "listen.address" };
         listen = cx.socket(key, addr)?;
+        if let Some(pp) = &l.proxy_protocol {
+            proxy_protocol = Some(sections::proxy_protocol_trusted(&cx, pp)?);
+        }
     }
     let mut admin = match &file.admin {
         Some(a) => Some(cx.socket("admin", a)?),
@@ -412,6 +416,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     Ok(Config {
         listen,
         listen_tls,
+        proxy_protocol,
         admin,
         admin_token,
         workers,

@@ -122,6 +122,7 @@ pub fn backend_at(addr: SocketAddr, weight: u32) -> Backend {
         tls: Default::default(),
         protocol: Default::default(),
         max_connections: 0,
+        proxy_protocol: None,
     }
 }
 

@@ -110,7 +110,7 @@ async fn probe_once(
     path: &str,
 ) -> Result<StatusCode, Reason> {
     let connector = tls.as_ref().map_err(|_| Reason::Tls)?;
-    let stream = connect::open(backend, connector.as_ref(), false)
+    let stream = connect::open(backend, connector.as_ref(), false, None)
         .await
         .map_err(|e| match e {
             connect::DialError::Tcp(_) => Reason::ConnectRefused,

@@ -128,6 +128,7 @@ impl HealthTable {
                 tls: Default::default(),
                 protocol: Default::default(),
                 max_connections: 0,
+                proxy_protocol: None,
             })
             .collect();
         let region = match Region::new() {

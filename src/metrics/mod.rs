@@ -214,6 +214,9 @@ pub struct GlobalStats {
     pub queue_wait_us: AtomicU64,
     /// Connections closed at accept: the client had `limits.connections_per_client`.
     pub connections_refused_per_client: AtomicU64,
+    /// Connections closed before their first request over `listen.proxy_protocol`:
+    /// a trusted peer without a (valid) PROXY header, or an untrusted one with one.
+    pub connections_refused_proxy_protocol: AtomicU64,
     /// Retries the retry budget did not allow.
     pub retries_skipped_budget: AtomicU64,
     /// Bumped on every backend up/down transition (see `HealthTable::epoch`).

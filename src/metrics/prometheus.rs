@@ -191,13 +191,19 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
     );
     let _ = writeln!(
         out,
-        "# HELP switchyard_connections_refused_total Connections closed at accept (reason=\"per_client\": limits.connections_per_client)."
+        "# HELP switchyard_connections_refused_total Connections closed at accept (reason=\"per_client\": limits.connections_per_client; reason=\"proxy_protocol\": a PROXY header missing, broken or from an untrusted peer)."
     );
     let _ = writeln!(out, "# TYPE switchyard_connections_refused_total counter");
     let _ = writeln!(
         out,
         "switchyard_connections_refused_total{{reason=\"per_client\"}} {}",
         g.connections_refused_per_client
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_connections_refused_total{{reason=\"proxy_protocol\"}} {}",
+        g.connections_refused_proxy_protocol
             .load(std::sync::atomic::Ordering::Relaxed)
     );
     let _ = writeln!(

@@ -48,6 +48,8 @@ pub struct Client<'a> {
     pub out: &'a mut Vec<u8>,
     /// The client's IP, for X-Forwarded-For and the access log.
     pub addr: &'a [u8],
+    /// The client's address and the one it reached, for backends' PROXY headers.
+    pub origin: &'a crate::proxy_protocol::Origin,
     /// `http` or `https`.
     pub proto: &'static [u8],
     /// The worker is draining: this response closes the connection.
@@ -384,11 +386,11 @@ impl Proxy {
         let slot = &self.slots[index];
         let link = if fresh {
             self.upstreams
-                .link_fresh(backend, slot.tls(), &slot.pool)
+                .link_fresh(backend, slot.tls(), &slot.pool, c.origin)
                 .await
         } else {
             self.upstreams
-                .link(backend, slot.tls(), &slot.pool, tunnel)
+                .link(backend, slot.tls(), &slot.pool, tunnel, c.origin)
                 .await
         };
         let (link, reused) = link.map_err(|e| Failure::upstream(e, false, false))?;

@@ -20,7 +20,6 @@ pub mod request_body;
 pub mod retry;
 pub mod upgrade;
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +35,7 @@ use crate::balance::{AnyStrategy, Pick, Tried, View};
 use crate::config::Config;
 use crate::health::shared::Ledger;
 use crate::health::{HealthTable, InFlightGuard, Reason, Source};
+use crate::proxy_protocol::Origin;
 use crate::server::conn_io::ConnState;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Exchange, Pool, Upstreams};
@@ -53,16 +53,18 @@ pub struct ClientConn {
     /// Keeps the connection counted open (for draining) while something outlives
     /// its HTTP task: a tunnel holds a clone.
     pub open: Rc<dyn std::any::Any>,
+    /// The client's address and the one it reached, for backends' PROXY headers.
+    pub origin: Origin,
 }
 
 impl ClientConn {
     pub fn new(
-        peer: SocketAddr,
+        origin: Origin,
         clock: Rc<ConnState>,
         https: bool,
         open: Rc<dyn std::any::Any>,
     ) -> ClientConn {
-        let ip = peer.ip().to_string();
+        let ip = origin.client.ip().to_string();
         let addr_value =
             HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ClientConn {
@@ -70,6 +72,7 @@ impl ClientConn {
             addr_value,
             proto: HeaderValue::from_static(if https { "https" } else { "http" }),
             open,
+            origin,
         }
     }
 }
@@ -113,6 +116,8 @@ pub struct Proxy {
     /// TLS termination, built from this snapshot's certificates.
     tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     access_log: bool,
+    /// Some backend gets a PROXY header (so connections note their local address).
+    sends_proxy_headers: bool,
 }
 
 impl Proxy {
@@ -176,6 +181,7 @@ impl Proxy {
             .as_ref()
             .map(|t| crate::tls::server::acceptor(&t.server));
         Proxy {
+            sends_proxy_headers: config.backends.iter().any(|b| b.proxy_protocol.is_some()),
             config,
             health,
             strategy,
@@ -389,13 +395,17 @@ impl Proxy {
             }
             attempts += 1;
             let sent = self.strategy.wants_latency().then(Instant::now);
-            let mut result = self.attempt(backend, slot, req, &upload, false).await;
+            let mut result = self
+                .attempt(backend, slot, req, &upload, false, &conn.origin)
+                .await;
             if let Err((f, unsent)) = &mut result {
                 if f.retry_fresh(replay_rule) {
                     if let Some(req) = build(unsent.take()) {
                         tracing::debug!(backend = %backend.address, "pooled connection was stale; retrying on a fresh one");
                         // Boxed: the cold path stays out of every request's state.
-                        result = Box::pin(self.attempt(backend, slot, req, &upload, true)).await;
+                        result =
+                            Box::pin(self.attempt(backend, slot, req, &upload, true, &conn.origin))
+                                .await;
                     }
                 }
             }
@@ -473,6 +483,7 @@ impl Proxy {
         req: Request<ReqBody>,
         upload: &Rc<Upload>,
         fresh: bool,
+        origin: &Origin,
     ) -> Result<Exchange, (Failure, Option<Request<ReqBody>>)> {
         upload.sent_at.set(None);
         upload.progress_at.set(Some(Instant::now()));
@@ -480,10 +491,11 @@ impl Proxy {
         let send = async {
             if fresh {
                 self.upstreams
-                    .send_fresh(backend, tls, pool, req, upload)
+                    .send_fresh(backend, tls, pool, req, upload, origin)
                     .await
             } else {
-                self.upstreams.send(backend, tls, pool, req, upload).await
+                let up = &self.upstreams;
+                up.send(backend, tls, pool, req, upload, origin).await
             }
         };
         let send = std::pin::pin!(send);
@@ -596,6 +608,16 @@ impl Proxy {
         } else {
             Admit::Uncounted
         }
+    }
+
+    /// `listen.proxy_protocol.trusted`, when the listener takes PROXY headers.
+    pub fn proxy_protocol(&self) -> Option<&[crate::proxy_protocol::Cidr]> {
+        self.config.proxy_protocol.as_deref()
+    }
+
+    /// True when some backend gets a PROXY header (which names the local address).
+    pub fn sends_proxy_headers(&self) -> bool {
+        self.sends_proxy_headers
     }
 
     /// A connection counted by [`Proxy::admit_client`] closed.

@@ -76,7 +76,9 @@ impl Drop for OpenGuard {
 
 /// What a client connection's task knows of it.
 pub(super) struct ClientCtx {
-    pub(super) peer: std::net::SocketAddr,
+    /// The client's address (the peer's, or the one its PROXY header named) and the
+    /// local address it reached (the listener's when no backend's header needs it).
+    pub(super) origin: crate::proxy_protocol::Origin,
     pub(super) https: bool,
     pub(super) current: Current,
     /// Counts the connection open until the last task holding it ends.

@@ -60,6 +60,7 @@ fn discovered_backend(e: &Entry) -> Option<Backend> {
         tls: Default::default(),
         protocol: Default::default(),
         max_connections: 0,
+        proxy_protocol: None,
     })
 }
 

@@ -59,7 +59,7 @@ pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx, mut deadline: In
 /// messages for [`PARK_AFTER`], or must close.
 async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instant) -> Turn {
     // Made per busy period, not kept while parked.
-    let addr = ctx.peer.ip().to_string();
+    let addr = ctx.origin.client.ip().to_string();
     let open: Rc<dyn std::any::Any> = ctx.guard.clone();
     let (limits, timeouts) = {
         let p = ctx.current.borrow();
@@ -148,6 +148,7 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
             buf: &mut buf,
             out: &mut out,
             addr: addr.as_bytes(),
+            origin: &ctx.origin,
             proto,
             closing: ctx.conns().draining.get(),
             open: &open,

@@ -12,10 +12,12 @@
 //! (idle ones close at once), and returns when the last one is gone or the drain
 //! deadline passes.
 //!
-//! Each client connection is a task: TLS (when the listener terminates it), then
-//! hyper's HTTP/2 server (ALPN `h2`) or our own HTTP/1 one (`server::h1`), whose idle
-//! connections *park*: they hold the socket alone while they wait for a next request
-//! (counted in the `switchyard_connections_parked` gauge).
+//! Each client connection is a task: its PROXY header when the listener takes them
+//! (`listen.proxy_protocol`; only then, and before anything else), TLS (when the
+//! listener terminates it), then hyper's HTTP/2 server (ALPN `h2`) or our own HTTP/1
+//! one (`server::h1`), whose idle connections *park*: they hold the socket alone
+//! while they wait for a next request (counted in the `switchyard_connections_parked`
+//! gauge).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -35,6 +37,7 @@ use super::conn_io::{ClientStream, ConnState, TimedIo};
 use super::{RunState, Snapshot};
 use crate::config::Config;
 use crate::proxy::{ClientConn, Proxy};
+use crate::proxy_protocol::{self, Origin, Refused};
 use crate::upstream::LocalExec;
 
 /// How long, once a drain starts, an idle keep-alive connection may still send one
@@ -54,6 +57,7 @@ pub fn run(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let listener = TcpListener::from_std(listener)?;
+        let listen_addr = listener.local_addr()?;
         let first = Arc::clone(&snapshots.borrow());
         let builder = Rc::new(Builders::new(&first.config));
         let current: Current = Rc::new(RefCell::new(Rc::new(Proxy::new(&first, None, id))));
@@ -76,7 +80,10 @@ pub fn run(
                     RunState::Serving => {}
                 },
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => serve(stream, peer, &current, &builder, &conns, &lot),
+                    Ok((stream, peer)) => {
+                        let at = Accepted { peer, listen: listen_addr };
+                        serve(stream, at, &current, &builder, &conns, &lot)
+                    }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(worker = id, "accept failed: {e}");
@@ -189,15 +196,91 @@ fn service(
     })
 }
 
+/// Where an accepted connection came from and which listener took it.
+struct Accepted {
+    peer: std::net::SocketAddr,
+    listen: std::net::SocketAddr,
+}
+
+/// A new connection: its PROXY header first when the listener takes them (in a task:
+/// the header is awaited), then [`open_client`].
 fn serve(
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    at: Accepted,
     current: &Current,
     builder: &Rc<Builders>,
     conns: &Rc<Connections>,
     lot: &Rc<super::lot::Lot<Idle>>,
 ) {
     let _ = stream.set_nodelay(true);
+    let proxy = Rc::clone(&current.borrow());
+    // The real local address only when a backend's PROXY header will say it.
+    let local = match proxy.sends_proxy_headers() {
+        true => stream.local_addr().unwrap_or(at.listen),
+        false => at.listen,
+    };
+    let peer = at.peer;
+    if proxy.proxy_protocol().is_none() {
+        drop(proxy);
+        return open_client(
+            stream,
+            Origin {
+                client: peer,
+                local,
+            },
+            current,
+            builder,
+            conns,
+            lot,
+        );
+    }
+    let (current, builder, conns, lot) = (
+        Rc::clone(current),
+        Rc::clone(builder),
+        Rc::clone(conns),
+        Rc::clone(lot),
+    );
+    tokio::task::spawn_local(async move {
+        let mut stream = stream;
+        let trusted = proxy.proxy_protocol().unwrap_or_default();
+        let t = proxy.timeouts();
+        let read =
+            proxy_protocol::accept(&mut stream, peer, trusted, t.client_idle, t.client_header);
+        match read.await {
+            Ok(client) => {
+                drop(proxy);
+                open_client(
+                    stream,
+                    Origin { client, local },
+                    &current,
+                    &builder,
+                    &conns,
+                    &lot,
+                );
+            }
+            Err(Refused::Closed(e)) => {
+                tracing::debug!(%peer, error = ?e, "closed before its PROXY header");
+            }
+            Err(why) => {
+                tracing::warn!(%peer, "connection refused: {}", why.as_str());
+                let refused = &proxy.global_stats().connections_refused_proxy_protocol;
+                refused.fetch_add(1, Relaxed);
+            }
+        }
+    });
+}
+
+/// A connection from `origin.client` (after any PROXY header): counted under
+/// `connections_per_client`, then TLS, then HTTP/2 or HTTP/1 (parked until it speaks).
+fn open_client(
+    stream: TcpStream,
+    origin: Origin,
+    current: &Current,
+    builder: &Rc<Builders>,
+    conns: &Rc<Connections>,
+    lot: &Rc<super::lot::Lot<Idle>>,
+) {
+    let peer = origin.client;
     let (timeouts, acceptor, admit) = {
         let p = current.borrow();
         (p.timeouts(), p.tls_acceptor(), p.admit_client(peer.ip()))
@@ -226,7 +309,7 @@ fn serve(
     ledger.conns.fetch_add(1, Relaxed);
     let guard = Rc::new(OpenGuard(Rc::clone(conns), global, ledger, client_hash));
     let ctx = ClientCtx {
-        peer,
+        origin,
         https: acceptor.is_some(),
         current: Rc::clone(current),
         guard,
@@ -281,7 +364,7 @@ async fn serve_http2(io: ClientStream, ctx: &ClientCtx, builder: &Builders) -> h
     let timeouts = ctx.current.borrow().timeouts();
     // HTTP/2 multiplexes: an idle clock while no stream is open.
     let clock = Rc::new(ConnState::new(timeouts.client_idle));
-    let client = ClientConn::new(ctx.peer, Rc::clone(&clock), ctx.https, ctx.guard.clone());
+    let client = ClientConn::new(ctx.origin, Rc::clone(&clock), ctx.https, ctx.guard.clone());
     let svc = service(Rc::clone(&ctx.current), Rc::new(client));
     let io = TokioIo::new(TimedIo::new(io, Rc::clone(&clock)));
     // Boxed: HTTP/2 state is large, and keeping it out of line keeps every HTTP/1

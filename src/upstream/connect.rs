@@ -6,11 +6,13 @@
 
 use std::io;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::backend::Backend;
+use crate::proxy_protocol::{self, Origin};
 use crate::tls;
 
 /// Connects to the first of the backend's addresses that accepts.
@@ -39,12 +41,21 @@ pub enum DialError {
 
 /// Dials `backend`, with TLS through `connector` when it is given. `http1_only` makes
 /// ALPN offer only `http/1.1` whatever the connector offers (upgrades, probes).
+/// A backend with `proxy_protocol:` first gets its PROXY header (before TLS): the
+/// addresses of `origin`, the client the connection is dialed for, or LOCAL for a
+/// connection of our own (`None`: health probes).
 pub async fn open(
     backend: &Backend,
     connector: Option<&TlsConnector>,
     http1_only: bool,
+    origin: Option<&Origin>,
 ) -> Result<Stream, DialError> {
-    let tcp = tcp(backend).await.map_err(DialError::Tcp)?;
+    let mut tcp = tcp(backend).await.map_err(DialError::Tcp)?;
+    if let Some(version) = backend.proxy_protocol {
+        let mut header = [0; proxy_protocol::ENCODED_MAX];
+        let n = proxy_protocol::encode(version, origin, &mut header);
+        tcp.write_all(&header[..n]).await.map_err(DialError::Tcp)?;
+    }
     let Some(connector) = connector else {
         return Ok(Stream::Plain(tcp));
     };

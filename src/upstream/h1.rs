@@ -35,6 +35,9 @@ pub struct BackendConn {
     pub buf: Vec<u8>,
     pub pos: usize,
     pub head: ResponseHead,
+    /// The client its PROXY header named, if it began with one: only that client's
+    /// requests may reuse it.
+    pub proxied: Option<crate::proxy_protocol::Origin>,
 }
 
 /// Why a response could not be read.
@@ -54,6 +57,7 @@ impl BackendConn {
             buf: Vec::new(),
             pos: 0,
             head: ResponseHead::default(),
+            proxied: None,
         }
     }
 

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 
 use crate::backend::Backend;
 use crate::proxy::request_body::{ReqBody, Upload};
+use crate::proxy_protocol::Origin;
 
 /// HTTP/2 carries the target as `:scheme` and `:authority`: the URI becomes absolute
 /// (authority from `Host`, which then goes), and the version HTTP/2.
@@ -212,9 +213,10 @@ impl Upstreams {
         pool: &Rc<Pool>,
         mut req: Request<ReqBody>,
         upload: &Upload,
+        origin: &Origin,
     ) -> Result<Exchange, Failed> {
         loop {
-            let (link, reused) = match self.link(backend, tls, pool, false).await {
+            let (link, reused) = match self.link(backend, tls, pool, false, origin).await {
                 Ok(l) => l,
                 Err(error) => {
                     return Err(Failed {
@@ -249,8 +251,9 @@ impl Upstreams {
         pool: &Rc<Pool>,
         req: Request<ReqBody>,
         upload: &Upload,
+        origin: &Origin,
     ) -> Result<Exchange, Failed> {
-        match self.link_fresh(backend, tls, pool).await {
+        match self.link_fresh(backend, tls, pool, origin).await {
             Ok((Link::H2(h2), _)) => Self::send_h2(backend, h2, req, upload, false).await,
             Ok((Link::Own(conn), _)) => h1::send(conn, req, upload, false, pool).await,
             Err(error) => Err(Failed {
@@ -309,18 +312,19 @@ impl Upstreams {
         tls: TlsChoice<'_>,
         pool: &Pool,
         upgrade: bool,
+        origin: &Origin,
     ) -> Result<(Link, bool), UpstreamError> {
         if upgrade {
-            let stream = Box::pin(self.open(backend, tls, true)).await?;
+            let stream = Box::pin(self.open(backend, tls, true, origin)).await?;
             return Ok((Link::Own(h1::BackendConn::new(stream)), false));
         }
         if let Some(h2) = pool.h2_after_dial(backend.h2c()).await {
             return Ok((Link::H2(h2), true));
         }
-        if let Some(conn) = pool.checkout_own() {
+        if let Some(conn) = pool.checkout_own(backend.proxy_protocol.map(|_| origin)) {
             return Ok((Link::Own(conn), true));
         }
-        Box::pin(self.dial_link(backend, tls, pool)).await
+        Box::pin(self.dial_link(backend, tls, pool, origin)).await
     }
 
     /// A newly dialed connection (after a pooled one turned out stale).
@@ -329,24 +333,31 @@ impl Upstreams {
         backend: &Backend,
         tls: TlsChoice<'_>,
         pool: &Pool,
+        origin: &Origin,
     ) -> Result<(Link, bool), UpstreamError> {
-        Box::pin(self.dial_link(backend, tls, pool)).await
+        Box::pin(self.dial_link(backend, tls, pool, origin)).await
     }
 
+    /// A new connection for the client `origin` (a PROXY header names it, when the
+    /// backend wants one). A new HTTP/2 connection is then shared by every client, as
+    /// HAProxy does: its header names the client that made it be dialed.
     async fn dial_link(
         &self,
         backend: &Backend,
         tls: TlsChoice<'_>,
         pool: &Pool,
+        origin: &Origin,
     ) -> Result<(Link, bool), UpstreamError> {
         let _dialing = pool.h2_dial_start(backend.h2c()).then_some(DialDone(pool));
-        let stream = self.open(backend, tls, false).await?;
+        let stream = self.open(backend, tls, false, origin).await?;
         if backend.h2c() || stream.negotiated_h2() {
             let h2 = self.handshake_h2(stream).await?;
             pool.set_h2(h2.clone());
             return Ok((Link::H2(h2), false));
         }
-        Ok((Link::Own(h1::BackendConn::new(stream)), false))
+        let mut conn = h1::BackendConn::new(stream);
+        conn.proxied = backend.proxy_protocol.map(|_| *origin);
+        Ok((Link::Own(conn), false))
     }
 
     /// TCP (and TLS) to `backend`, bounded by `timeouts.connect`.
@@ -355,12 +366,13 @@ impl Upstreams {
         backend: &Backend,
         tls: TlsChoice<'_>,
         http1_only: bool,
+        origin: &Origin,
     ) -> Result<connect::Stream, UpstreamError> {
         let connector = match tls {
             Ok(c) => c,
             Err(e) => return Err(UpstreamError::Tls(e.to_owned())),
         };
-        let dial = connect::open(backend, connector, http1_only);
+        let dial = connect::open(backend, connector, http1_only, Some(origin));
         match tokio::time::timeout(self.connect_timeout, dial).await {
             Ok(Ok(s)) => Ok(s),
             Ok(Err(connect::DialError::Tcp(e))) => Err(UpstreamError::Connect(e)),

@@ -7,6 +7,10 @@
 //! sweep. A connection is checked in only after its response body ended cleanly and
 //! only if it is still open; a connection that failed is dropped, never pooled, so a
 //! broken connection is never handed out twice. Per worker: a `RefCell`, no lock.
+//!
+//! A connection that began with a PROXY header speaks for the client it names: it
+//! is handed out again only to requests from the same client address (to the same
+//! local address), as HAProxy keys such connections.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -15,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::h1::BackendConn;
+use crate::proxy_protocol::Origin;
 
 struct IdleOwn {
     conn: BackendConn,
@@ -89,13 +94,37 @@ impl Pool {
     }
 
     /// The most recently returned connection of our own client that is still open.
-    pub fn checkout_own(&self) -> Option<BackendConn> {
+    pub fn checkout_own(&self, proxied: Option<&Origin>) -> Option<BackendConn> {
+        if let Some(o) = proxied {
+            return self.checkout_proxied(o);
+        }
         let mut idle = self.own.borrow_mut();
         while let Some(mut entry) = idle.pop_back() {
             if entry.since.elapsed() >= self.idle_timeout {
                 idle.clear();
                 return None;
             }
+            if entry.conn.still_open() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// The newest live connection whose PROXY header named `o`'s client.
+    fn checkout_proxied(&self, o: &Origin) -> Option<BackendConn> {
+        let mut idle = self.own.borrow_mut();
+        while idle
+            .front()
+            .is_some_and(|e| e.since.elapsed() >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        let same = |p: &Option<Origin>| {
+            p.is_some_and(|p| p.client.ip() == o.client.ip() && p.local == o.local)
+        };
+        while let Some(i) = idle.iter().rposition(|e| same(&e.conn.proxied)) {
+            let mut entry = idle.remove(i)?;
             if entry.conn.still_open() {
                 return Some(entry.conn);
             }

@@ -19,6 +19,7 @@ mod logs;
 mod parking;
 mod pool;
 mod process;
+mod proxy_protocol;
 mod proxying;
 mod redis;
 mod regressions;

@@ -31,6 +31,7 @@ fn https(addr: SocketAddr, tls: TlsOptions) -> Backend {
         tls,
         protocol: Default::default(),
         max_connections: 0,
+        proxy_protocol: None,
     }
 }
 

@@ -76,6 +76,18 @@ pub(super) fn from_file(
                 }
             }
         }
+        if let Some(v) = &item.proxy_protocol {
+            use crate::proxy_protocol::Version;
+            backend.proxy_protocol = Some(match v.as_str() {
+                "v1" | "1" => Version::V1,
+                "v2" | "2" => Version::V2,
+                other => {
+                    let key = format!("{base}.proxy_protocol");
+                    let hint = "write `proxy_protocol: v2` (binary) or `v1` (text)";
+                    return Err(cx.err(&key, format!("unknown version '{other}'"), hint));
+                }
+            });
+        }
         if let Some(tls) = item.tls {
             // `tls:` turns TLS on, whatever the port.
             backend.scheme = Scheme::Https;
@@ -185,6 +197,7 @@ fn backend(id: BackendId, address: String, spec: &BackendSpec, addrs: Vec<Socket
         tls: Default::default(),
         protocol: Default::default(),
         max_connections: 0,
+        proxy_protocol: None,
     }
 }
 

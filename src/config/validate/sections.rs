@@ -280,6 +280,32 @@ pub(super) fn pool(cx: &Ctx<'_>, p: Option<PoolFile>) -> Result<PoolConfig, Conf
     })
 }
 
+/// `listen.proxy_protocol:`: the trusted networks, each named by its index on error.
+pub(super) fn proxy_protocol_trusted(
+    cx: &Ctx<'_>,
+    pp: &crate::config::file::ListenProxyProtocolFile,
+) -> Result<Vec<crate::proxy_protocol::Cidr>, ConfigError> {
+    let hint =
+        "list the networks of the balancers in front, e.g. `trusted: [10.0.0.0/8, 127.0.0.1]`";
+    let nets = match pp.trusted.as_deref() {
+        None | Some([]) => {
+            let key = "listen.proxy_protocol.trusted";
+            return Err(cx.err(key, "no trusted network given", hint));
+        }
+        Some(nets) => nets,
+    };
+    let mut out = Vec::with_capacity(nets.len());
+    for (i, text) in nets.iter().enumerate() {
+        let key = format!("listen.proxy_protocol.trusted[{i}]");
+        out.push(
+            text.trim()
+                .parse()
+                .map_err(|e: String| cx.err(&key, e, hint))?,
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +528,58 @@ mod tests {
         assert_eq!(
             (c.sticky_cookie.as_str(), c.pool.max_idle_per_backend),
             ("sy-id", 0)
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_settings() {
+        use crate::config::validate::tests::assert_err;
+        use crate::proxy_protocol::Version;
+        let l = "listen:\n  address: 127.0.0.1:8080\n  proxy_protocol:\n";
+        let c = load(&format!(
+            "{l}    trusted: [10.0.0.0/8, 127.0.0.1, 'fd00::/8']\n{B}"
+        ))
+        .unwrap();
+        let nets = c.proxy_protocol.unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains("127.0.0.1".parse().unwrap()));
+        assert!(load(B).unwrap().proxy_protocol.is_none());
+        let t = format!("{l}    trusted:\n      - 10.0.0.0/8\n      - 10.0.0.1/8\n{B}");
+        assert_err(
+            &t,
+            "listen.proxy_protocol.trusted[1]",
+            Some(6),
+            "did you mean 10.0.0.0/8",
+        );
+        let t = format!("{l}    trusted: [10.0.0.0/8, nope]\n{B}");
+        assert_err(
+            &t,
+            "listen.proxy_protocol.trusted[1]",
+            Some(4),
+            "'nope' is not an IP address",
+        );
+        for t in [
+            format!("{l}    trusted: []\n{B}"),
+            format!("{l}    {{}}\n{B}"),
+        ] {
+            let key = "listen.proxy_protocol.trusted";
+            assert_eq!(load(&t).unwrap_err().key, key, "{t}");
+        }
+        let b = "backends:\n  - address: 127.0.0.1:9001\n    proxy_protocol: ";
+        let c = load(&format!("{b}v2\n  - 127.0.0.1:9002\n")).unwrap();
+        let got = (
+            c.backends.get(0).proxy_protocol,
+            c.backends.get(1).proxy_protocol,
+        );
+        assert_eq!(got, (Some(Version::V2), None));
+        let c = load(&format!("{b}v1\n")).unwrap();
+        assert_eq!(c.backends.get(0).proxy_protocol, Some(Version::V1));
+        let t = format!("{b}v3\n");
+        assert_err(
+            &t,
+            "backends[0].proxy_protocol",
+            Some(3),
+            "unknown version 'v3'",
         );
     }
 }

@@ -86,6 +86,25 @@ impl Conn {
         }
     }
 
+    /// A connection to `addr` from the local address `from` (e.g. 127.0.0.2).
+    pub fn open_from(addr: SocketAddr, from: std::net::IpAddr) -> Conn {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .expect("bind the client");
+        socket.connect(&addr.into()).expect("connect to balancer");
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) -> &mut Conn {
         self.stream.write_all(bytes).expect("write to balancer");
         self
