@@ -135,7 +135,7 @@ fn or_dash(s: &str) -> &str {
 }
 
 fn line(entry: &Entry, bytes: u64, took: Duration, format: Format) -> String {
-    let now = timestamp(SystemTime::now());
+    let now = now_text();
     match format {
         Format::Combined => {
             let (up_status, up_time) = match entry.upstream {
@@ -158,24 +158,47 @@ fn line(entry: &Entry, bytes: u64, took: Duration, format: Format) -> String {
             )
         }
         Format::Json => {
-            let v = serde_json::json!({
-                "time": now,
-                "client": entry.client,
-                "method": entry.method.as_str(),
-                "target": entry.target,
-                "version": format!("{:?}", entry.version),
-                "status": entry.status,
-                "bytes": bytes,
-                "duration_ms": took.as_secs_f64() * 1000.0,
-                "upstream_addr": entry.backend,
-                "upstream_status": entry.upstream.map(|u| u.0),
-                "upstream_ms": entry.upstream.map(|u| u.1.as_secs_f64() * 1000.0),
-                "host": entry.host,
-                "user_agent": entry.user_agent,
-                "x_forwarded_for": entry.forwarded_for,
-                "request_id": entry.request_id,
-            });
-            let mut s = v.to_string();
+            #[derive(serde::Serialize)]
+            struct Json<'a> {
+                time: &'a str,
+                client: &'a str,
+                method: &'a str,
+                target: &'a str,
+                version: &'a str,
+                status: u16,
+                bytes: u64,
+                duration_ms: f64,
+                upstream_addr: Option<&'a str>,
+                upstream_status: Option<u16>,
+                upstream_ms: Option<f64>,
+                host: &'a str,
+                user_agent: &'a str,
+                x_forwarded_for: &'a str,
+                request_id: &'a str,
+            }
+            let version = match entry.version {
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_2 => "HTTP/2.0",
+                _ => "HTTP/1.1",
+            };
+            let j = Json {
+                time: &now,
+                client: &entry.client,
+                method: entry.method.as_str(),
+                target: &entry.target,
+                version,
+                status: entry.status,
+                bytes,
+                duration_ms: took.as_secs_f64() * 1000.0,
+                upstream_addr: entry.backend.as_deref(),
+                upstream_status: entry.upstream.map(|u| u.0),
+                upstream_ms: entry.upstream.map(|u| u.1.as_secs_f64() * 1000.0),
+                host: &entry.host,
+                user_agent: &entry.user_agent,
+                x_forwarded_for: &entry.forwarded_for,
+                request_id: &entry.request_id,
+            };
+            let mut s = serde_json::to_string(&j).unwrap_or_default();
             s.push('\n');
             s
         }
@@ -246,38 +269,74 @@ impl Out {
     }
 }
 
+/// How long the writer lets lines gather between writes. Sleeping (rather than
+/// waiting on the queue) means a request's `send` never has to wake the writer: under
+/// load it costs a queue push, and the output gets a few large writes a second.
+const GATHER: Duration = Duration::from_millis(20);
+
 fn writer(rx: Receiver<Msg>) {
     let mut out = Out::open();
     let mut batch = String::new();
     let mut flushes = Vec::new();
+    // Wait for the first line, then write what gathered every GATHER, until idle.
     while let Ok(first) = rx.recv() {
-        batch.clear();
-        let mut reopen = false;
         let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(line) => batch.push_str(&line),
-                Msg::Flush(done) => flushes.push(done),
-                Msg::Reopen => reopen = true,
-            }
-            if batch.len() < 64 * 1024 {
+        loop {
+            let mut reopen = false;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Line(line) => batch.push_str(&line),
+                    Msg::Flush(done) => flushes.push(done),
+                    Msg::Reopen => reopen = true,
+                }
+                if batch.len() >= 64 * 1024 {
+                    out.write_all(batch.as_bytes());
+                    batch.clear();
+                }
                 next = rx.try_recv().ok();
             }
-        }
-        let dropped = DROPPED.swap(0, Relaxed);
-        if dropped > 0 {
-            batch.push_str(&format!(
-                "access log: {dropped} lines dropped (output too slow)\n"
-            ));
-        }
-        out.write_all(batch.as_bytes());
-        if reopen {
-            out = Out::open();
-        }
-        for done in flushes.drain(..) {
-            let _ = done.send(());
+            let dropped = DROPPED.swap(0, Relaxed);
+            if dropped > 0 {
+                batch.push_str(&format!(
+                    "access log: {dropped} lines dropped (output too slow)\n"
+                ));
+            }
+            let idle = batch.is_empty() && flushes.is_empty() && !reopen;
+            out.write_all(batch.as_bytes());
+            batch.clear();
+            if reopen {
+                out = Out::open();
+            }
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+            if idle {
+                break;
+            }
+            std::thread::sleep(GATHER);
+            next = rx.try_recv().ok();
         }
     }
+}
+
+thread_local! {
+    /// The last timestamp made on this thread and its millisecond: lines in the same
+    /// millisecond (most of them, under load) reuse the text.
+    static NOW: std::cell::RefCell<(u128, std::rc::Rc<str>)> =
+        std::cell::RefCell::new((0, std::rc::Rc::from("")));
+}
+
+/// [`timestamp`] of now, made once per millisecond per thread.
+fn now_text() -> std::rc::Rc<str> {
+    let t = SystemTime::now();
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    NOW.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != ms {
+            *c = (ms, std::rc::Rc::from(timestamp(t)));
+        }
+        std::rc::Rc::clone(&c.1)
+    })
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
