@@ -17,9 +17,43 @@ pub struct Snapshot {
     pub health: Arc<HealthTable>,
     /// 0 for the first config, +1 per reload.
     pub generation: u64,
+    /// The listener's rustls settings, built from `config.listen_tls`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Snapshot {
+    /// The snapshot of `config`. Its TLS settings are built from the certificate
+    /// files, which validation just read; should they fail now (replaced in between),
+    /// `previous`'s are kept, so a TLS port never serves plaintext. With no previous
+    /// settings to keep, that is an error.
+    pub fn build(
+        region: &'static Region,
+        config: Arc<Config>,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
+        let tls = match &config.listen_tls {
+            None => None,
+            Some(t) => match crate::tls::server::server_config(&t.certificates) {
+                Ok(c) => Some(c),
+                Err((i, which, e)) => {
+                    let why = format!("listen.tls.certificates[{i}].{which}: {e}");
+                    match previous.and_then(|p| p.tls.clone()) {
+                        Some(kept) => {
+                            tracing::error!("{why}; keeping the certificates in use");
+                            Some(kept)
+                        }
+                        None => return Err(why),
+                    }
+                }
+            },
+        };
+        let mut s = Snapshot::new(region, config, generation);
+        s.tls = tls;
+        Ok(s)
+    }
+
+    /// A snapshot without TLS settings (see [`Snapshot::build`]).
     pub fn new(region: &'static Region, config: Arc<Config>, generation: u64) -> Snapshot {
         // Backends a reload adds ramp up (slow start); those there at start do not.
         let health = Arc::new(HealthTable::with_new(
@@ -32,6 +66,7 @@ impl Snapshot {
             config,
             health,
             generation,
+            tls: None,
         }
     }
 }

@@ -88,26 +88,22 @@ pub struct PoolConfig {
 }
 
 /// `listen.tls`: certificates for TLS termination, chosen by SNI (the first is the
-/// default), loaded when the config is built: a config that holds a `ListenTls` can
-/// serve TLS, so a reload can never fall back to plaintext over a bad file.
-#[derive(Clone, Debug)]
+/// default). Plain data: validation proves the files load (so a config that holds a
+/// `ListenTls` can serve TLS), and each generation's [`crate::snapshot::Snapshot`]
+/// builds the rustls settings from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenTls {
     pub certificates: Vec<CertificatePaths>,
-    /// The rustls settings made from them (certificates resolved by SNI, ALPN).
-    pub server: std::sync::Arc<rustls::ServerConfig>,
 }
 
 impl ListenTls {
-    /// Loads every certificate and key; the error names the item (its index), the
-    /// file (`cert` or `key`) and what is wrong.
+    /// Checks that every certificate and key loads; the error names the item (its
+    /// index), the file (`cert` or `key`) and what is wrong.
     pub fn load(
         certificates: Vec<CertificatePaths>,
     ) -> Result<ListenTls, (usize, &'static str, String)> {
-        let server = crate::tls::server::server_config(&certificates)?;
-        Ok(ListenTls {
-            certificates,
-            server,
-        })
+        crate::tls::server::server_config(&certificates)?;
+        Ok(ListenTls { certificates })
     }
 }
 

@@ -176,10 +176,7 @@ impl Proxy {
         let record = config.admin.is_some();
         let access_log = config.access_log;
         let ledger = health.ledger(worker);
-        let tls_acceptor = config
-            .listen_tls
-            .as_ref()
-            .map(|t| crate::tls::server::acceptor(&t.server));
+        let tls_acceptor = snapshot.tls.as_ref().map(crate::tls::server::acceptor);
         Proxy {
             sends_proxy_headers: config.backends.iter().any(|b| b.proxy_protocol.is_some()),
             config,

@@ -546,11 +546,14 @@ fn pin_to_cpu(i: usize) {
 
 /// The body of a child process; returns its exit code.
 fn child_main(role: Role, listener: Option<TcpListener>, control: UnixStream, plan: &Plan) -> i32 {
-    let snapshot = Arc::new(Snapshot::new(
-        plan.region,
-        Arc::clone(&plan.config),
-        plan.generation,
-    ));
+    let first = Snapshot::build(plan.region, Arc::clone(&plan.config), plan.generation, None);
+    let snapshot = match first {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(?role, "cannot start: {e}");
+            return 1;
+        }
+    };
     let (snapshots, snapshot_rx) = watch::channel(snapshot);
     let (state, state_rx) = watch::channel(RunState::Serving);
     let region = plan.region;
@@ -649,8 +652,18 @@ fn read_commands(
                 let old = Arc::clone(&snapshots.borrow());
                 match Message::build(&message, path, &overrides, &old.config) {
                     Ok(config) => {
-                        let next = Snapshot::new(region, Arc::new(config), old.generation + 1);
-                        snapshots.send_replace(Arc::new(next));
+                        let next = Snapshot::build(
+                            region,
+                            Arc::new(config),
+                            old.generation + 1,
+                            Some(&old),
+                        );
+                        match next {
+                            Ok(next) => {
+                                snapshots.send_replace(Arc::new(next));
+                            }
+                            Err(e) => tracing::error!("generation refused by this child: {e}"),
+                        }
                     }
                     Err(e) => tracing::error!("generation refused by this child: {e}"),
                 }

@@ -155,7 +155,16 @@ impl Running {
         let old = self.snapshot();
         let config = keep_restart_only_settings(&old.config, config, false);
         crate::config::warn_insecure(Some(&old.config), &config);
-        let snapshot = Snapshot::new(self.region, Arc::new(config), old.generation + 1);
+        let next = Snapshot::build(
+            self.region,
+            Arc::new(config),
+            old.generation + 1,
+            Some(&old),
+        );
+        let snapshot = match next {
+            Ok(s) => s,
+            Err(e) => return tracing::error!("reload refused: {e}"),
+        };
         tracing::info!(
             generation = snapshot.generation,
             backends = snapshot.config.backends.len(),
@@ -314,7 +323,9 @@ pub fn start_with(config: Arc<Config>, sockets: Sockets) -> io::Result<Running> 
     let admin_copy = admin.as_ref().map(TcpListener::try_clone).transpose()?;
     let workers = listeners.len();
     let region = Region::new()?;
-    let first = Arc::new(Snapshot::new(region, config, 0));
+    let first = Snapshot::build(region, config, 0, None)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let first = Arc::new(first);
     let (snapshots, snapshot_rx) = watch::channel(Arc::clone(&first));
     let (state, state_rx) = watch::channel(RunState::Serving);
     // One prober (and the admin listener) per process, whatever the worker count.
