@@ -148,10 +148,11 @@ pub enum LocalReason {
     RateLimiterUnavailable,
     QueueFull,
     QueueTimeout,
+    PlainHttpOnTls,
 }
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 19] = [
+    pub const ALL: [LocalReason; 20] = [
         LocalReason::BadRequest,
         LocalReason::UriTooLong,
         LocalReason::HeadersTooLarge,
@@ -171,6 +172,7 @@ impl LocalReason {
         LocalReason::RateLimiterUnavailable,
         LocalReason::QueueFull,
         LocalReason::QueueTimeout,
+        LocalReason::PlainHttpOnTls,
     ];
 
     pub fn label(self) -> &'static str {
@@ -194,6 +196,7 @@ impl LocalReason {
             LocalReason::RateLimiterUnavailable => "rate_limiter_unavailable",
             LocalReason::QueueFull => "queue_full",
             LocalReason::QueueTimeout => "queue_timeout",
+            LocalReason::PlainHttpOnTls => "plain_http_on_tls",
         }
     }
 }
@@ -227,8 +230,8 @@ pub struct GlobalStats {
     /// Set when a drain starts (`/healthz` answers 503 from then on).
     pub draining: AtomicBool,
     /// Responses the balancer made itself, by `LocalReason` (with the status of each).
-    local: [AtomicU64; 19],
-    local_code: [AtomicU32; 19],
+    local: [AtomicU64; LocalReason::ALL.len()],
+    local_code: [AtomicU32; LocalReason::ALL.len()],
     /// Requests refused by each rate limit: counts by slot, the slot found by the
     /// limit name's hash (kept in `rate_limited_name`).
     rate_limited: [AtomicU64; RATE_LIMIT_SLOTS],

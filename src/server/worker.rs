@@ -331,6 +331,34 @@ fn open_client(
     tokio::task::spawn_local(async move {
         // TLS first (the handshake is bounded by the head clock); ALPN then says
         // HTTP/2 or HTTP/1.1.
+        // Plain HTTP on the TLS port (a request line where a TLS record should start):
+        // a 400 it can read, as nginx answers, instead of TLS bytes shown as garbage.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(timeouts.client_header, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
+                let text = b"400 Bad Request: this port speaks HTTPS (TLS); use https://\n";
+                let mut out = Vec::with_capacity(256);
+                crate::http1::encode::local_response(&mut out, 400, text, true);
+                let global = ctx.current.borrow().global_stats();
+                global.count_local(crate::metrics::LocalReason::PlainHttpOnTls, 400);
+                // Then FIN, and read what the client sent until it closes (up to 1 s):
+                // closing with its request unread would reset the connection and could
+                // destroy the answer before the client reads it.
+                let mut stream = stream;
+                let answer = async {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    stream.write_all(&out).await?;
+                    stream.shutdown().await?;
+                    let mut sink = [0u8; 4096];
+                    while stream.read(&mut sink).await? > 0 {}
+                    Ok::<(), std::io::Error>(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+                return;
+            }
+            Ok(Ok(1)) => {}
+            _ => return, // closed, failed or silent past the head clock
+        }
         // Boxed: the handshake state is large and the task outlives it.
         let handshake = Box::pin(acceptor.accept(stream));
         let (io, h2) = match tokio::time::timeout(timeouts.client_header, handshake).await {

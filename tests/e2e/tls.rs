@@ -190,6 +190,14 @@ fn listener_terminates_tls_with_sni_and_http2() {
     assert_eq!(curl("a.test", &["--http2"]), "https HTTP/1.1\n2");
     assert_eq!(curl("b.test", &["--http2"]), "https HTTP/1.1\n2");
     assert_eq!(curl("a.test", &["--http1.1"]), "https HTTP/1.1\n1.1");
+    // Plain HTTP to the TLS port: a 400 with a text body, as nginx answers, then close.
+    let plain = crate::support::client::get(lb.addr, "/");
+    assert_eq!(plain.status, 400, "{}", plain.text());
+    assert_eq!(
+        plain.text(),
+        "400 Bad Request: this port speaks HTTPS (TLS); use https://\n"
+    );
+    assert_eq!(curl("a.test", &["--http1.1"]), "https HTTP/1.1\n1.1");
 
     // A reload that drops `listen.tls` must not turn the HTTPS port into plain HTTP
     // (TLS on/off is restart-only); the rest of the reload applies.
