@@ -177,7 +177,19 @@ pub(crate) fn backend_json(snapshot: &Snapshot, i: usize) -> serde_json::Value {
         "queue_length": health.global().queued.load(Relaxed).max(0),
         "latency_ms": (latency > 0).then(|| f64::from(latency) / 1000.0),
         "last_failure": (reason != crate::health::Reason::None).then(|| reason.as_str()),
+        "last_failure_at": failed_at(health.last_failure_ms(i)),
     })
+}
+
+/// The wall-clock time (RFC 3339, UTC) of a failure recorded at `monotonic_ms`
+/// (0: none).
+fn failed_at(monotonic_ms: u64) -> Option<String> {
+    if monotonic_ms == 0 {
+        return None;
+    }
+    let ago = crate::health::monotonic_ms().saturating_sub(monotonic_ms);
+    let at = std::time::SystemTime::now() - std::time::Duration::from_millis(ago);
+    Some(crate::access_log::timestamp(at))
 }
 
 /// Follows reloads (see [`forget_added`]) as they come.

@@ -17,6 +17,6 @@ mod status;
 
 pub use admin::AdminState;
 pub use breaker::{Source, Thresholds};
-pub use shared::Region;
+pub use shared::{Region, monotonic_ms};
 pub use state::{HealthTable, InFlightGuard, ROOM, Reason};
 pub use status::StatusRanges;

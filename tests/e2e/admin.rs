@@ -118,6 +118,14 @@ fn backend_up_and_transitions_follow_a_backend_that_dies_and_returns() {
         "backend_up never dropped"
     );
     assert_eq!((moved("down"), moved("up")), (Some(1.0), Some(0.0)));
+    // /backends says when, as a UTC timestamp (the other backend never failed).
+    let list = get(lb.admin_addr(), "/backends").json();
+    let at = list[1]["last_failure_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(at.starts_with("20") && at.ends_with('Z'), "{list}");
+    assert!(list[0]["last_failure_at"].is_null(), "{list}");
     let _back = TestBackend::start_on(b_addr, |_| Reply::ok("b again"));
     assert!(
         eventually(Duration::from_secs(5), || up() == Some(1.0)),
