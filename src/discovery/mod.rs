@@ -95,22 +95,10 @@ impl Sets {
     }
 }
 
-/// The normalised address of `addr` (what a backend id hashes).
+/// The normalised address of `addr` (what a backend id hashes): `SocketAddr`'s own
+/// text, which already brackets IPv6 hosts.
 pub fn address_of(addr: SocketAddr) -> String {
-    crate::backend::normalise(&addr.ip_with_brackets(), addr.port())
-}
-
-trait IpText {
-    fn ip_with_brackets(&self) -> String;
-}
-
-impl IpText for SocketAddr {
-    fn ip_with_brackets(&self) -> String {
-        match self {
-            SocketAddr::V4(a) => a.ip().to_string(),
-            SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        }
-    }
+    addr.to_string()
 }
 
 /// How long a failed source waits before it tries again: 1 s, doubling to 30 s.
