@@ -37,7 +37,9 @@ pub async fn watch(index: usize, source: Source, tx: mpsc::UnboundedSender<Updat
     let mut failures = 0u32;
     let mut turn = 0usize;
     loop {
-        let endpoint = &endpoints[turn % endpoints.len().max(1)];
+        let Some(endpoint) = endpoints.get(turn % endpoints.len().max(1)) else {
+            return; // validation never lets an empty list through
+        };
         let why = follow(index, endpoint, prefix, source.weight, &tx, &mut failures).await;
         let update = Update {
             source: index,
