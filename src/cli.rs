@@ -91,7 +91,7 @@ pub struct RunArgs {
     /// YAML config file (JSON accepted).
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Listen address [default: 0.0.0.0:8080].
+    /// Listen address (replaces the first `listen:` entry's) [default: 0.0.0.0:8080].
     #[arg(short, long, value_name = "ADDR:PORT", value_parser = parse_listen, conflicts_with_all = ["port", "host"])]
     pub listen: Option<SocketAddr>,
     /// Listen port (shorthand for --listen 0.0.0.0:N).

@@ -122,6 +122,16 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
             if !c.discovery.is_empty() {
                 what += &format!(", {} discovery source(s)", c.discovery.len());
             }
+            let listen: Vec<String> = c
+                .listeners
+                .iter()
+                .map(|l| match (&l.tls, l.redirect_https) {
+                    (Some(_), _) => format!("{} (TLS)", l.address),
+                    (None, Some(port)) => format!("{} (redirect to :{port})", l.address),
+                    (None, None) => l.address.to_string(),
+                })
+                .collect();
+            what += &format!(", listen {}", listen.join(", "));
             println!("{}: ok ({what})", config.display());
             Ok(())
         }
@@ -189,7 +199,7 @@ pub fn serve(
     };
     let running = server::start_with(Arc::clone(&config), sockets)?;
     tracing::info!(
-        listen = %running.local_addr(),
+        listen = ?running.local_addrs(),
         workers = config.workers,
         strategy = config.strategy.name(),
         backends = config.backends.len(),

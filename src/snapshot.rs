@@ -17,8 +17,9 @@ pub struct Snapshot {
     pub health: Arc<HealthTable>,
     /// 0 for the first config, +1 per reload.
     pub generation: u64,
-    /// The listener's rustls settings, built from `config.listen_tls`.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Each listener's rustls settings (`None` for plain HTTP), built from its
+    /// `tls` in `config.listeners`.
+    pub tls: Vec<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Snapshot {
@@ -32,13 +33,17 @@ impl Snapshot {
         generation: u64,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
-        let tls = match &config.listen_tls {
-            None => None,
-            Some(t) => match crate::tls::server::server_config(&t.certificates) {
+        let mut tls = Vec::with_capacity(config.listeners.len());
+        for (n, l) in config.listeners.iter().enumerate() {
+            let Some(t) = &l.tls else {
+                tls.push(None);
+                continue;
+            };
+            tls.push(match crate::tls::server::server_config(&t.certificates) {
                 Ok(c) => Some(c),
                 Err((i, which, e)) => {
-                    let why = format!("listen.tls.certificates[{i}].{which}: {e}");
-                    match previous.and_then(|p| p.tls.clone()) {
+                    let why = format!("listen[{n}].tls.certificates[{i}].{which}: {e}");
+                    match previous.and_then(|p| p.tls.get(n).cloned().flatten()) {
                         Some(kept) => {
                             tracing::error!("{why}; keeping the certificates in use");
                             Some(kept)
@@ -46,8 +51,8 @@ impl Snapshot {
                         None => return Err(why),
                     }
                 }
-            },
-        };
+            });
+        }
         let mut s = Snapshot::new(region, config, generation);
         s.tls = tls;
         Ok(s)
@@ -66,7 +71,7 @@ impl Snapshot {
             config,
             health,
             generation,
-            tls: None,
+            tls: Vec::new(),
         }
     }
 }

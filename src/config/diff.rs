@@ -52,8 +52,14 @@ pub fn describe(old: &Config, new: &Config) -> String {
             ("access_log", format!("{:?}", c.access_log)),
             ("discovery", format!("{:?} {:?}", c.discovery, c.resolver)),
             (
-                "listen.tls",
-                format!("{:?}", c.listen_tls.as_ref().map(|t| &t.certificates)),
+                "listen",
+                format!(
+                    "{:?}",
+                    c.listeners
+                        .iter()
+                        .map(|l| (&l.tls, &l.proxy_protocol, l.redirect_https))
+                        .collect::<Vec<_>>()
+                ),
             ),
         ]
     };

@@ -27,7 +27,7 @@ pub use lines::line_of;
     expecting = "a mapping of config keys (listen:, backends:, ...)"
 )]
 pub struct FileConfig {
-    pub listen: Option<ListenFile>,
+    pub listen: Option<ListenList>,
     pub admin: Option<String>,
     pub admin_token_file: Option<String>,
     pub workers: Option<u64>,
@@ -54,45 +54,94 @@ pub struct FileConfig {
     pub log_file: Option<String>,
 }
 
-/// `listen:` — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
+/// `listen:` — one entry, or a list of them (each its own address and options).
+#[derive(Debug, Default)]
+pub struct ListenList {
+    pub entries: Vec<ListenFile>,
+    /// True when written as a list: keys are then named `listen[i].…`.
+    pub list: bool,
+}
+
+/// One `listen:` entry — `ADDR:PORT`, or `{address: ADDR:PORT, tls: ...}`.
 #[derive(Debug, Default)]
 pub struct ListenFile {
     pub address: Option<String>,
     pub tls: Option<ListenTlsFile>,
     pub proxy_protocol: Option<ListenProxyProtocolFile>,
-    /// True for the short form `listen: ADDR:PORT`.
+    pub redirect_https: Option<bool>,
+    /// True for the short form `ADDR:PORT`.
     pub short: bool,
 }
 
-/// The map form of `listen:`.
+/// The map form of a `listen:` entry.
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a map with `address`, `tls` and `proxy_protocol`"
+    expecting = "a map with `address`, `tls`, `proxy_protocol` and `redirect_https`"
 )]
 struct ListenMap {
     address: Option<String>,
     tls: Option<ListenTlsFile>,
     proxy_protocol: Option<ListenProxyProtocolFile>,
+    redirect_https: Option<bool>,
 }
+
+const LISTEN_ENTRY: StringOrMap<ListenMap, ListenFile> = StringOrMap {
+    expecting: "ADDR:PORT (e.g. 0.0.0.0:8080) or a map with `address`",
+    short: |s| ListenFile {
+        address: Some(s.to_owned()),
+        short: true,
+        ..ListenFile::default()
+    },
+    long: |m: ListenMap| ListenFile {
+        address: m.address,
+        tls: m.tls,
+        proxy_protocol: m.proxy_protocol,
+        redirect_https: m.redirect_https,
+        short: false,
+    },
+};
 
 impl<'de> Deserialize<'de> for ListenFile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StringOrMap {
-            expecting: "ADDR:PORT (e.g. 0.0.0.0:8080) or a map with `address`",
-            short: |s| ListenFile {
-                address: Some(s.to_owned()),
-                tls: None,
-                proxy_protocol: None,
-                short: true,
-            },
-            long: |m: ListenMap| ListenFile {
-                address: m.address,
-                tls: m.tls,
-                proxy_protocol: m.proxy_protocol,
-                short: false,
-            },
-        })
+        d.deserialize_any(LISTEN_ENTRY)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListenList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("ADDR:PORT, a map with `address`, or a list of those")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListenList, E> {
+                let one = LISTEN_ENTRY.visit_str(v)?;
+                Ok(ListenList {
+                    entries: vec![one],
+                    list: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<ListenList, A::Error> {
+                let one = LISTEN_ENTRY.visit_map(m)?;
+                Ok(ListenList {
+                    entries: vec![one],
+                    list: false,
+                })
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<ListenList, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(e) = s.next_element::<ListenFile>()? {
+                    entries.push(e);
+                }
+                Ok(ListenList {
+                    entries,
+                    list: true,
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -104,8 +153,7 @@ pub struct ListenProxyProtocolFile {
     pub trusted: Option<Vec<String>>,
 }
 
-/// `listen.tls:` (parsed so typos are caught; validation rejects it for now).
-#[allow(dead_code)] // read once TLS arrives; parsed now so typos are caught
+/// `listen.tls:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a map with `certificates`")]
 pub struct ListenTlsFile {
@@ -438,7 +486,7 @@ access_log: false
     #[test]
     fn parses_the_contract_example() {
         let f = FileConfig::parse(CONTRACT).unwrap();
-        let l = f.listen.unwrap();
+        let l = &f.listen.unwrap().entries[0];
         assert_eq!(
             (l.address.as_deref(), l.short),
             (Some("127.0.0.1:8080"), true)
@@ -475,7 +523,7 @@ backends:
     protocol: h2c
 ";
         let f = FileConfig::parse(text).unwrap();
-        let l = f.listen.unwrap();
+        let l = &f.listen.unwrap().entries[0];
         assert!(!l.short && l.tls.is_some());
         let b = f.backends.unwrap();
         assert_eq!(b[2].0.protocol.as_deref(), Some("h2c"));

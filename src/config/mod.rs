@@ -107,6 +107,44 @@ impl ListenTls {
     }
 }
 
+/// One `listen:` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    /// TLS termination (HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls: Option<ListenTls>,
+    /// `proxy_protocol.trusted`: these peers must start with a PROXY header, others
+    /// must not. `None`: no PROXY protocol on this listener.
+    pub proxy_protocol: Option<Vec<crate::proxy_protocol::Cidr>>,
+    /// `redirect_https: true`: every request (but ACME challenges) is answered with a
+    /// 308 to this port (the first TLS listener's) on the same host and path.
+    pub redirect_https: Option<u16>,
+}
+
+impl Listener {
+    /// A plain HTTP listener with no options.
+    pub fn plain(address: SocketAddr) -> Listener {
+        Listener {
+            address,
+            tls: None,
+            proxy_protocol: None,
+            redirect_https: None,
+        }
+    }
+}
+
+impl Config {
+    /// The first listener's address (`--listen` sets it; tests bind it to port 0).
+    pub fn listen(&self) -> SocketAddr {
+        self.listeners[0].address
+    }
+
+    /// Every listener's address, in order.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.address).collect()
+    }
+}
+
 /// `queue:`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QueueConfig {
@@ -126,12 +164,8 @@ pub struct RetryBudget {
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
-    /// TLS termination on the listener (HTTP/1.1 and HTTP/2 by ALPN).
-    pub listen_tls: Option<ListenTls>,
-    /// `listen.proxy_protocol.trusted`: these peers must start with a PROXY header,
-    /// others must not. `None`: no PROXY protocol on the listener.
-    pub proxy_protocol: Option<Vec<crate::proxy_protocol::Cidr>>,
+    /// `listen:`, in the file's order; never empty.
+    pub listeners: Vec<Listener>,
     pub admin: Option<SocketAddr>,
     /// `admin_token_file`, read: admin writes need `Authorization: Bearer TOKEN`.
     /// Re-read on every reload.

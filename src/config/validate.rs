@@ -16,6 +16,7 @@ use super::*;
 
 mod backends;
 mod discovery;
+mod listen;
 mod sections;
 
 /// Where an error points: the file (if any) and its text, for line numbers.
@@ -163,67 +164,29 @@ pub fn build_offline(
 }
 
 fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, ConfigError> {
-    // Listener and admin: the file's values are checked even when a flag overrides them.
-    let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080));
-    let mut listen_tls = None;
-    let mut proxy_protocol = None;
-    if let Some(l) = &file.listen {
-        if let Some(tls) = &l.tls {
-            let certs = tls.certificates.as_deref().unwrap_or_default();
-            if certs.is_empty() {
-                let hint = "add `certificates: [{cert: server.pem, key: server.key}]`";
-                return Err(cx.err("listen.tls.certificates", "no certificate given", hint));
-            }
-            let paths: Vec<_> = certs
-                .iter()
-                .map(|c| crate::config::CertificatePaths {
-                    cert: cx.relative(&c.cert),
-                    key: cx.relative(&c.key),
-                })
-                .collect();
-            // Offline, the files are not read (and the listener has no TLS).
-            let loaded = match cx.offline {
-                true => Ok(None),
-                false => crate::config::ListenTls::load(paths).map(Some),
-            };
-            match loaded {
-                Ok(t) => listen_tls = t,
-                Err((i, which, e)) => {
-                    let key = format!("listen.tls.certificates[{i}].{which}");
-                    return Err(cx.err(
-                        &key,
-                        e,
-                        "give PEM files: the certificate chain and its private key",
-                    ));
-                }
-            }
-        }
-        let Some(addr) = &l.address else {
-            let hint = "write `listen: 0.0.0.0:8080` or `listen: {address: 0.0.0.0:8080}`";
-            return Err(cx.err("listen.address", "the listen address is missing", hint));
-        };
-        let key = if l.short { "listen" } else { "listen.address" };
-        listen = cx.socket(key, addr)?;
-        if let Some(pp) = &l.proxy_protocol {
-            proxy_protocol = Some(sections::proxy_protocol_trusted(&cx, pp)?);
-        }
-    }
+    // Listeners and admin: the file's values are checked even when a flag overrides them.
+    let listeners = listen::listeners(&cx, file.listen.as_ref(), o)?;
     let mut admin = match &file.admin {
         Some(a) => Some(cx.socket("admin", a)?),
         None => None,
     };
-    let listen_from_cli = o.listen.is_some();
-    listen = o.listen.unwrap_or(listen);
     let admin_from_cli = o.admin.is_some();
     admin = o.admin.or(admin);
-    if let Some(a) = admin.filter(|a| same_port(*a, listen)) {
+    let clash = admin.and_then(|a| {
+        let i = listeners.iter().position(|l| same_port(a, l.address))?;
+        Some((a, i))
+    });
+    if let Some((a, i)) = clash {
         let key = if admin_from_cli { "--admin" } else { "admin" };
-        let other = if listen_from_cli {
-            "--listen"
-        } else {
-            "listen"
+        let other = match (i, o.listen.is_some()) {
+            (0, true) => "--listen".to_owned(),
+            (0, false) => "listen".to_owned(),
+            _ => format!("listen[{i}]"),
         };
-        let problem = format!("{a} clashes with the {other} address {listen}");
+        let problem = format!(
+            "{a} clashes with the {other} address {}",
+            listeners[i].address
+        );
         return Err(cx.err(
             key,
             problem,
@@ -414,9 +377,7 @@ fn build_with(cx: Ctx<'_>, file: FileConfig, o: &Overrides) -> Result<Config, Co
     let pool = sections::pool(&cx, file.pool)?;
 
     Ok(Config {
-        listen,
-        listen_tls,
-        proxy_protocol,
+        listeners,
         admin,
         admin_token,
         workers,
@@ -506,7 +467,7 @@ pub(super) mod tests {
     #[test]
     fn defaults() {
         let c = Config::from_overrides(&cli_backends(&["127.0.0.1:9001"])).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.listen(), "0.0.0.0:8080".parse().unwrap());
         assert_eq!((c.admin, c.strategy), (None, StrategyKind::RoundRobin));
         assert!(c.workers >= 1);
         let mode = if cfg!(target_os = "linux") {
@@ -622,7 +583,10 @@ pub(super) mod tests {
         assert_err(&t, "admin", Some(3), "clashes with the listen address");
         let t = format!("{B}listen: {{address: 127.0.0.1:81}}\nadmin: 127.0.0.1:82\n");
         let c = load(&t).unwrap();
-        assert_eq!((c.listen.port(), c.admin.map(|a| a.port())), (81, Some(82)));
+        assert_eq!(
+            (c.listen().port(), c.admin.map(|a| a.port())),
+            (81, Some(82))
+        );
     }
 
     #[test]
@@ -639,7 +603,7 @@ pub(super) mod tests {
             ..cli_backends(&["127.0.0.1:9001", "127.0.0.1:9002,weight=4"])
         };
         let c = load_with(text, &o).unwrap();
-        assert_eq!((c.listen.port(), c.strategy), (2, StrategyKind::Sticky));
+        assert_eq!((c.listen().port(), c.strategy), (2, StrategyKind::Sticky));
         assert_eq!((c.workers, c.mode), (5, Mode::Thread));
         let addrs: Vec<&str> = c.backends.iter().map(|b| b.address.as_str()).collect();
         assert_eq!(addrs, ["127.0.0.1:9001", "127.0.0.1:9002"]);

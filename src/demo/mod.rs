@@ -65,7 +65,7 @@ pub fn run(listen: SocketAddr) -> Result<(), crate::Error> {
     config.health.timeout = Duration::from_millis(500);
     let config = Arc::new(config);
     let control = server::control::Control::new(None)?;
-    let listeners = server::listener::bind(config.listen, config.workers)?;
+    let listeners = server::listener::bind_all(&config.listen_addrs(), config.workers)?;
     let running = server::start(Arc::clone(&config), listeners)?;
     let at = running.local_addr();
     println!("switchyard demo: balancer on http://{at}/ in front of:");

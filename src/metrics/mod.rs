@@ -149,10 +149,11 @@ pub enum LocalReason {
     QueueFull,
     QueueTimeout,
     PlainHttpOnTls,
+    RedirectHttps,
 }
 
 impl LocalReason {
-    pub const ALL: [LocalReason; 20] = [
+    pub const ALL: [LocalReason; 21] = [
         LocalReason::BadRequest,
         LocalReason::UriTooLong,
         LocalReason::HeadersTooLarge,
@@ -173,6 +174,7 @@ impl LocalReason {
         LocalReason::QueueFull,
         LocalReason::QueueTimeout,
         LocalReason::PlainHttpOnTls,
+        LocalReason::RedirectHttps,
     ];
 
     pub fn label(self) -> &'static str {
@@ -197,6 +199,7 @@ impl LocalReason {
             LocalReason::QueueFull => "queue_full",
             LocalReason::QueueTimeout => "queue_timeout",
             LocalReason::PlainHttpOnTls => "plain_http_on_tls",
+            LocalReason::RedirectHttps => "redirect_https",
         }
     }
 }

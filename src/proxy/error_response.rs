@@ -58,6 +58,9 @@ pub enum ProxyError {
     QueueFull,
     /// It waited `queue.timeout` for a backend under `max_connections`: 503.
     QueueTimeout,
+    /// Not an error: a `redirect_https` listener sends the client here (308, with
+    /// this `Location`).
+    RedirectHttps(Box<String>),
 }
 
 /// What a 429 says about the limit that refused it.
@@ -135,6 +138,11 @@ impl ProxyError {
                 "no backend under max_connections within queue.timeout",
                 false,
             ),
+            RedirectHttps(_) => (
+                StatusCode::PERMANENT_REDIRECT,
+                "this site is served over HTTPS",
+                false,
+            ),
         }
     }
 
@@ -153,6 +161,7 @@ impl ProxyError {
                     format!("\"{}\";r=0;t={}", l.name, l.retry_after_s),
                 ),
             ],
+            ProxyError::RedirectHttps(to) => vec![("Location", to.to_string())],
             _ => Vec::new(),
         }
     }
@@ -176,6 +185,9 @@ impl ProxyError {
                 l.name,
                 l.retry_after_s
             ),
+            ProxyError::RedirectHttps(to) => {
+                format!("{} {reason}: {why}: {to}\n", status.as_u16())
+            }
             _ => format!("{} {reason}: {why}\n", status.as_u16()),
         };
         (status.as_u16(), text, close)
@@ -205,6 +217,7 @@ impl ProxyError {
             RateLimiterUnavailable => LocalReason::RateLimiterUnavailable,
             QueueFull => LocalReason::QueueFull,
             QueueTimeout => LocalReason::QueueTimeout,
+            RedirectHttps(_) => LocalReason::RedirectHttps,
         }
     }
 

@@ -52,6 +52,8 @@ pub struct Client<'a> {
     pub origin: &'a crate::proxy_protocol::Origin,
     /// `http` or `https`.
     pub proto: &'static [u8],
+    /// The index of the listener the connection came to (`config.listeners`).
+    pub listener: usize,
     /// The worker is draining: this response closes the connection.
     pub closing: bool,
     /// Keeps the client connection counted open while a tunnel outlives the request.
@@ -271,6 +273,13 @@ impl Proxy {
     ) -> Result<After, ProxyError> {
         if head.framing == Framing::None {
             c.next = head.len;
+        }
+        if let Some(port) = self.redirect_https(c.listener) {
+            match super::redirect::location(head, c.buf, port) {
+                Some(Ok(to)) => return Err(ProxyError::RedirectHttps(Box::new(to))),
+                Some(Err(why)) => return Err(ProxyError::BadRequest(why)),
+                None => {} // an ACME challenge: proxied
+            }
         }
         let tunnel = policy(head, c.buf)?;
         if let Some(e) = self

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod h1;
 pub mod headers;
 pub mod key;
+pub mod redirect;
 pub mod request_body;
 pub mod retry;
 pub mod upgrade;
@@ -114,7 +115,8 @@ pub struct Proxy {
     /// This worker's share of the shared gauges.
     ledger: &'static Ledger,
     /// TLS termination, built from this snapshot's certificates.
-    tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// Per listener (by index): TLS termination, when it has it.
+    tls_acceptors: Vec<Option<tokio_rustls::TlsAcceptor>>,
     access_log: bool,
     /// Some backend gets a PROXY header (so connections note their local address).
     sends_proxy_headers: bool,
@@ -176,7 +178,11 @@ impl Proxy {
         let record = config.admin.is_some();
         let access_log = config.access_log;
         let ledger = health.ledger(worker);
-        let tls_acceptor = snapshot.tls.as_ref().map(crate::tls::server::acceptor);
+        let tls_acceptors = snapshot
+            .tls
+            .iter()
+            .map(|t| t.as_ref().map(crate::tls::server::acceptor))
+            .collect();
         Proxy {
             sends_proxy_headers: config.backends.iter().any(|b| b.proxy_protocol.is_some()),
             config,
@@ -188,7 +194,7 @@ impl Proxy {
             upstreams,
             record,
             ledger,
-            tls_acceptor,
+            tls_acceptors,
             access_log,
         }
     }
@@ -203,9 +209,14 @@ impl Proxy {
         self.ledger
     }
 
-    /// The acceptor for TLS on the listener, when it is configured.
-    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.tls_acceptor.clone()
+    /// The acceptor for TLS on listener `i`, when it terminates TLS.
+    pub fn tls_acceptor(&self, i: usize) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls_acceptors.get(i).cloned().flatten()
+    }
+
+    /// `redirect_https` of listener `i`: the TLS port its requests are sent to.
+    pub fn redirect_https(&self, i: usize) -> Option<u16> {
+        self.config.listeners.get(i).and_then(|l| l.redirect_https)
     }
 
     /// The client timeouts of this handler's config.
@@ -607,9 +618,10 @@ impl Proxy {
         }
     }
 
-    /// `listen.proxy_protocol.trusted`, when the listener takes PROXY headers.
-    pub fn proxy_protocol(&self) -> Option<&[crate::proxy_protocol::Cidr]> {
-        self.config.proxy_protocol.as_deref()
+    /// `proxy_protocol.trusted` of listener `i`, when it takes PROXY headers.
+    pub fn proxy_protocol(&self, i: usize) -> Option<&[crate::proxy_protocol::Cidr]> {
+        let l = self.config.listeners.get(i)?;
+        l.proxy_protocol.as_deref()
     }
 
     /// True when some backend gets a PROXY header (which names the local address).

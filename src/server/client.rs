@@ -80,6 +80,9 @@ pub(super) struct ClientCtx {
     /// local address it reached (the listener's when no backend's header needs it).
     pub(super) origin: crate::proxy_protocol::Origin,
     pub(super) https: bool,
+    /// The index of the listener that took it (`config.listeners`): its options
+    /// (e.g. `redirect_https`) are read from the current config per request.
+    pub(super) listener: usize,
     pub(super) current: Current,
     /// Counts the connection open until the last task holding it ends.
     pub(super) guard: Rc<OpenGuard>,

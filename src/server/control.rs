@@ -45,7 +45,7 @@ impl Lifecycle {
     /// Starts the new binary with `sockets`; `None` (logged) when it cannot start.
     pub fn start_upgrade(
         &self,
-        sockets: &[std::net::TcpListener],
+        sockets: &super::listener::Sets,
         admin: Option<&std::net::TcpListener>,
     ) -> Option<Upgrade> {
         let Some(exe) = &self.exe else {

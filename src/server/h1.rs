@@ -150,6 +150,7 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
             addr: addr.as_bytes(),
             origin: &ctx.origin,
             proto,
+            listener: ctx.listener,
             closing: ctx.conns().draining.get(),
             open: &open,
             next: usize::MAX,

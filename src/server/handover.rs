@@ -3,18 +3,21 @@
 //!
 //! A socket that is handed over keeps its accept queue: nothing that connected during
 //! the hand-over is refused. Two sources, read once at start-up:
-//! - **upgrade:** `SWITCHYARD_FDS=listen:5,6;admin:7` names the old master's sockets,
+//! - **upgrade:** `SWITCHYARD_FDS=listen:5,6;listen:9,10;admin:7` names the old
+//!   master's sockets (one `listen:` group per `listen:` entry, a socket per worker),
 //!   inherited across `exec`, and `SWITCHYARD_READY_FD=8` is a socket on which the new
 //!   master writes `ready` once its workers accept. The old master then drains and
 //!   exits; if `ready` never comes (the binary or its config is bad, or it hangs), the
 //!   old one kills it and keeps serving.
 //! - **systemd:** `LISTEN_PID` (our pid) and `LISTEN_FDS=n`: descriptors 3..3+n are the
-//!   traffic listeners; `listen` in the config is then not bound.
+//!   traffic listeners. With one `listen:` entry they all serve it (its address is
+//!   then not bound); with several, each socket serves the entry with its address.
 //!
-//! The variables are removed once read, so nothing started later sees them. When there
-//! are fewer sockets than workers, workers share them (one accept queue for several
-//! workers works with any socket; a systemd socket need not have SO_REUSEPORT); extra
-//! sockets beyond the worker count are closed.
+//! Upgrade groups are matched to `listen:` entries in order; an entry nothing was
+//! handed over for is bound as usual. The variables are removed once read, so
+//! nothing started later sees them. When a group has fewer sockets than workers,
+//! workers share them (one accept queue for several workers works with any socket; a
+//! systemd socket need not have SO_REUSEPORT); extra sockets are closed.
 
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -37,7 +40,9 @@ pub enum Source {
 #[derive(Debug)]
 pub struct Inherited {
     pub source: Source,
-    pub listeners: Vec<TcpListener>,
+    /// Upgrade: one group per `listen:` entry of the old master, in order. Systemd:
+    /// one group of every socket it passed.
+    pub listeners: Vec<Vec<TcpListener>>,
     pub admin: Option<TcpListener>,
     /// Upgrade only: where to say `ready`.
     pub ready: Option<UnixStream>,
@@ -97,22 +102,26 @@ impl Inherited {
 
 fn from_upgrade(spec: &str, ready: Option<&str>) -> io::Result<Inherited> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{FDS}: {what}"));
-    let mut listeners = Vec::new();
+    let mut listeners: Vec<Vec<TcpListener>> = Vec::new();
     let mut admin = None;
     for part in spec.split(';').filter(|p| !p.is_empty()) {
         let (role, fds) = part
             .split_once(':')
             .ok_or_else(|| bad("expected ROLE:FD,FD"))?;
+        if role == "listen" {
+            listeners.push(Vec::new());
+        }
         for fd in fds.split(',').filter(|f| !f.is_empty()) {
             let fd: RawFd = fd.parse().map_err(|_| bad("not a descriptor number"))?;
             let l = adopt_listener(fd)?;
-            match role {
-                "listen" => listeners.push(l),
-                "admin" => admin = Some(l),
+            match (role, listeners.last_mut()) {
+                ("listen", Some(group)) => group.push(l),
+                ("admin", _) => admin = Some(l),
                 _ => return Err(bad("unknown role")),
             }
         }
     }
+    listeners.retain(|g| !g.is_empty());
     if listeners.is_empty() {
         return Err(bad("no listen sockets"));
     }
@@ -161,7 +170,7 @@ fn from_systemd() -> io::Result<Option<Inherited>> {
     }
     Ok(Some(Inherited {
         source: Source::Systemd,
-        listeners,
+        listeners: vec![listeners],
         admin: None,
         ready: None,
     }))
@@ -220,18 +229,24 @@ impl Upgrade {
     /// Starts `exe` with our arguments and the sockets named in the environment.
     pub fn start(
         exe: &Path,
-        listeners: &[TcpListener],
+        listeners: &super::listener::Sets,
         admin: Option<&TcpListener>,
     ) -> io::Result<Upgrade> {
         let (ours, theirs) = UnixStream::pair()?;
-        let mut keep: Vec<RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
-        let mut spec = format!(
-            "listen:{}",
-            keep.iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let mut keep: Vec<RawFd> = Vec::new();
+        let entries = listeners.first().map_or(0, Vec::len);
+        let mut groups = Vec::with_capacity(entries);
+        for i in 0..entries {
+            let fds: Vec<RawFd> = listeners
+                .iter()
+                .filter_map(|set| set.get(i))
+                .map(|l| l.as_raw_fd())
+                .collect();
+            let text: Vec<String> = fds.iter().map(|f| f.to_string()).collect();
+            groups.push(format!("listen:{}", text.join(",")));
+            keep.extend(fds);
+        }
+        let mut spec = groups.join(";");
         if let Some(a) = admin {
             spec.push_str(&format!(";admin:{}", a.as_raw_fd()));
             keep.push(a.as_raw_fd());

@@ -1,5 +1,6 @@
-//! Listening sockets: one SO_REUSEPORT socket per worker, so the kernel spreads new
-//! connections across workers and no worker waits on another's accept queue.
+//! Listening sockets: one SO_REUSEPORT socket per worker and `listen:` entry, so the
+//! kernel spreads new connections across workers and no worker waits on another's
+//! accept queue. A worker serves one socket of every entry ([`Sets`]).
 //!
 //! All sockets are bound up front (before any worker starts), so "address in use"
 //! is reported at start-up, and a port of 0 is resolved once by the first socket and
@@ -20,6 +21,34 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Backlog of each listening socket.
 const BACKLOG: i32 = 4096;
+
+/// Every worker's sockets: `sets[w][i]` is worker `w`'s socket for listener `i`
+/// (the config's `listen:` entries, in order).
+pub type Sets = Vec<Vec<TcpListener>>;
+
+/// Binds `workers` SO_REUSEPORT sockets on each of `addrs`, refusing an address
+/// something already listens on.
+pub fn bind_all(addrs: &[SocketAddr], workers: usize) -> io::Result<Sets> {
+    let groups = addrs
+        .iter()
+        .map(|a| bind(*a, workers))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(by_worker(groups))
+}
+
+/// Listener-major groups (each one socket per worker) to worker-major [`Sets`].
+pub fn by_worker(groups: Vec<Vec<TcpListener>>) -> Sets {
+    let workers = groups.iter().map(Vec::len).max().unwrap_or(0);
+    let mut sets: Sets = (0..workers)
+        .map(|_| Vec::with_capacity(groups.len()))
+        .collect();
+    for group in groups {
+        for (w, socket) in group.into_iter().enumerate() {
+            sets[w].push(socket);
+        }
+    }
+    sets
+}
 
 /// Binds `n` SO_REUSEPORT listeners on `addr`, refusing an address something already
 /// listens on.
@@ -96,5 +125,18 @@ mod tests {
         let first = ours.into_iter().next().unwrap();
         assert_eq!(more(first, addr, 3).unwrap().len(), 3);
         drop(plain);
+    }
+
+    #[test]
+    fn every_worker_gets_one_socket_of_each_listener() {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let sets = bind_all(&[any, any], 3).unwrap();
+        assert_eq!(sets.len(), 3);
+        let addrs = |i: usize| -> Vec<SocketAddr> {
+            sets.iter().map(|s| s[i].local_addr().unwrap()).collect()
+        };
+        let (a, b) = (addrs(0), addrs(1));
+        assert!(a.iter().all(|x| *x == a[0]) && b.iter().all(|x| *x == b[0]));
+        assert_ne!(a[0], b[0]);
     }
 }

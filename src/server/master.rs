@@ -61,7 +61,7 @@ struct Plan {
     /// Each worker's listening socket, kept by the master: a replacement serves the
     /// same socket, so connections queued on it while a worker was dead are not lost.
     /// Emptied when the drain starts (nobody would accept what queues after that).
-    listeners: Vec<TcpListener>,
+    listeners: super::listener::Sets,
     /// The master's signalfd (closed in children).
     signal_fd: RawFd,
     /// After an upgrade, until serving: the socket to the old master (closed in
@@ -110,7 +110,7 @@ pub fn run(
     let c = spawn(Role::Prober, &plan, &children)?;
     children.insert(Role::Prober, c);
     tracing::info!(
-        listen = %plan.config.listen,
+        listen = ?plan.config.listen_addrs(),
         workers = plan.config.workers,
         strategy = plan.config.strategy.name(),
         backends = plan.config.backends.len(),
@@ -456,8 +456,8 @@ fn reap(children: &mut HashMap<Role, Child>, region: &Region) -> Vec<(Role, Dura
     dead
 }
 
-/// Forks a child for `role` (worker `i` serves the master's listener `i`). Returns in
-/// the master only.
+/// Forks a child for `role` (worker `i` serves the master's sockets `listeners[i]`,
+/// one per `listen:` entry). Returns in the master only.
 fn spawn(role: Role, plan: &Plan, others: &HashMap<Role, Child>) -> std::io::Result<Child> {
     let (parent_end, child_end) = UnixStream::pair()?;
     // SAFETY: the child only resets signal dispositions, closes descriptors, and then
@@ -468,15 +468,25 @@ fn spawn(role: Role, plan: &Plan, others: &HashMap<Role, Child>) -> std::io::Res
     }
     if pid == 0 {
         drop(parent_end);
-        // This worker's own copy of its socket; every other listener is closed below.
-        let listener = match role {
-            Role::Worker(i) => plan.listeners.get(i).and_then(|l| l.try_clone().ok()),
+        // This worker's own copies of its sockets; every other listener is closed below.
+        let listeners = match role {
+            Role::Worker(i) => plan.listeners.get(i).and_then(|set| {
+                set.iter()
+                    .map(TcpListener::try_clone)
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .ok()
+            }),
             Role::Prober => None,
         };
         // Descriptors of the master and of other children must not live on here: a
         // listener kept open by the wrong process would keep receiving connections
         // nobody accepts, a control socket would hide the master's death.
-        let mut close: Vec<RawFd> = plan.listeners.iter().map(|l| l.as_raw_fd()).collect();
+        let mut close: Vec<RawFd> = plan
+            .listeners
+            .iter()
+            .flatten()
+            .map(|l| l.as_raw_fd())
+            .collect();
         close.extend(
             others
                 .values()
@@ -496,7 +506,7 @@ fn spawn(role: Role, plan: &Plan, others: &HashMap<Role, Child>) -> std::io::Res
         signals::reset_in_child();
         // Never unwind into the master's frames (their descriptors are closed here).
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            child_main(role, listener, child_end, plan)
+            child_main(role, listeners, child_end, plan)
         }))
         .unwrap_or(101);
         // SAFETY: leave without running the master's destructors or atexit handlers.
@@ -545,7 +555,12 @@ fn pin_to_cpu(i: usize) {
 }
 
 /// The body of a child process; returns its exit code.
-fn child_main(role: Role, listener: Option<TcpListener>, control: UnixStream, plan: &Plan) -> i32 {
+fn child_main(
+    role: Role,
+    listeners: Option<Vec<TcpListener>>,
+    control: UnixStream,
+    plan: &Plan,
+) -> i32 {
     let first = Snapshot::build(plan.region, Arc::clone(&plan.config), plan.generation, None);
     let snapshot = match first {
         Ok(s) => Arc::new(s),
@@ -570,7 +585,7 @@ fn child_main(role: Role, listener: Option<TcpListener>, control: UnixStream, pl
         Role::Worker(i) => {
             set_name(&format!("switchyard-w{i}"));
             pin_to_cpu(i);
-            let Some(l) = listener else { return 1 };
+            let Some(l) = listeners else { return 1 };
             worker::run(i, l, snapshot_rx, state_rx)
         }
         Role::Prober => {

@@ -52,57 +52,108 @@ pub enum RunState {
 /// The sockets a balancer serves: bound here, or handed over (binary upgrade,
 /// systemd).
 pub struct Sockets {
-    /// One per worker.
-    pub listeners: Vec<TcpListener>,
+    /// Per worker: one socket per `listen:` entry.
+    pub listeners: listener::Sets,
     pub admin: Option<TcpListener>,
     /// After an upgrade: where to tell the old master that this one serves.
     pub ready: Option<std::os::unix::net::UnixStream>,
 }
 
 impl Sockets {
-    /// Takes over `inherited` sockets (see [`handover::Inherited::from_env`]), or
-    /// binds `listen` (refusing an occupied address) and `admin`.
+    /// Takes over `inherited` sockets (see [`handover::Inherited::from_env`]) and
+    /// binds every `listen:` entry nothing was handed over for (refusing an occupied
+    /// address), and `admin`.
     pub fn open(config: &Config, inherited: Option<handover::Inherited>) -> io::Result<Sockets> {
         let workers = config.workers;
+        let wanted = config.listen_addrs();
         let Some(inherited) = inherited else {
             return Ok(Sockets {
-                listeners: listener::bind(config.listen, workers)?,
+                listeners: listener::bind_all(&wanted, workers)?,
                 admin: config.admin.map(bind_admin).transpose()?,
                 ready: None,
             });
         };
-        let addr = inherited
-            .listeners
-            .first()
-            .and_then(|l| l.local_addr().ok());
         tracing::info!(
             from = ?inherited.source,
-            sockets = inherited.listeners.len(),
-            address = ?addr,
+            sockets = inherited.listeners.iter().map(Vec::len).sum::<usize>(),
             "serving on sockets handed over"
         );
-        if inherited.source == handover::Source::Systemd && addr != Some(config.listen) {
-            tracing::info!(listen = %config.listen, "listen is not bound: systemd's sockets take its place");
+        let mut given = match inherited.source {
+            handover::Source::Upgrade => inherited.listeners,
+            handover::Source::Systemd => by_address(inherited.listeners, &wanted),
+        };
+        if given.len() > wanted.len() {
+            tracing::warn!(
+                handed = given.len(),
+                entries = wanted.len(),
+                "more listeners were handed over than `listen:` has entries: closing the rest"
+            );
+            given.truncate(wanted.len());
+        }
+        let mut groups = Vec::with_capacity(wanted.len());
+        let mut given = given.into_iter();
+        for addr in &wanted {
+            let group = given.next().filter(|g| !g.is_empty());
+            groups.push(match group {
+                Some(g) => {
+                    let at = g.first().and_then(|l| l.local_addr().ok());
+                    if at.is_some_and(|at| at != *addr) {
+                        tracing::info!(listen = %addr, serving = ?at, "listen is not bound: the socket handed over takes its place");
+                    }
+                    handover::Inherited::for_workers(g, workers)?
+                }
+                None => listener::bind(*addr, workers)?,
+            });
         }
         let admin = match (inherited.admin, config.admin) {
             (Some(a), Some(want)) if a.local_addr().ok() == Some(want) => Some(a),
             (_, want) => want.map(bind_admin).transpose()?,
         };
         Ok(Sockets {
-            listeners: handover::Inherited::for_workers(inherited.listeners, workers)?,
+            listeners: listener::by_worker(groups),
             admin,
             ready: inherited.ready,
         })
     }
 }
 
+/// Systemd's sockets (one group) for `wanted` listeners: with one entry, all of
+/// them serve it; with several, each serves the entry on its port and address (a
+/// socket no entry names is closed, and logged).
+fn by_address(groups: Vec<Vec<TcpListener>>, wanted: &[SocketAddr]) -> Vec<Vec<TcpListener>> {
+    let all: Vec<TcpListener> = groups.into_iter().flatten().collect();
+    if wanted.len() <= 1 {
+        return vec![all];
+    }
+    let mut out: Vec<Vec<TcpListener>> = wanted.iter().map(|_| Vec::new()).collect();
+    for l in all {
+        let at = l.local_addr().ok();
+        let i = at.and_then(|at| wanted.iter().position(|w| same_socket(*w, at)));
+        match i {
+            Some(i) => out[i].push(l),
+            None => {
+                tracing::warn!(socket = ?at, "a socket from systemd matches no `listen:` entry: closed")
+            }
+        }
+    }
+    out
+}
+
+/// Whether a socket bound to `at` serves `want` (same port; same address, or either
+/// is the wildcard).
+fn same_socket(want: SocketAddr, at: SocketAddr) -> bool {
+    want.port() == at.port()
+        && (want.ip() == at.ip() || want.ip().is_unspecified() || at.ip().is_unspecified())
+}
+
 /// Workers running in this process.
 pub struct Running {
-    local_addr: SocketAddr,
+    /// Each listener's address (worker 0's sockets).
+    local_addrs: Vec<SocketAddr>,
     region: &'static Region,
     workers: usize,
     /// Copies of the sockets, for a binary upgrade to hand over (emptied by a drain).
-    handover: Vec<TcpListener>,
+    handover: listener::Sets,
     admin: Option<TcpListener>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     state: watch::Sender<RunState>,
@@ -112,9 +163,14 @@ pub struct Running {
 }
 
 impl Running {
-    /// The address the listeners are bound to (useful after binding port 0).
+    /// The address the first listener is bound to (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every listener's address, in the config's order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// Waits (up to `within`) until every worker accepts.
@@ -130,7 +186,7 @@ impl Running {
     }
 
     /// The listening sockets and the admin socket, for a binary upgrade.
-    pub fn sockets(&self) -> (&[TcpListener], Option<&TcpListener>) {
+    pub fn sockets(&self) -> (&listener::Sets, Option<&TcpListener>) {
         (&self.handover, self.admin.as_ref())
     }
 
@@ -226,9 +282,11 @@ macro_rules! warn_if {
 /// Keeps the settings that only a restart can change, and says so when `warn` (the
 /// loader does, once per reload; workers and the swap after it do not repeat it).
 pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config, warn: bool) -> Config {
-    if new.listen != old.listen {
-        warn_if!(warn, old = %old.listen, new = %new.listen, "listen changed: restart switchyard to apply it");
-        new.listen = old.listen;
+    let addrs = |c: &Config| c.listen_addrs();
+    if addrs(&new) != addrs(old) {
+        let (o, n) = (addrs(old), addrs(&new));
+        warn_if!(warn, old = ?o, new = ?n, "listen addresses changed: restart switchyard to apply them");
+        new.listeners = old.listeners.clone();
     }
     if new.workers != old.workers {
         warn_if!(
@@ -247,18 +305,17 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config, warn: bo
         warn_if!(warn, "limits changed: restart switchyard to apply them");
         new.limits = old.limits.clone();
     }
-    if new.listen_tls.is_some() != old.listen_tls.is_some() {
-        // Never turn an HTTPS port into a plaintext one (or the reverse) under clients.
-        let now = if old.listen_tls.is_some() {
-            "TLS"
-        } else {
-            "plain HTTP"
-        };
-        warn_if!(
-            warn,
-            "listen.tls added or removed: restart switchyard to apply it; the listener stays {now}"
-        );
-        new.listen_tls = old.listen_tls.clone();
+    for (n, o) in new.listeners.iter_mut().zip(&old.listeners) {
+        if n.tls.is_some() != o.tls.is_some() {
+            // Never turn an HTTPS port into a plaintext one (or the reverse) under clients.
+            let now = if o.tls.is_some() { "TLS" } else { "plain HTTP" };
+            warn_if!(
+                warn,
+                listen = %o.address,
+                "listen tls added or removed: restart switchyard to apply it; the listener stays {now}"
+            );
+            n.tls = o.tls.clone();
+        }
     }
     if new.access_log_format != old.access_log_format || new.access_log_path != old.access_log_path
     {
@@ -294,8 +351,9 @@ pub fn bind_admin(addr: SocketAddr) -> io::Result<TcpListener> {
     })
 }
 
-/// Starts one worker thread per listener, and the prober (binding the admin listener).
-pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Running> {
+/// Starts one worker thread per set of listeners, and the prober (binding the admin
+/// listener).
+pub fn start(config: Arc<Config>, listeners: listener::Sets) -> io::Result<Running> {
     let admin = config.admin.map(bind_admin).transpose()?;
     start_with(
         config,
@@ -307,19 +365,22 @@ pub fn start(config: Arc<Config>, listeners: Vec<TcpListener>) -> io::Result<Run
     )
 }
 
-/// Starts one worker thread per listener of `sockets`, and the prober.
+/// Starts one worker thread per set of listeners of `sockets`, and the prober.
 pub fn start_with(config: Arc<Config>, sockets: Sockets) -> io::Result<Running> {
     let Sockets {
         listeners, admin, ..
     } = sockets;
-    let local_addr = match listeners.first() {
-        Some(l) => l.local_addr()?,
-        None => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listener")),
+    let local_addrs = match listeners.first() {
+        Some(set) if !set.is_empty() => set
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()?,
+        _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listener")),
     };
     let handover = listeners
         .iter()
-        .map(TcpListener::try_clone)
-        .collect::<io::Result<Vec<_>>>()?;
+        .map(|set| set.iter().map(TcpListener::try_clone).collect())
+        .collect::<io::Result<listener::Sets>>()?;
     let admin_copy = admin.as_ref().map(TcpListener::try_clone).transpose()?;
     let workers = listeners.len();
     let region = Region::new()?;
@@ -344,7 +405,7 @@ pub fn start_with(config: Arc<Config>, sockets: Sockets) -> io::Result<Running> 
         threads.push(t);
     }
     Ok(Running {
-        local_addr,
+        local_addrs,
         region,
         workers,
         handover,
@@ -354,4 +415,28 @@ pub fn start_with(config: Arc<Config>, sockets: Sockets) -> io::Result<Running> 
         threads,
         _prober: Some(prober),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_sockets_serve_the_entry_with_their_address() {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stray = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let wild = SocketAddr::from(([0, 0, 0, 0], ba.port()));
+        let groups = by_address(vec![vec![b, stray, a]], &[aa, wild]);
+        let addrs: Vec<Vec<SocketAddr>> = groups
+            .iter()
+            .map(|g| g.iter().map(|l| l.local_addr().unwrap()).collect())
+            .collect();
+        assert_eq!(addrs, vec![vec![aa], vec![ba]]);
+        // One entry: every socket serves it, whatever its address.
+        let c = TcpListener::bind("127.0.0.1:0").unwrap();
+        let d = TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(by_address(vec![vec![c, d]], &[aa])[0].len(), 2);
+    }
 }

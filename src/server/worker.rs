@@ -1,4 +1,5 @@
-//! One worker: a current-thread tokio runtime serving its own listener.
+//! One worker: a current-thread tokio runtime serving its own listening sockets (one
+//! per `listen:` entry).
 //!
 //! The worker owns its [`Proxy`] (strategy state, backend pools) and runs every task
 //! on one thread (`LocalSet`), so the request path uses `Rc`/`Cell` and takes no lock.
@@ -12,12 +13,13 @@
 //! (idle ones close at once), and returns when the last one is gone or the drain
 //! deadline passes.
 //!
-//! Each client connection is a task: its PROXY header when the listener takes them
-//! (`listen.proxy_protocol`; only then, and before anything else), TLS (when the
-//! listener terminates it), then hyper's HTTP/2 server (ALPN `h2`) or our own HTTP/1
-//! one (`server::h1`), whose idle connections *park*: they hold the socket alone
-//! while they wait for a next request (counted in the `switchyard_connections_parked`
-//! gauge).
+//! Each client connection is a task: its PROXY header when its listener takes them
+//! (`proxy_protocol`; only then, and before anything else), TLS (when the listener
+//! terminates it), then hyper's HTTP/2 server (ALPN `h2`) or our own HTTP/1 one
+//! (`server::h1`), whose idle connections *park*: they hold the socket alone while
+//! they wait for a next request (counted in the `switchyard_connections_parked`
+//! gauge). A connection keeps the index of the listener that took it: the current
+//! `Proxy` answers that listener's options (TLS, PROXY protocol, `redirect_https`).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -44,10 +46,11 @@ use crate::upstream::LocalExec;
 /// more request (answered with `Connection: close`) before it is closed.
 pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
-/// Runs worker `id` until it has drained. Blocks the calling thread.
+/// Runs worker `id` on `listeners` (one per `listen:` entry, in order) until it has
+/// drained. Blocks the calling thread.
 pub fn run(
     id: usize,
-    listener: std::net::TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     mut state: watch::Receiver<RunState>,
 ) -> std::io::Result<()> {
@@ -56,8 +59,14 @@ pub fn run(
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let listener = TcpListener::from_std(listener)?;
-        let listen_addr = listener.local_addr()?;
+        let listeners = listeners
+            .into_iter()
+            .map(|l| {
+                let l = TcpListener::from_std(l)?;
+                let at = l.local_addr()?;
+                Ok((l, at))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         let first = Arc::clone(&snapshots.borrow());
         let builder = Rc::new(Builders::new(&first.config));
         let current: Current = Rc::new(RefCell::new(Rc::new(Proxy::new(&first, None, id))));
@@ -79,9 +88,9 @@ pub fn run(
                     RunState::Serving if changed.is_err() => break tokio::time::Instant::now(),
                     RunState::Serving => {}
                 },
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let at = Accepted { peer, listen: listen_addr };
+                accepted = accept(&listeners) => match accepted {
+                    Ok((stream, peer, index)) => {
+                        let at = Accepted { peer, listen: listeners[index].1, index };
                         serve(stream, at, &current, &builder, &conns, &lot)
                     }
                     Err(e) => {
@@ -92,7 +101,7 @@ pub fn run(
                 },
             }
         };
-        drop(listener);
+        drop(listeners);
         ledger
             .serving
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -118,6 +127,27 @@ pub fn run(
         crate::access_log::flush();
         Ok(())
     })
+}
+
+/// The next connection on any of `listeners`, and the index of the one it came to.
+/// Every call polls them from the first: with the backlog as deep as it is, a busy
+/// listener cannot starve the others for longer than one accept each.
+async fn accept(
+    listeners: &[(TcpListener, std::net::SocketAddr)],
+) -> std::io::Result<(TcpStream, std::net::SocketAddr, usize)> {
+    if let [(only, _)] = listeners {
+        let (s, peer) = only.accept().await?;
+        return Ok((s, peer, 0));
+    }
+    std::future::poll_fn(|cx| {
+        for (i, (l, _)) in listeners.iter().enumerate() {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready(r.map(|(s, peer)| (s, peer, i)));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Swaps in a new `Proxy` for every published snapshot.
@@ -200,6 +230,8 @@ fn service(
 struct Accepted {
     peer: std::net::SocketAddr,
     listen: std::net::SocketAddr,
+    /// The listener's index in `config.listeners`.
+    index: usize,
 }
 
 /// A new connection: its PROXY header first when the listener takes them (in a task:
@@ -219,8 +251,8 @@ fn serve(
         true => stream.local_addr().unwrap_or(at.listen),
         false => at.listen,
     };
-    let peer = at.peer;
-    if proxy.proxy_protocol().is_none() {
+    let (peer, index) = (at.peer, at.index);
+    if proxy.proxy_protocol(index).is_none() {
         drop(proxy);
         return open_client(
             stream,
@@ -228,6 +260,7 @@ fn serve(
                 client: peer,
                 local,
             },
+            index,
             current,
             builder,
             conns,
@@ -242,7 +275,7 @@ fn serve(
     );
     tokio::task::spawn_local(async move {
         let mut stream = stream;
-        let trusted = proxy.proxy_protocol().unwrap_or_default();
+        let trusted = proxy.proxy_protocol(index).unwrap_or_default();
         let t = proxy.timeouts();
         let read =
             proxy_protocol::accept(&mut stream, peer, trusted, t.client_idle, t.client_header);
@@ -252,6 +285,7 @@ fn serve(
                 open_client(
                     stream,
                     Origin { client, local },
+                    index,
                     &current,
                     &builder,
                     &conns,
@@ -275,6 +309,7 @@ fn serve(
 fn open_client(
     stream: TcpStream,
     origin: Origin,
+    listener: usize,
     current: &Current,
     builder: &Rc<Builders>,
     conns: &Rc<Connections>,
@@ -283,7 +318,11 @@ fn open_client(
     let peer = origin.client;
     let (timeouts, acceptor, admit) = {
         let p = current.borrow();
-        (p.timeouts(), p.tls_acceptor(), p.admit_client(peer.ip()))
+        (
+            p.timeouts(),
+            p.tls_acceptor(listener),
+            p.admit_client(peer.ip()),
+        )
     };
     let client_hash = match admit {
         crate::proxy::Admit::Counted(h) => Some(h),
@@ -311,6 +350,7 @@ fn open_client(
     let ctx = ClientCtx {
         origin,
         https: acceptor.is_some(),
+        listener,
         current: Rc::clone(current),
         guard,
         lot: Rc::clone(lot),

@@ -160,7 +160,7 @@ fn bad_config_file_exits_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(0));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.ends_with("ok (1 backend, strategy round-robin)\n"),
+        said.ends_with("ok (1 backend, strategy round-robin, listen 0.0.0.0:8080)\n"),
         "{said}"
     );
     fails_with(&["check"], "<FILE>");

@@ -15,6 +15,7 @@ mod errors;
 mod framing;
 mod health;
 mod limits;
+mod listeners;
 mod logs;
 mod parking;
 mod pool;

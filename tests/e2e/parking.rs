@@ -103,7 +103,7 @@ impl TlsSetup {
         let lb = Balancer::new()
             .backend(be.addr)
             .client_idle(idle)
-            .with(move |c| c.listen_tls = Some(tls))
+            .with(move |c| c.listeners[0].tls = Some(tls))
             .admin()
             .start();
         let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);

@@ -40,7 +40,7 @@ fn v2_local() -> Vec<u8> {
 /// Trusts 127.0.0.1 only: tests speak from 127.0.0.2 to be untrusted.
 fn trusting_localhost() -> Balancer {
     let nets: Vec<Cidr> = vec!["127.0.0.1/32".parse().unwrap()];
-    Balancer::new().with(move |c| c.proxy_protocol = Some(nets))
+    Balancer::new().with(move |c| c.listeners[0].proxy_protocol = Some(nets))
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -130,7 +130,7 @@ fn proxy_protocol_refuses_missing_and_untrusted_headers() {
     );
     assert_eq!(refusals(&lb), 3.0);
     // `trusted` follows a reload: 127.0.0.1 is now an ordinary client.
-    lb.reload(|c| c.proxy_protocol = Some(vec!["127.0.0.2".parse().unwrap()]));
+    lb.reload(|c| c.listeners[0].proxy_protocol = Some(vec!["127.0.0.2".parse().unwrap()]));
     let served = crate::support::eventually(Duration::from_secs(5), || {
         let mut c = Conn::open(lb.addr);
         c.send(GET);
@@ -329,7 +329,7 @@ fn proxy_protocol_header_precedes_tls() {
     let be = TestBackend::start(|_| Reply::ok("ok"));
     let lb = trusting_localhost()
         .backend(be.addr)
-        .with(move |c| c.listen_tls = Some(tls))
+        .with(move |c| c.listeners[0].tls = Some(tls))
         .start();
     let config = crate::support::tls::client_config(&ca, &[b"http/1.1"]);
     let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();

@@ -101,7 +101,7 @@ fn rename_over_reload_adds_a_backend_without_errors() {
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(
-        log.matches("listen changed: restart switchyard to apply it")
+        log.matches("listen addresses changed: restart switchyard to apply them")
             .count(),
         1,
         "one restart-needed message: {log}"
@@ -132,7 +132,7 @@ fn restart_only_changes_are_warned_about_once() {
     p.signal(libc::SIGTERM);
     let (code, log) = p.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
-    assert_eq!(log.matches("listen changed").count(), 1, "{log}");
+    assert_eq!(log.matches("listen addresses changed").count(), 1, "{log}");
     // One line for the reload, saying what changed.
     assert_eq!(log.matches("configuration reloaded").count(), 1, "{log}");
     assert!(log.contains("changed=health"), "{log}");

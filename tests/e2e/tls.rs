@@ -169,7 +169,7 @@ fn listener_terminates_tls_with_sni_and_http2() {
     .unwrap();
     let lb = Balancer::new()
         .backend(be.addr)
-        .with(move |c| c.listen_tls = Some(tls))
+        .with(move |c| c.listeners[0].tls = Some(tls))
         .start();
     let port = lb.addr.port();
     let curl = |host: &str, extra: &[&str]| {
@@ -203,7 +203,7 @@ fn listener_terminates_tls_with_sni_and_http2() {
     // (TLS on/off is restart-only); the rest of the reload applies.
     let other = crate::support::TestBackend::named("other");
     lb.reload(move |c| {
-        c.listen_tls = None;
+        c.listeners[0].tls = None;
         c.backends = BackendSet::new(vec![switchyard::demo::backend_at(other.addr, 1)]);
     });
     assert!(
@@ -234,7 +234,7 @@ fn http2_client_connection_idles_out_only_without_streams() {
     let lb = Balancer::new()
         .backend(be.addr)
         .client_idle(Duration::from_millis(400))
-        .with(move |c| c.listen_tls = Some(tls))
+        .with(move |c| c.listeners[0].tls = Some(tls))
         .start();
     let config = crate::support::tls::client_config(&ca, &[b"h2"]);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -367,7 +367,7 @@ fn http2_client_uploads_reach_an_http1_backend_whole() {
     let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
     let lb = Balancer::new()
         .backend(be.addr)
-        .with(move |c| c.listen_tls = Some(tls))
+        .with(move |c| c.listeners[0].tls = Some(tls))
         .start();
     let port = lb.addr.port();
     let body = dir.join("body");
@@ -489,7 +489,7 @@ fn http2_clients_fail_over_and_survive_backend_hangups() {
     let lb = Balancer::new()
         .backend(crate::support::dead_port())
         .backend(be.addr)
-        .with(move |c| c.listen_tls = Some(tls))
+        .with(move |c| c.listeners[0].tls = Some(tls))
         .start();
     let port = lb.addr.port();
     let curl = |args: &[&str], paths: &[&str]| {
@@ -540,7 +540,7 @@ fn an_http2_connection_holds_at_most_100_streams() {
     let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
     let lb = Balancer::new()
         .backend(be.addr)
-        .with(move |c| c.listen_tls = Some(tls))
+        .with(move |c| c.listeners[0].tls = Some(tls))
         .start();
     let config = crate::support::tls::client_config(&ca, &[b"h2"]);
     let rt = tokio::runtime::Builder::new_current_thread()

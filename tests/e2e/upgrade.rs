@@ -452,3 +452,54 @@ fn example_unit_files_verify() {
     assert!(ours.is_empty(), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With two `listen:` entries, SIGUSR2 hands over both (one fd group per entry): the
+/// new master serves each on its own socket and no request on either is lost.
+#[test]
+fn sigusr2_hands_over_every_listener() {
+    for mode in ["process", "thread"] {
+        let dir = scratch(&format!("two-{mode}"));
+        let pid_file = dir.join("sy.pid");
+        let config = dir.join("lb.yaml");
+        let be = TestBackend::named("a");
+        let (first, second) = (dead_port(), dead_port());
+        std::fs::write(
+            &config,
+            format!(
+                "listen: [{first}, {second}]\nworkers: 2\nmode: {mode}\nbackends: [{}]\n",
+                be.addr
+            ),
+        )
+        .unwrap();
+        let old = Proc::start(&[
+            "-c",
+            config.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ]);
+        assert!(serving(first) && serving(second));
+        let (a, b) = (Load::start(first, 2), Load::start(second, 2));
+        assert!(a.more(100) && b.more(100), "{mode}: {}", old.log());
+        old.signal(libc::SIGUSR2);
+        assert!(
+            old.wait_log(&["the new binary serves"], Duration::from_secs(15))
+                .is_some(),
+            "{mode}: {}",
+            old.log()
+        );
+        let new = read_pid(&pid_file).expect("a pid file");
+        let _reaper = Reaper(new);
+        assert!(eventually(Duration::from_secs(15), || !alive(old.pid())));
+        assert!(a.more(100) && b.more(100), "{mode}: {}", old.log());
+        for (name, load) in [("first", a), ("second", b)] {
+            let (ok, failed) = load.finish();
+            assert_eq!(
+                failed,
+                0,
+                "{mode}, {name}: {failed} of {} failed",
+                ok + failed
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

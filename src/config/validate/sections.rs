@@ -283,20 +283,21 @@ pub(super) fn pool(cx: &Ctx<'_>, p: Option<PoolFile>) -> Result<PoolConfig, Conf
 /// `listen.proxy_protocol:`: the trusted networks, each named by its index on error.
 pub(super) fn proxy_protocol_trusted(
     cx: &Ctx<'_>,
+    prefix: &str,
     pp: &crate::config::file::ListenProxyProtocolFile,
 ) -> Result<Vec<crate::proxy_protocol::Cidr>, ConfigError> {
     let hint =
         "list the networks of the balancers in front, e.g. `trusted: [10.0.0.0/8, 127.0.0.1]`";
     let nets = match pp.trusted.as_deref() {
         None | Some([]) => {
-            let key = "listen.proxy_protocol.trusted";
-            return Err(cx.err(key, "no trusted network given", hint));
+            let key = format!("{prefix}.proxy_protocol.trusted");
+            return Err(cx.err(&key, "no trusted network given", hint));
         }
         Some(nets) => nets,
     };
     let mut out = Vec::with_capacity(nets.len());
     for (i, text) in nets.iter().enumerate() {
-        let key = format!("listen.proxy_protocol.trusted[{i}]");
+        let key = format!("{prefix}.proxy_protocol.trusted[{i}]");
         out.push(
             text.trim()
                 .parse()
@@ -540,10 +541,10 @@ mod tests {
             "{l}    trusted: [10.0.0.0/8, 127.0.0.1, 'fd00::/8']\n{B}"
         ))
         .unwrap();
-        let nets = c.proxy_protocol.unwrap();
+        let nets = c.listeners[0].proxy_protocol.clone().unwrap();
         assert_eq!(nets.len(), 3);
         assert!(nets[1].contains("127.0.0.1".parse().unwrap()));
-        assert!(load(B).unwrap().proxy_protocol.is_none());
+        assert!(load(B).unwrap().listeners[0].proxy_protocol.is_none());
         let t = format!("{l}    trusted:\n      - 10.0.0.0/8\n      - 10.0.0.1/8\n{B}");
         assert_err(
             &t,

@@ -173,7 +173,8 @@ impl Balancer {
             f(&mut config);
         }
         let config = Arc::new(config);
-        let listeners = server::listener::bind(config.listen, config.workers).expect("bind");
+        let listeners =
+            server::listener::bind_all(&config.listen_addrs(), config.workers).expect("bind");
         let running = server::start(Arc::clone(&config), listeners).expect("start");
         Started {
             addr: running.local_addr(),
