@@ -2,9 +2,10 @@
 //!
 //! The answer is a 308 (method and body kept, unlike 301) to the same host and target
 //! on the first TLS listener's port, as nginx's `return 308 https://$host$request_uri`.
-//! ACME HTTP-01 challenges (`/.well-known/acme-challenge/`) are not redirected: a
-//! certificate authority validating the site's name must reach the backend that
-//! answers them over plain HTTP. The host comes from the request (absolute-form
+//! ACME HTTP-01 challenges (`/.well-known/acme-challenge/TOKEN`, the token one
+//! base64url word and nothing after it) are not redirected: a certificate authority
+//! validating the site's name must reach the backend that answers them over plain
+//! HTTP; any other path under that prefix (`../`, `%2e`) is redirected like the rest. The host comes from the request (absolute-form
 //! authority, else Host) and is checked to be a host name or an IP literal, so
 //! nothing the client wrote can bend the `Location` elsewhere.
 
@@ -24,7 +25,7 @@ pub fn location(head: &RequestHead, buf: &[u8], port: u16) -> Option<Result<Stri
         Target::Origin => (None, head.target.of(buf)),
         Target::Asterisk | Target::Authority => (None, &b"/"[..]),
     };
-    if path.starts_with(ACME) {
+    if is_acme_challenge(path) {
         return None;
     }
     let host = authority.or_else(|| {
@@ -50,6 +51,17 @@ fn build(host: Option<&[u8]>, path: &[u8], port: u16) -> Result<String, &'static
     Ok(match port {
         443 => format!("https://{host}{path}"),
         _ => format!("https://{host}:{port}{path}"),
+    })
+}
+
+/// `/.well-known/acme-challenge/` and one token of base64url characters (RFC 8555
+/// 8.3), with no query and no further segment.
+fn is_acme_challenge(path: &[u8]) -> bool {
+    path.strip_prefix(ACME).is_some_and(|token| {
+        !token.is_empty()
+            && token
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     })
 }
 
@@ -125,6 +137,15 @@ mod tests {
         assert_eq!(r, Some(Ok("https://other.test/z".into())));
         let r = go("GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: site.test\r\n\r\n");
         assert_eq!(r, None);
+        for sneaky in [
+            "/.well-known/acme-challenge/../../admin",
+            "/.well-known/acme-challenge/%2e%2e/x",
+            "/.well-known/acme-challenge/tok?x=1",
+            "/.well-known/acme-challenge/",
+        ] {
+            let r = go(&format!("GET {sneaky} HTTP/1.1\r\nHost: site.test\r\n\r\n"));
+            assert!(matches!(r, Some(Ok(_))), "{sneaky}: {r:?}");
+        }
         let r = go("GET / HTTP/1.0\r\n\r\n");
         assert_eq!(r, Some(Err(NO_HOST)));
     }

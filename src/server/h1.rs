@@ -42,17 +42,51 @@ const MAX_EMPTY_LINES: usize = 64;
 enum Turn {
     /// Nothing arrived for [`PARK_AFTER`]: give the buffers back and wait.
     Park,
+    /// The client closed, or went silent: close.
     Close,
+    /// We answered and close (an error, a refused head, `Connection: close`): the
+    /// client may still be sending (a body we did not read), so close lingering.
+    Answered,
 }
+
+/// How long a closing connection's unread input is read and dropped (nginx's
+/// lingering close), and how much of it: closing with bytes unread makes the kernel
+/// send a reset, which can destroy the answer before the client reads it.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Serves an HTTP/1 connection that has bytes to read (or a TLS record's plaintext),
 /// until it has been between requests for [`PARK_AFTER`]: then it goes back to the
 /// worker's [`Lot`](super::lot) and this task ends. `deadline` is its idle deadline.
 pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx, mut deadline: Instant) {
-    if let Turn::Park = busy(&mut io, &ctx, &mut deadline).await {
-        let lot = Rc::clone(&ctx.lot);
-        lot.park(Idle { io, ctx }, deadline);
+    match busy(&mut io, &ctx, &mut deadline).await {
+        Turn::Park => {
+            let lot = Rc::clone(&ctx.lot);
+            lot.park(Idle { io, ctx }, deadline);
+        }
+        Turn::Close => {}
+        Turn::Answered => linger(&mut io).await,
     }
+}
+
+/// Ends our side (FIN, or TLS close_notify) and drops what the client still sends
+/// until it closes, for at most [`LINGER`] and [`LINGER_BYTES`].
+async fn linger(io: &mut ClientStream) {
+    use tokio::io::AsyncWriteExt;
+    let drain = async {
+        io.shutdown().await?;
+        // On the heap: a buffer in the future would make every connection task larger.
+        let mut sink = vec![0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Serves requests while they come; returns when the connection has been between
@@ -90,7 +124,7 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
                     if empty_lines > MAX_EMPTY_LINES {
                         let e = RequestError::Bad("too many empty lines before the request");
                         refuse(io, ctx, &mut out, e, timeouts.client_idle).await;
-                        return Turn::Close;
+                        return Turn::Answered;
                     }
                 }
             }
@@ -101,7 +135,7 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
                     Ok(request::Status::Partial { scanned: s }) => scanned = s,
                     Err(e) => {
                         refuse(io, ctx, &mut out, e, timeouts.client_idle).await;
-                        return Turn::Close;
+                        return Turn::Answered;
                     }
                 }
             }
@@ -165,7 +199,7 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
             After::Next(_) if next <= buf.len() => {
                 buf.drain(..next);
             }
-            _ => return Turn::Close,
+            _ => return Turn::Answered,
         }
         *idle_deadline = Instant::now() + timeouts.client_idle;
     }
@@ -215,5 +249,8 @@ mod tests {
     fn busy_state_stays_small() {
         let busy = size3(super::busy);
         assert!(busy <= 1024, "busy connection future: {busy} bytes");
+        // The whole task: busy, or lingering at its close.
+        let serve = size3(super::serve);
+        assert!(serve <= busy + 400, "connection task: {serve} bytes");
     }
 }

@@ -13,9 +13,10 @@
 //!   traffic listeners. With one `listen:` entry they all serve it (its address is
 //!   then not bound); with several, each socket serves the entry with its address.
 //!
-//! Upgrade groups are matched to `listen:` entries in order; an entry nothing was
-//! handed over for is bound as usual. The variables are removed once read, so
-//! nothing started later sees them. When a group has fewer sockets than workers,
+//! Sockets are matched to `listen:` entries by address (`Sockets::open`), so an
+//! upgrade may reorder, add or remove entries; an entry nothing was handed over for
+//! is bound as usual. The variables are removed once read, so nothing started later
+//! sees them. When a group has fewer sockets than workers,
 //! workers share them (one accept queue for several workers works with any socket; a
 //! systemd socket need not have SO_REUSEPORT); extra sockets are closed.
 
@@ -121,8 +122,8 @@ fn from_upgrade(spec: &str, ready: Option<&str>) -> io::Result<Inherited> {
             }
         }
     }
-    listeners.retain(|g| !g.is_empty());
-    if listeners.is_empty() {
+
+    if listeners.iter().all(Vec::is_empty) {
         return Err(bad("no listen sockets"));
     }
     let ready = match ready {

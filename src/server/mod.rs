@@ -78,18 +78,7 @@ impl Sockets {
             sockets = inherited.listeners.iter().map(Vec::len).sum::<usize>(),
             "serving on sockets handed over"
         );
-        let mut given = match inherited.source {
-            handover::Source::Upgrade => inherited.listeners,
-            handover::Source::Systemd => by_address(inherited.listeners, &wanted),
-        };
-        if given.len() > wanted.len() {
-            tracing::warn!(
-                handed = given.len(),
-                entries = wanted.len(),
-                "more listeners were handed over than `listen:` has entries: closing the rest"
-            );
-            given.truncate(wanted.len());
-        }
+        let given = by_address(inherited.listeners, &wanted);
         let mut groups = Vec::with_capacity(wanted.len());
         let mut given = given.into_iter();
         for addr in &wanted {
@@ -117,22 +106,24 @@ impl Sockets {
     }
 }
 
-/// Systemd's sockets (one group) for `wanted` listeners: with one entry, all of
-/// them serve it; with several, each serves the entry on its port and address (a
-/// socket no entry names is closed, and logged).
+/// Sockets handed over, as groups (an old master's, one per its `listen:` entry;
+/// systemd's, all in one), for the `wanted` entries, in their order. One group for
+/// one entry: it serves that entry whatever its address (systemd's socket replaces
+/// `listen`, and an upgrade keeps serving the socket it had). Otherwise each socket
+/// serves the entry on its port and address, so entries may be reordered, added or
+/// removed across an upgrade; a socket no entry names is closed, and logged.
 fn by_address(groups: Vec<Vec<TcpListener>>, wanted: &[SocketAddr]) -> Vec<Vec<TcpListener>> {
-    let all: Vec<TcpListener> = groups.into_iter().flatten().collect();
-    if wanted.len() <= 1 {
-        return vec![all];
+    if groups.len() <= 1 && wanted.len() <= 1 {
+        return groups;
     }
     let mut out: Vec<Vec<TcpListener>> = wanted.iter().map(|_| Vec::new()).collect();
-    for l in all {
+    for l in groups.into_iter().flatten() {
         let at = l.local_addr().ok();
         let i = at.and_then(|at| wanted.iter().position(|w| same_socket(*w, at)));
         match i {
             Some(i) => out[i].push(l),
             None => {
-                tracing::warn!(socket = ?at, "a socket from systemd matches no `listen:` entry: closed")
+                tracing::warn!(socket = ?at, "a socket handed over matches no `listen:` entry: closed")
             }
         }
     }
@@ -285,7 +276,7 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config, warn: bo
     let addrs = |c: &Config| c.listen_addrs();
     if addrs(&new) != addrs(old) {
         let (o, n) = (addrs(old), addrs(&new));
-        warn_if!(warn, old = ?o, new = ?n, "listen addresses changed: restart switchyard to apply them");
+        warn_if!(warn, old = ?o, new = ?n, "listen addresses changed: restart switchyard to apply them (every listener keeps its current settings)");
         new.listeners = old.listeners.clone();
     }
     if new.workers != old.workers {
@@ -315,6 +306,26 @@ pub(crate) fn keep_restart_only_settings(old: &Config, mut new: Config, warn: bo
                 "listen tls added or removed: restart switchyard to apply it; the listener stays {now}"
             );
             n.tls = o.tls.clone();
+        }
+    }
+    // Redirects point at the first entry that serves TLS now (validation chose from
+    // the file, whose TLS changes may have been kept out just above).
+    let https = new.listeners.iter().find(|l| l.tls.is_some());
+    let https = https.map(|l| l.address.port());
+    for (n, o) in new.listeners.iter_mut().zip(&old.listeners) {
+        if n.redirect_https.is_none() {
+            continue;
+        }
+        match https {
+            Some(port) if n.tls.is_none() => n.redirect_https = Some(port),
+            _ => {
+                warn_if!(
+                    warn,
+                    listen = %o.address,
+                    "redirect_https needs a TLS listener that serves now: the listener keeps its current setting"
+                );
+                n.redirect_https = o.redirect_https;
+            }
         }
     }
     if new.access_log_format != old.access_log_format || new.access_log_path != old.access_log_path
@@ -438,5 +449,40 @@ mod tests {
         let c = TcpListener::bind("127.0.0.1:0").unwrap();
         let d = TcpListener::bind("127.0.0.1:0").unwrap();
         assert_eq!(by_address(vec![vec![c, d]], &[aa])[0].len(), 2);
+    }
+
+    /// A reload that adds TLS to an entry (restart-only, kept out) cannot make another
+    /// entry redirect to it: the redirect keeps its current setting.
+    #[test]
+    fn redirects_point_at_a_listener_that_serves_tls_now() {
+        let text = |redirect: bool| {
+            format!(
+                "backends: [127.0.0.1:9001]\nlisten:\n  - {{address: 127.0.0.1:80, redirect_https: {redirect}}}\n  - 127.0.0.1:443\n  - 127.0.0.1:8443\n"
+            )
+        };
+        let load = |t: &str| {
+            Config::parse(std::path::Path::new("lb.yaml"), t, &Default::default()).unwrap()
+        };
+        let tls = || crate::config::ListenTls {
+            certificates: Vec::new(),
+        };
+        // Running: no TLS anywhere. New file: 443 gets TLS and 80 redirects to it.
+        let old = load(&text(false));
+        let mut new = load(&text(false));
+        new.listeners[0].redirect_https = Some(443);
+        new.listeners[1].tls = Some(tls());
+        let kept = keep_restart_only_settings(&old, new, false);
+        assert_eq!(kept.listeners[1].tls, None);
+        assert_eq!(kept.listeners[0].redirect_https, None);
+        // Running: 8443 has TLS. New file: 443 gets TLS too (kept out): 80 redirects
+        // to 8443, the TLS listener that serves.
+        let mut old = load(&text(false));
+        old.listeners[2].tls = Some(tls());
+        let mut new = load(&text(false));
+        new.listeners[0].redirect_https = Some(443);
+        new.listeners[1].tls = Some(tls());
+        new.listeners[2].tls = Some(tls());
+        let kept = keep_restart_only_settings(&old, new, false);
+        assert_eq!(kept.listeners[0].redirect_https, Some(8443));
     }
 }

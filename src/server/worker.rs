@@ -67,6 +67,7 @@ pub fn run(
                 Ok((l, at))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
+        let next = std::cell::Cell::new(0);
         let first = Arc::clone(&snapshots.borrow());
         let builder = Rc::new(Builders::new(&first.config));
         let current: Current = Rc::new(RefCell::new(Rc::new(Proxy::new(&first, None, id))));
@@ -88,7 +89,7 @@ pub fn run(
                     RunState::Serving if changed.is_err() => break tokio::time::Instant::now(),
                     RunState::Serving => {}
                 },
-                accepted = accept(&listeners) => match accepted {
+                accepted = accept(&listeners, &next) => match accepted {
                     Ok((stream, peer, index)) => {
                         let at = Accepted { peer, listen: listeners[index].1, index };
                         serve(stream, at, &current, &builder, &conns, &lot)
@@ -130,18 +131,22 @@ pub fn run(
 }
 
 /// The next connection on any of `listeners`, and the index of the one it came to.
-/// Every call polls them from the first: with the backlog as deep as it is, a busy
-/// listener cannot starve the others for longer than one accept each.
+/// Polling starts after the listener that was ready last (`next`), so a flood on
+/// one listener cannot keep the others waiting.
 async fn accept(
     listeners: &[(TcpListener, std::net::SocketAddr)],
+    next: &std::cell::Cell<usize>,
 ) -> std::io::Result<(TcpStream, std::net::SocketAddr, usize)> {
     if let [(only, _)] = listeners {
         let (s, peer) = only.accept().await?;
         return Ok((s, peer, 0));
     }
     std::future::poll_fn(|cx| {
-        for (i, (l, _)) in listeners.iter().enumerate() {
-            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+        let n = listeners.len();
+        for k in 0..n {
+            let i = (next.get() + k) % n;
+            if let std::task::Poll::Ready(r) = listeners[i].0.poll_accept(cx) {
+                next.set(i + 1);
                 return std::task::Poll::Ready(r.map(|(s, peer)| (s, peer, i)));
             }
         }

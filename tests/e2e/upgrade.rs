@@ -453,33 +453,44 @@ fn example_unit_files_verify() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// With two `listen:` entries, SIGUSR2 hands over both (one fd group per entry): the
-/// new master serves each on its own socket and no request on either is lost.
+/// With two `listen:` entries, SIGUSR2 hands over both, matched to the new config's
+/// entries by address: here the new file lists them the other way round and adds a
+/// third. Under load on the plain entry no request is lost; afterwards the TLS entry
+/// still speaks TLS, the plain one plain HTTP, and the new one serves.
 #[test]
 fn sigusr2_hands_over_every_listener() {
     for mode in ["process", "thread"] {
         let dir = scratch(&format!("two-{mode}"));
+        let ca = crate::support::tls::TestCa::new(&dir);
+        let (cert, key) = ca.server_cert().write(&dir, "lb");
         let pid_file = dir.join("sy.pid");
         let config = dir.join("lb.yaml");
         let be = TestBackend::named("a");
-        let (first, second) = (dead_port(), dead_port());
-        std::fs::write(
-            &config,
-            format!(
-                "listen: [{first}, {second}]\nworkers: 2\nmode: {mode}\nbackends: [{}]\n",
+        let (plain, tls, added) = (dead_port(), dead_port(), dead_port());
+        let tls_entry = format!(
+            "{{address: {tls}, tls: {{certificates: [{{cert: {}, key: {}}}]}}}}",
+            cert.display(),
+            key.display()
+        );
+        let write = |entries: &[&str]| {
+            let text = format!(
+                "listen: [{}]\nworkers: 2\nmode: {mode}\nbackends: [{}]\n",
+                entries.join(", "),
                 be.addr
-            ),
-        )
-        .unwrap();
+            );
+            std::fs::write(&config, text).unwrap();
+        };
+        write(&[&plain.to_string(), &tls_entry]);
         let old = Proc::start(&[
             "-c",
             config.to_str().unwrap(),
             "--pid-file",
             pid_file.to_str().unwrap(),
         ]);
-        assert!(serving(first) && serving(second));
-        let (a, b) = (Load::start(first, 2), Load::start(second, 2));
-        assert!(a.more(100) && b.more(100), "{mode}: {}", old.log());
+        assert!(serving(plain) && serving(tls));
+        let load = Load::start(plain, 4);
+        assert!(load.more(100), "{mode}: {}", old.log());
+        write(&[&added.to_string(), &tls_entry, &plain.to_string()]);
         old.signal(libc::SIGUSR2);
         assert!(
             old.wait_log(&["the new binary serves"], Duration::from_secs(15))
@@ -490,16 +501,27 @@ fn sigusr2_hands_over_every_listener() {
         let new = read_pid(&pid_file).expect("a pid file");
         let _reaper = Reaper(new);
         assert!(eventually(Duration::from_secs(15), || !alive(old.pid())));
-        assert!(a.more(100) && b.more(100), "{mode}: {}", old.log());
-        for (name, load) in [("first", a), ("second", b)] {
-            let (ok, failed) = load.finish();
-            assert_eq!(
-                failed,
-                0,
-                "{mode}, {name}: {failed} of {} failed",
-                ok + failed
-            );
-        }
+        assert!(load.more(100), "{mode}: {}", old.log());
+        let (ok, failed) = load.finish();
+        assert_eq!(failed, 0, "{mode}: {failed} of {} failed", ok + failed);
+        assert_eq!(get(added, "/").text(), "a", "{mode}");
+        assert_eq!(
+            get(tls, "/").status,
+            400,
+            "{mode}: the TLS entry answers plain HTTP"
+        );
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                ca.pem_path.to_str().unwrap(),
+            ])
+            .arg(format!("https://localhost:{}/", tls.port()))
+            .output()
+            .expect("curl is needed for this test");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a", "{mode}: {out:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
