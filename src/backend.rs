@@ -102,6 +102,9 @@ pub struct Backend {
     pub max_connections: u32,
     /// `proxy_protocol: v1 | v2`: a PROXY header starts each new connection to it.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// `name:` (letters, digits, `-`, `_`, `.`; unique): shown in logs, `/backends` and
+    /// as the `name` metric label. Never part of the id (the address is).
+    pub name: Option<String>,
 }
 
 /// A backend's `protocol:` setting.
