@@ -4,6 +4,8 @@
 //! (`http://h:p`, `H:p` and `h:p` give the same id), never its position in a list.
 //! Health state, sticky cookies and (later) consistent hashing key on it, so they
 //! survive a reload that reorders backends and agree across balancer instances.
+//! A backend's optional `name:` is a label for people (logs, `/backends`, metrics) and
+//! never part of its id, so naming or renaming a backend keeps all of that state.
 //! A [`BackendSet`] is the immutable, validated list one config snapshot serves.
 
 use std::fmt;
