@@ -42,6 +42,7 @@ fn backends(n: usize) -> BackendSet {
                     protocol: Default::default(),
                     max_connections: 0,
                     proxy_protocol: None,
+                    name: None,
                 }
             })
             .collect(),

@@ -13,7 +13,8 @@
 //! (`-` when the balancer answered itself), duration from request head to response end,
 //! then Host, User-Agent, the X-Forwarded-For the client sent, its X-Request-Id, the
 //! backend's status and its time to the response head (`-` without a backend answer).
-//! `json`: one object per line with the same fields, named.
+//! `json`: one object per line with the same fields, named, plus `backend_name` (the
+//! backend's `name:`, or null; the combined line shows the address only).
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -74,6 +75,8 @@ pub struct Entry {
     pub version: Version,
     pub status: u16,
     pub backend: Option<String>,
+    /// The backend's `name:`, if it has one (JSON lines only).
+    pub backend_name: Option<String>,
     pub host: String,
     pub user_agent: String,
     /// The X-Forwarded-For the client sent (before ours is added).
@@ -93,6 +96,7 @@ impl Entry {
             version,
             status: 0,
             backend: None,
+            backend_name: None,
             host: String::new(),
             user_agent: String::new(),
             forwarded_for: String::new(),
@@ -169,6 +173,7 @@ fn line(entry: &Entry, bytes: u64, took: Duration, format: Format) -> String {
                 bytes: u64,
                 duration_ms: f64,
                 upstream_addr: Option<&'a str>,
+                backend_name: Option<&'a str>,
                 upstream_status: Option<u16>,
                 upstream_ms: Option<f64>,
                 host: &'a str,
@@ -191,6 +196,7 @@ fn line(entry: &Entry, bytes: u64, took: Duration, format: Format) -> String {
                 bytes,
                 duration_ms: took.as_secs_f64() * 1000.0,
                 upstream_addr: entry.backend.as_deref(),
+                backend_name: entry.backend_name.as_deref(),
                 upstream_status: entry.upstream.map(|u| u.0),
                 upstream_ms: entry.upstream.map(|u| u.1.as_secs_f64() * 1000.0),
                 host: &entry.host,

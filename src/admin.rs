@@ -165,6 +165,7 @@ pub(crate) fn backend_json(snapshot: &Snapshot, i: usize) -> serde_json::Value {
     let latency = health.latency_us(i);
     serde_json::json!({
         "address": b.address,
+        "name": b.name,
         "id": b.id.to_string(),
         "weight": b.weight,
         "weight_override": admin.weight,

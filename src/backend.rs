@@ -4,6 +4,8 @@
 //! (`http://h:p`, `H:p` and `h:p` give the same id), never its position in a list.
 //! Health state, sticky cookies and (later) consistent hashing key on it, so they
 //! survive a reload that reorders backends and agree across balancer instances.
+//! A backend's optional `name:` is a label for people (logs, `/backends`, metrics) and
+//! never part of its id, so naming or renaming a backend keeps all of that state.
 //! A [`BackendSet`] is the immutable, validated list one config snapshot serves.
 
 use std::fmt;
@@ -102,6 +104,9 @@ pub struct Backend {
     pub max_connections: u32,
     /// `proxy_protocol: v1 | v2`: a PROXY header starts each new connection to it.
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// `name:` (letters, digits, `-`, `_`, `.`; unique): shown in logs, `/backends` and
+    /// as the `name` metric label. Never part of the id (the address is).
+    pub name: Option<String>,
 }
 
 /// A backend's `protocol:` setting.

@@ -386,6 +386,7 @@ pub(crate) mod test_support {
                         protocol: Default::default(),
                         max_connections: 0,
                         proxy_protocol: None,
+                        name: None,
                     }
                 })
                 .collect(),

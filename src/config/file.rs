@@ -168,14 +168,16 @@ pub struct CertificateFile {
     pub key: String,
 }
 
-/// One `backends:` item: `HOST:PORT[,weight=N]` or `{address, weight, tls, protocol}`.
+/// One `backends:` item: `HOST:PORT[,weight=N]` or `{address, name, weight, tls, ...}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a map with `address`, `weight`, `tls`, `protocol`"
+    expecting = "a map with `address`, `name`, `weight`, `tls`, `protocol`"
 )]
 pub struct BackendFile {
     pub address: Option<String>,
+    /// Shown in logs, `/backends` and as the `name` metric label (long form only).
+    pub name: Option<String>,
     pub weight: Option<u64>,
     pub tls: Option<BackendTlsFile>,
     pub protocol: Option<String>,

@@ -123,6 +123,7 @@ pub fn backend_at(addr: SocketAddr, weight: u32) -> Backend {
         protocol: Default::default(),
         max_connections: 0,
         proxy_protocol: None,
+        name: None,
     }
 }
 

@@ -5,8 +5,8 @@
 //! backend keeps its state, and every worker (thread or process) and the prober see
 //! the same slot. The request path reads `is_up` with one `Relaxed` load and never
 //! waits. Outcomes are applied with a compare-and-swap loop around the pure
-//! [`breaker::step`], so each transition happens (and is logged) once, whichever
-//! worker or probe caused it.
+//! [`breaker::step`], so each transition happens (and is logged, with the backend's
+//! address and its `name:` when it has one) once, whichever worker or probe caused it.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
@@ -75,6 +75,8 @@ pub struct HealthTable {
     stats: Box<[&'static BackendStats]>,
     global: &'static GlobalStats,
     addresses: Box<[String]>,
+    /// Each backend's `name:`, if it has one.
+    names: Box<[Option<String>]>,
     thresholds: Thresholds,
     /// `max_connections` per backend (0 = none).
     caps: Box<[u32]>,
@@ -108,6 +110,7 @@ impl HealthTable {
             global: region.global(),
             index: index.into_boxed_slice(),
             addresses: set.iter().map(|b| b.address.clone()).collect(),
+            names: set.iter().map(|b| b.name.clone()).collect(),
             thresholds,
             caps: set.iter().map(|b| b.max_connections).collect(),
             any_caps: set.iter().any(|b| b.max_connections > 0),
@@ -129,6 +132,7 @@ impl HealthTable {
                 protocol: Default::default(),
                 max_connections: 0,
                 proxy_protocol: None,
+                name: None,
             })
             .collect();
         let region = match Region::new() {
@@ -159,6 +163,11 @@ impl HealthTable {
 
     pub fn address(&self, i: usize) -> &str {
         &self.addresses[i]
+    }
+
+    /// Backend `i`'s `name:`, if it has one.
+    pub fn name(&self, i: usize) -> Option<&str> {
+        self.names[i].as_deref()
     }
 
     #[inline]
@@ -437,6 +446,8 @@ impl HealthTable {
             {
                 Ok(_) => {
                     let addr = &self.addresses[i];
+                    // Recorded only when the backend has a name.
+                    let name = self.name(i);
                     if let Some(t) = transition {
                         self.stats[i].transition(t == Transition::Up);
                         if t == Transition::Up {
@@ -447,12 +458,13 @@ impl HealthTable {
                     match transition {
                         Some(Transition::Down) => tracing::warn!(
                             backend = %addr,
+                            name,
                             reason = reason.as_str(),
                             via = ?source,
                             "backend marked DOWN"
                         ),
                         Some(Transition::Up) => {
-                            tracing::info!(backend = %addr, via = ?source, "backend marked UP")
+                            tracing::info!(backend = %addr, name, via = ?source, "backend marked UP")
                         }
                         None => {}
                     }

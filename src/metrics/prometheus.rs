@@ -2,8 +2,10 @@
 //!
 //! Written by hand rather than through a registry crate: the values already live in
 //! shared memory (summed across workers by construction), so rendering is a walk over
-//! the current snapshot's backends. Label values are backend addresses (`host:port`),
-//! escaped per the format.
+//! the current snapshot's backends. Every per-backend series is labelled
+//! `backend="host:port"`, and also `name="..."` when the backend has a `name:` (an
+//! unnamed backend's series carry no `name` label, which Prometheus reads the same as
+//! an empty one). Label values are escaped per the format.
 
 use std::fmt::Write;
 
@@ -50,20 +52,29 @@ pub fn render_discovery(
 pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
     let mut out = String::with_capacity(4096);
     let n = health.len();
-    let names: Vec<String> = (0..n).map(|i| escape(health.address(i))).collect();
+    // Each backend's labels: `backend="host:port"`, then `,name="..."` if it has one.
+    let labels: Vec<String> = (0..n)
+        .map(|i| {
+            let mut l = format!("backend=\"{}\"", escape(health.address(i)));
+            if let Some(name) = health.name(i) {
+                let _ = write!(l, ",name=\"{}\"", escape(name));
+            }
+            l
+        })
+        .collect();
 
     let _ = writeln!(
         out,
         "# HELP switchyard_requests_total Responses a backend gave a client, by backend and status code."
     );
     let _ = writeln!(out, "# TYPE switchyard_requests_total counter");
-    for (i, name) in names.iter().enumerate() {
+    for (i, labels) in labels.iter().enumerate() {
         let mut codes = health.stats(i).responses();
         codes.sort();
         for (code, count) in codes {
             let _ = writeln!(
                 out,
-                "switchyard_requests_total{{backend=\"{name}\",code=\"{code}\"}} {count}"
+                "switchyard_requests_total{{{labels},code=\"{code}\"}} {count}"
             );
         }
     }
@@ -85,28 +96,28 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
         "# HELP switchyard_request_duration_seconds Time from a request's head to the end of its response, by backend."
     );
     let _ = writeln!(out, "# TYPE switchyard_request_duration_seconds histogram");
-    for (i, name) in names.iter().enumerate() {
+    for (i, labels) in labels.iter().enumerate() {
         let (buckets, sum) = health.stats(i).histogram();
         let mut cumulative = 0u64;
         for (j, le) in BUCKETS.iter().enumerate() {
             cumulative += buckets[j];
             let _ = writeln!(
                 out,
-                "switchyard_request_duration_seconds_bucket{{backend=\"{name}\",le=\"{le}\"}} {cumulative}"
+                "switchyard_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
             );
         }
         cumulative += buckets[BUCKETS.len()];
         let _ = writeln!(
             out,
-            "switchyard_request_duration_seconds_bucket{{backend=\"{name}\",le=\"+Inf\"}} {cumulative}"
+            "switchyard_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
         );
         let _ = writeln!(
             out,
-            "switchyard_request_duration_seconds_sum{{backend=\"{name}\"}} {sum}"
+            "switchyard_request_duration_seconds_sum{{{labels}}} {sum}"
         );
         let _ = writeln!(
             out,
-            "switchyard_request_duration_seconds_count{{backend=\"{name}\"}} {cumulative}"
+            "switchyard_request_duration_seconds_count{{{labels}}} {cumulative}"
         );
     }
 
@@ -115,10 +126,10 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
         "# HELP switchyard_backend_up Whether the backend is up (1) or marked down (0)."
     );
     let _ = writeln!(out, "# TYPE switchyard_backend_up gauge");
-    for (i, name) in names.iter().enumerate() {
+    for (i, labels) in labels.iter().enumerate() {
         let _ = writeln!(
             out,
-            "switchyard_backend_up{{backend=\"{name}\"}} {}",
+            "switchyard_backend_up{{{labels}}} {}",
             u8::from(health.is_up(i))
         );
     }
@@ -128,10 +139,10 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
         "# HELP switchyard_backend_in_flight Requests in flight to the backend."
     );
     let _ = writeln!(out, "# TYPE switchyard_backend_in_flight gauge");
-    for (i, name) in names.iter().enumerate() {
+    for (i, labels) in labels.iter().enumerate() {
         let _ = writeln!(
             out,
-            "switchyard_backend_in_flight{{backend=\"{name}\"}} {}",
+            "switchyard_backend_in_flight{{{labels}}} {}",
             health.in_flight(i)
         );
     }
@@ -141,15 +152,15 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
         "# HELP switchyard_health_transitions_total Breaker transitions, by backend and new state."
     );
     let _ = writeln!(out, "# TYPE switchyard_health_transitions_total counter");
-    for (i, name) in names.iter().enumerate() {
+    for (i, labels) in labels.iter().enumerate() {
         let (up, down) = health.stats(i).transitions();
         let _ = writeln!(
             out,
-            "switchyard_health_transitions_total{{backend=\"{name}\",to=\"up\"}} {up}"
+            "switchyard_health_transitions_total{{{labels},to=\"up\"}} {up}"
         );
         let _ = writeln!(
             out,
-            "switchyard_health_transitions_total{{backend=\"{name}\",to=\"down\"}} {down}"
+            "switchyard_health_transitions_total{{{labels},to=\"down\"}} {down}"
         );
     }
 
@@ -253,4 +264,42 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
             .load(std::sync::atomic::Ordering::Relaxed)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendSet;
+    use crate::health::{Region, Thresholds};
+
+    #[test]
+    fn a_named_backend_gets_a_name_label_and_an_unnamed_one_none() {
+        let mut named = crate::demo::backend_at("127.0.0.1:9001".parse().unwrap(), 1);
+        named.name = Some("api-1".into());
+        let plain = crate::demo::backend_at("127.0.0.1:9002".parse().unwrap(), 1);
+        let region = Region::new().unwrap();
+        let thresholds = Thresholds {
+            unhealthy: 3,
+            healthy: 2,
+        };
+        let health = HealthTable::new(region, &BackendSet::new(vec![named, plain]), thresholds);
+        health.stats(0).count_response(200);
+        let text = render(&health, &[]);
+        for line in [
+            "switchyard_requests_total{backend=\"127.0.0.1:9001\",name=\"api-1\",code=\"200\"} 1",
+            "switchyard_backend_up{backend=\"127.0.0.1:9001\",name=\"api-1\"} 1",
+            "switchyard_backend_up{backend=\"127.0.0.1:9002\"} 1",
+            "switchyard_request_duration_seconds_count{backend=\"127.0.0.1:9002\"} 0",
+            "switchyard_health_transitions_total{backend=\"127.0.0.1:9001\",name=\"api-1\",to=\"down\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        // requests, 15 buckets + sum + count, up, in flight, two transitions.
+        assert_eq!(text.matches("name=").count(), 1 + 17 + 1 + 1 + 2, "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
 }

@@ -261,6 +261,9 @@ impl Proxy {
             e.status = done.status;
             e.upstream = done.upstream;
             e.backend = done.backend.map(|i| self.health.address(i).to_owned());
+            e.backend_name = done
+                .backend
+                .and_then(|i| self.health.name(i).map(str::to_owned));
             access_log::write(&e, done.bytes, took);
         }
     }

@@ -302,6 +302,7 @@ impl Proxy {
             let log = log.map(|mut e| {
                 e.status = resp.status().as_u16();
                 e.backend = backend.map(|i| self.health.address(i).to_owned());
+                e.backend_name = backend.and_then(|i| self.health.name(i).map(str::to_owned));
                 // A backend answered: its status, and the time to its response head.
                 e.upstream = backend.map(|_| (e.status, start.elapsed()));
                 e

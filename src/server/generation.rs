@@ -61,6 +61,7 @@ fn discovered_backend(e: &Entry) -> Option<Backend> {
         protocol: Default::default(),
         max_connections: 0,
         proxy_protocol: None,
+        name: None,
     })
 }
 

@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod admin_write;
+mod backend_names;
 mod cli;
 mod dashboard;
 mod discovery;

@@ -32,6 +32,7 @@ fn https(addr: SocketAddr, tls: TlsOptions) -> Backend {
         protocol: Default::default(),
         max_connections: 0,
         proxy_protocol: None,
+        name: None,
     }
 }
 

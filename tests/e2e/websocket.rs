@@ -214,6 +214,7 @@ fn websocket_to_an_https_backend_that_speaks_h2_goes_over_http1() {
         protocol: Default::default(),
         max_connections: 0,
         proxy_protocol: None,
+        name: None,
     };
     let lb = Balancer::new()
         .backend(addr)

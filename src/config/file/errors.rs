@@ -149,6 +149,7 @@ pub fn example(key: &str) -> Option<&'static str> {
         "backends" => "backends: [127.0.0.1:9001, 127.0.0.1:9002]",
         "backends.address" => "address: 127.0.0.1:9001",
         "backends.weight" => "weight: 2",
+        "backends.name" => "name: api-1",
         "health" | "timeouts" | "limits" | "sticky" | "pool" | "listen.tls" | "backends.tls" => {
             return None;
         }

@@ -1,6 +1,7 @@
 //! Backends from the file (`backends:`) or the command line (`-b`): parsed, checked
-//! for what is not supported yet (TLS, protocol choice) and for duplicates, then
-//! resolved once with the system resolver. Each error names the list item.
+//! for what is not supported yet (TLS, protocol choice) and for duplicates (of an
+//! address, or of a `name:`), then resolved once with the system resolver. Each error
+//! names the list item.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -57,6 +58,9 @@ pub(super) fn from_file(
             cx.err(&addr_key, problem, hint)
         })?;
         let mut backend = make_backend(cx, &addr_key, &spec, &out)?;
+        if let Some(name) = item.name {
+            backend.name = Some(check_name(cx, &format!("{base}.name"), name, &out)?);
+        }
         let key = format!("{base}.max_connections");
         backend.max_connections = cx.number(&key, item.max_connections, 0, 0..=1_000_000)? as u32;
         if let Some(p) = &item.protocol {
@@ -112,6 +116,44 @@ pub(super) fn from_file(
         out.push(backend);
     }
     Ok(out)
+}
+
+/// Longest `name:` allowed, in characters (all ASCII).
+const NAME_MAX: usize = 64;
+
+/// A backend's `name:`: 1 to [`NAME_MAX`] letters, digits, `-`, `_` or `.` (safe in a
+/// log line, a metric label and a JSON string as written), and no other backend's.
+fn check_name(
+    cx: &Ctx<'_>,
+    key: &str,
+    name: String,
+    earlier: &[Backend],
+) -> Result<String, ConfigError> {
+    const CHARS: &str = "use only letters, digits, `-`, `_` and `.`, e.g. `name: api-1`";
+    if name.is_empty() {
+        return Err(cx.err(key, "is empty", format!("{CHARS}, or leave `name:` out")));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(cx.err(key, format!("'{name}' holds {c:?}"), CHARS));
+    }
+    if name.len() > NAME_MAX {
+        let problem = format!(
+            "is {} characters long: the most allowed is {NAME_MAX}",
+            name.len()
+        );
+        return Err(cx.err(key, problem, "shorten it"));
+    }
+    if let Some(j) = earlier
+        .iter()
+        .position(|b| b.name.as_deref() == Some(name.as_str()))
+    {
+        let problem = format!("'{name}' is already the name of backends[{j}]");
+        return Err(cx.err(key, problem, "give each backend its own name"));
+    }
+    Ok(name)
 }
 
 pub(super) fn from_cli(cx: &Ctx<'_>, specs: &[BackendSpec]) -> Result<Vec<Backend>, ConfigError> {
@@ -198,6 +240,7 @@ fn backend(id: BackendId, address: String, spec: &BackendSpec, addrs: Vec<Socket
         protocol: Default::default(),
         max_connections: 0,
         proxy_protocol: None,
+        name: None,
     }
 }
 
@@ -309,6 +352,52 @@ mod tests {
         assert_err(t, "backends[0].protocol", Some(3), "unknown protocol");
         let t = "backends:\n  - address: https://localhost\n    protocol: h2c\n";
         assert_err(t, "backends[0].protocol", Some(3), "without TLS");
+    }
+
+    #[test]
+    fn names() {
+        let c = load(
+            "backends:\n  - address: 127.0.0.1:9001\n    name: api-1\n  - 127.0.0.1:9002\n\
+             \x20 - {address: 127.0.0.1:9003, name: A.b_9}\n",
+        )
+        .unwrap();
+        let names: Vec<_> = c.backends.iter().map(|b| b.name.as_deref()).collect();
+        assert_eq!(names, [Some("api-1"), None, Some("A.b_9")]);
+        // The id stays the address's.
+        assert_eq!(c.backends.get(0).id, BackendId::of("127.0.0.1:9001"));
+        let at = |name: &str| format!("backends:\n  - address: 127.0.0.1:9001\n    name: {name}\n");
+        assert_err(
+            &at("'api 1'"),
+            "backends[0].name",
+            Some(3),
+            "'api 1' holds ' '",
+        );
+        assert_err(
+            &at("api/1"),
+            "backends[0].name",
+            Some(3),
+            "only letters, digits",
+        );
+        assert_err(&at("apí"), "backends[0].name", Some(3), "holds 'í'");
+        assert_err(&at("''"), "backends[0].name", Some(3), "is empty");
+        let long = "a".repeat(65);
+        assert_err(
+            &at(&long),
+            "backends[0].name",
+            Some(3),
+            "65 characters long",
+        );
+        assert!(load(&at(&"a".repeat(64))).is_ok());
+        let t = "backends:\n  - address: 127.0.0.1:9001\n    name: api\n\
+                 \x20 - address: 127.0.0.1:9002\n  - address: 127.0.0.1:9003\n    name: api\n";
+        assert_err(
+            t,
+            "backends[2].name",
+            Some(6),
+            "'api' is already the name of backends[0] (give each backend its own name)",
+        );
+        // A name belongs to the long form only.
+        assert!(load("backends: ['127.0.0.1:9001,name=x']\n").is_err());
     }
 
     #[test]
