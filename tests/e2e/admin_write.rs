@@ -403,7 +403,7 @@ fn process_mode_admin_state_reaches_every_worker_and_holds_across_a_reload() {
     let path = dir.join("lb.yaml");
     std::fs::write(dir.join("admin.token"), "first-token\n").unwrap();
     std::fs::write(&path, config(&[a.addr, b.addr, c.addr], 2)).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let p = Proc::with_config(&path);
     assert!(serving(listen) && serving(adm), "{}", p.log());
     assert!(
         eventually(Duration::from_secs(10), || p.workers().len() == 2),

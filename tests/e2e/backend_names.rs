@@ -70,7 +70,7 @@ fn a_name_is_a_label_a_field_and_a_log_field_and_reloads() {
     std::fs::write(&real, config("api-1")).unwrap();
     let path = watched.join("lb.yaml");
     std::os::unix::fs::symlink(&real, &path).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let p = Proc::with_config(&path);
     assert!(serving(listen) && serving(admin));
 
     // The dead one goes DOWN, and the line says which by name too.

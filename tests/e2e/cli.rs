@@ -95,8 +95,7 @@ fn config_file_with_flags_overriding_it() {
     let b = TestBackend::named("b");
     let file_listen = dead_port();
     let cli_listen = dead_port();
-    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("switchyard-cli");
     let path = dir.join("lb.yaml");
     std::fs::write(
         &path,
@@ -126,13 +125,11 @@ fn config_file_with_flags_overriding_it() {
     for _ in 0..3 {
         assert_eq!(get(cli_listen, "/").text(), "b");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bad_config_file_exits_2_naming_the_key() {
-    let dir = std::env::temp_dir().join(format!("switchyard-badcfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("switchyard-badcfg");
     let path = dir.join("bad.yaml");
     std::fs::write(
         &path,
@@ -164,7 +161,6 @@ fn bad_config_file_exits_2_naming_the_key() {
         "{said}"
     );
     fails_with(&["check"], "<FILE>");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Completions for each shell clap knows, and a man page naming every subcommand.
@@ -263,8 +259,7 @@ fn demo_alternates_between_its_two_backends() {
 
 #[test]
 fn check_names_the_key_line_and_fix_for_each_bad_file() {
-    let dir = std::env::temp_dir().join(format!("switchyard-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("switchyard-check");
     let b = "backends:\n  - address: 127.0.0.1:9001\n";
     let cases: Vec<(String, &[&str])> = vec![
         (
@@ -313,7 +308,6 @@ fn check_names_the_key_line_and_fix_for_each_bad_file() {
             assert!(err.contains(n), "for\n{yaml}expected {n:?} in: {err}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Text nested 100,000 brackets deep (libyaml alone takes most of a minute on it) and a
@@ -321,8 +315,7 @@ fn check_names_the_key_line_and_fix_for_each_bad_file() {
 /// by `check` and by a start, with the file, line and key.
 #[test]
 fn deep_and_endless_files_are_refused_at_once() {
-    let dir = std::env::temp_dir().join(format!("switchyard-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("switchyard-limits");
     let deep = dir.join("deep.yaml");
     std::fs::write(
         &deep,
@@ -344,7 +337,6 @@ fn deep_and_endless_files_are_refused_at_once() {
     let zero_error = format!("{zero}: larger than 16 MiB, the most a config file may be (");
     fails_with(&["check", "-c", zero], &zero_error);
     fails_with(&["-c", zero], &zero_error);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// examples/switchyard.yaml shows every key the config accepts (set, or in a comment):
@@ -360,8 +352,7 @@ fn the_example_config_shows_every_key() {
                 || l.contains(&format!(", {key}:"))
         })
     };
-    let dir = std::env::temp_dir().join(format!("sy-example-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-example");
     let path = dir.join("probe.yaml");
     let sections = [
         "zzz: 1",
@@ -403,7 +394,6 @@ fn the_example_config_shows_every_key() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         missing.is_empty(),
         "not in examples/switchyard.yaml: {missing:?}"
@@ -414,8 +404,7 @@ fn the_example_config_shows_every_key() {
 /// its line and key, then how many; exit 2.
 #[test]
 fn check_reports_every_mistake() {
-    let dir = std::env::temp_dir().join(format!("sy-five-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-five");
     let path = dir.join("five.yaml");
     std::fs::write(
         &path,
@@ -428,7 +417,6 @@ fn check_reports_every_mistake() {
         .args(["check", path.to_str().unwrap()])
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
@@ -449,8 +437,7 @@ fn check_reports_every_mistake() {
 /// Hints that used to be wrong: each says what to write for that key.
 #[test]
 fn check_hints_fit_the_key() {
-    let dir = std::env::temp_dir().join(format!("sy-hints-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-hints");
     let path = dir.join("h.yaml");
     for (text, said) in [
         (
@@ -470,7 +457,6 @@ fn check_hints_fit_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.trim_end().ends_with(said), "{text}: {err}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The README's `check` example is what `check` prints for that file.
@@ -484,15 +470,13 @@ fn the_readme_check_example_is_what_check_prints() {
         .expect("the command");
     let file = &rest[..end];
     let printed = rest[end..].lines().nth(1).expect("the output line");
-    let dir = std::env::temp_dir().join(format!("sy-readme-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-readme");
     std::fs::write(dir.join("lb.yaml"), file).unwrap();
     let out = bin()
         .current_dir(&dir)
         .args(["check", "lb.yaml"])
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), printed);
 }

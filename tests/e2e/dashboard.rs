@@ -34,8 +34,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     assert!(names.len() >= 10, "{names:?}");
     let be = TestBackend::named("b");
     let (listen, admin) = (dead_port(), dead_port());
-    let dir = std::env::temp_dir().join(format!("sy-dash-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-dash");
     let path = dir.join("lb.yaml");
     std::fs::write(
         &path,
@@ -46,7 +45,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
         ),
     )
     .unwrap();
-    let _p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let _p = Proc::with_config(&path);
     assert!(serving(listen) && serving(admin));
     // One proxied request and one the balancer answers itself (over the limit).
     assert_eq!(get(listen, "/").status, 200);
@@ -63,5 +62,4 @@ fn every_metric_the_dashboard_queries_is_exported() {
             "the dashboard queries {name}, which /metrics does not export:\n{metrics}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,18 +12,12 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use crate::support::Scratch;
 use crate::support::backend::{Recorded, Reply};
 use crate::support::balancer::scrape;
 use crate::support::client::get;
 use crate::support::process::{Proc, serving};
 use crate::support::{TestBackend, dead_port, eventually};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sy-disc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Answers with its name; `/slow` after 1.5 s.
 fn named_on(addr: SocketAddr, name: &'static str) -> TestBackend {
@@ -63,7 +57,7 @@ fn balancer(dir: &Path, admin: SocketAddr, discovery: &str) -> (Proc, SocketAddr
         ),
     )
     .unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let p = Proc::with_config(&path);
     assert!(serving(listen) && serving(admin), "{}", p.log());
     (p, listen)
 }
@@ -103,7 +97,7 @@ impl Drop for Dnsmasq {
 
 #[test]
 fn dns_and_srv_records_are_followed() {
-    let dir = scratch("dns");
+    let dir = Scratch::new("dns");
     let port = dead_port().port();
     let b2 = named_on(SocketAddr::from(([127, 0, 0, 2], port)), "b2");
     let b3 = named_on(SocketAddr::from(([127, 0, 0, 3], port)), "b3");
@@ -188,7 +182,6 @@ fn dns_and_srv_records_are_followed() {
         lb.log()
     );
     drop(lb);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn scrape_backends(admin: SocketAddr) -> String {
@@ -290,7 +283,7 @@ impl Drop for Etcd {
 
 #[test]
 fn etcd_keys_are_followed_and_survive_an_outage() {
-    let dir = scratch("etcd");
+    let dir = Scratch::new("etcd");
     let b1 = TestBackend::named("e1");
     let b2 = TestBackend::named("e2");
     let b3 = TestBackend::named("e3");
@@ -349,5 +342,4 @@ fn etcd_keys_are_followed_and_survive_an_outage() {
         lb.log()
     );
     drop(lb);
-    let _ = std::fs::remove_dir_all(&dir);
 }

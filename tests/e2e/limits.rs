@@ -22,8 +22,7 @@ fn a_global_limit_is_one_budget_for_all_workers() {
     let be = TestBackend::named("ok");
     let listen = dead_port();
     let admin = dead_port();
-    let dir = std::env::temp_dir().join(format!("sy-limit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-limit");
     let path = dir.join("lb.yaml");
     std::fs::write(
         &path,
@@ -35,7 +34,7 @@ fn a_global_limit_is_one_budget_for_all_workers() {
         ),
     )
     .unwrap();
-    let _p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let _p = Proc::with_config(&path);
     assert!(serving(listen) && serving(admin));
     let ok = Arc::new(AtomicUsize::new(0));
     let limited = Arc::new(AtomicUsize::new(0));
@@ -98,7 +97,6 @@ fn a_global_limit_is_one_budget_for_all_workers() {
         m.value("switchyard_rate_limited_total", &[("limit", "everyone")]),
         Some(limited as f64)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `key: client_ip` gives each client its own bucket, and `key: header:NAME` limits

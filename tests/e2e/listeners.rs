@@ -1,21 +1,14 @@
 //! Several listeners at once (`listen:` as a list): plain HTTP, HTTPS and a plain
 //! port that redirects to HTTPS, served by the built binary in process mode.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::Scratch;
 use crate::support::client::{Conn, get};
 use crate::support::process::{Proc, serving};
 use crate::support::tls::TestCa;
 use crate::support::{TestBackend, dead_port, eventually};
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sy-listeners-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// curl with the test CA; returns (stdout, stderr).
 fn curl(ca: &TestCa, args: &[&str]) -> (String, String) {
@@ -38,7 +31,7 @@ fn curl(ca: &TestCa, args: &[&str]) -> (String, String) {
 
 #[test]
 fn plain_tls_and_redirecting_listeners_serve_at_once() {
-    let dir = scratch("three");
+    let dir = Scratch::new("three");
     let ca = TestCa::new(&dir);
     let (cert, key) = ca.server_cert().write(&dir, "lb");
     let be = TestBackend::named("app");
@@ -61,7 +54,7 @@ fn plain_tls_and_redirecting_listeners_serve_at_once() {
         ),
     )
     .unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let p = Proc::with_config(&path);
     assert!(serving(redirect) && serving(https) && serving(plain) && serving(admin));
 
     // The plain listener proxies; the TLS one too, over HTTP/1.1 and HTTP/2.
@@ -148,14 +141,13 @@ fn plain_tls_and_redirecting_listeners_serve_at_once() {
         .map(|s| s.value)
         .sum();
     assert!(redirects >= 4.0, "redirects counted: {redirects}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Turning `redirect_https` on is a reload; changing the addresses is not (one
 /// warning, the listeners stay).
 #[test]
 fn redirect_reloads_in_place_and_addresses_need_a_restart() {
-    let dir = scratch("reload");
+    let dir = Scratch::new("reload");
     let ca = TestCa::new(&dir);
     let (cert, key) = ca.server_cert().write(&dir, "lb");
     let be = TestBackend::named("app");
@@ -197,5 +189,4 @@ fn redirect_reloads_in_place_and_addresses_need_a_restart() {
     );
     assert_eq!(get(front, "/").status, 308);
     assert!(std::net::TcpStream::connect(other).is_err());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -130,8 +130,7 @@ fn process_mode_reloads_and_drains() {
         }
         Reply::ok("slow")
     });
-    let dir = std::env::temp_dir().join(format!("switchyard-proc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("switchyard-proc");
     let path = dir.join("lb.yaml");
     let listen = dead_port();
     let yaml = |backends: &[std::net::SocketAddr]| {
@@ -204,7 +203,6 @@ fn process_mode_reloads_and_drains() {
     let (code, log) = m.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("configuration reloaded"), "{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One GET on a fresh connection that must complete within `within`.
@@ -360,8 +358,7 @@ fn killed_worker_leaves_no_orphan_listener() {
 fn master_keeps_its_signals_after_replacing_children() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let dir = std::env::temp_dir().join(format!("switchyard-sig-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("switchyard-sig");
     // The config path is a symlink into another directory, so only SIGHUP can reload it.
     let real = dir.join("real.yaml");
     let link_dir = dir.join("watched");
@@ -391,7 +388,6 @@ fn master_keeps_its_signals_after_replacing_children() {
     m.signal(libc::SIGTERM);
     let (code, log) = m.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Regression: Ctrl-C (SIGINT to the whole process group) used to kill the workers at

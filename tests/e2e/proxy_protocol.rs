@@ -321,8 +321,7 @@ fn backends_get_a_proxy_header_per_connection() {
 #[test]
 fn proxy_protocol_header_precedes_tls() {
     use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = std::env::temp_dir().join(format!("sy-pp-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-pp-tls");
     let ca = crate::support::tls::TestCa::new(&dir);
     let (cert, key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
     let tls = ListenTls::load(vec![CertificatePaths { cert, key }]).unwrap();
@@ -385,7 +384,6 @@ fn proxy_protocol_header_precedes_tls() {
     let r = &be.requests()[1];
     assert_eq!(r.target, "/h2");
     assert_eq!(r.header("x-forwarded-for").as_deref(), Some("2001:db8::5"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An h2c backend with `proxy_protocol: v2`: its one shared connection's header names

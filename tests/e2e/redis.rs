@@ -77,7 +77,7 @@ fn instance(
         ),
     )
     .unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let p = Proc::with_config(&path);
     assert!(serving(listen));
     (p, listen)
 }
@@ -89,8 +89,7 @@ fn instance(
 fn two_instances_share_one_budget_through_redis() {
     let redis = RedisServer::start();
     let be = TestBackend::named("ok");
-    let dir = std::env::temp_dir().join(format!("sy-redis-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-redis");
     // A generous timeout: this test is about the shared budget, and under the whole
     // suite's load a 50 ms round trip (or first connect) can time out, letting
     // requests through by `on_error: allow` (the outage test below covers that).
@@ -124,7 +123,6 @@ fn two_instances_share_one_budget_through_redis() {
         (285..=316).contains(&ok),
         "{ok} accepted over two instances in 3 s at 100/s"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Redis killed: `on_error: allow` serves on, `deny` answers 503 within the timeout
@@ -133,8 +131,7 @@ fn two_instances_share_one_budget_through_redis() {
 fn redis_going_away_follows_on_error_and_limits_resume() {
     let mut redis = RedisServer::start();
     let be = TestBackend::named("ok");
-    let dir = std::env::temp_dir().join(format!("sy-redis-err-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-redis-err");
     let (_a, allow) = instance(
         &dir,
         "allow",
@@ -170,5 +167,4 @@ fn redis_going_away_follows_on_error_and_limits_resume() {
         eventually(Duration::from_secs(10), || burst(allow).contains(&429)),
         "the limit did not resume"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,8 +1,8 @@
 //! Reloads (file change, SIGHUP, in-process) and graceful shutdown.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use switchyard::backend::parse_spec;
@@ -10,28 +10,7 @@ use switchyard::backend::parse_spec;
 use crate::support::balancer::scrape;
 use crate::support::client::get;
 use crate::support::process::{Proc, serving};
-use crate::support::{Balancer, Conn, Gate, Reply, TestBackend, dead_port, eventually};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "switchyard-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, SeqCst)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::{Balancer, Conn, Gate, Reply, Scratch, TestBackend, dead_port, eventually};
 
 fn yaml(listen: std::net::SocketAddr, backends: &[std::net::SocketAddr]) -> String {
     let mut s = format!(
@@ -75,11 +54,11 @@ fn client_loop(
 fn rename_over_reload_adds_a_backend_without_errors() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let dir = TempDir::new("reload");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("reload");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
-    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::with_config(&path);
     assert!(serving(listen));
     let (stop, looper) = client_loop(listen);
     assert!(eventually(Duration::from_secs(5), || a.request_count() > 20));
@@ -113,12 +92,12 @@ fn rename_over_reload_adds_a_backend_without_errors() {
 #[test]
 fn restart_only_changes_are_warned_about_once() {
     let a = TestBackend::named("a");
-    let dir = TempDir::new("warn-once");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("warn-once");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     let process = |l| yaml(l, &[a.addr]).replace("mode: thread", "mode: process");
     std::fs::write(&path, process(listen)).unwrap();
-    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::with_config(&path);
     assert!(serving(listen));
     rename_over(
         &path,
@@ -144,14 +123,14 @@ fn sighup_reloads_what_the_watcher_cannot_see() {
     let b = TestBackend::named("b");
     // The config path is a symlink into another directory: edits there make no event
     // in the watched directory, so only SIGHUP reloads them.
-    let watched = TempDir::new("hup-watched");
-    let real_dir = TempDir::new("hup-real");
-    let real = real_dir.0.join("real.yaml");
+    let watched = Scratch::new("hup-watched");
+    let real_dir = Scratch::new("hup-real");
+    let real = real_dir.join("real.yaml");
     let listen = dead_port();
     std::fs::write(&real, yaml(listen, &[a.addr])).unwrap();
-    let path = watched.0.join("lb.yaml");
+    let path = watched.join("lb.yaml");
     std::os::unix::fs::symlink(&real, &path).unwrap();
-    let p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let p = Proc::with_config(&path);
     assert!(serving(listen));
     std::fs::write(&real, yaml(listen, &[b.addr])).unwrap();
     p.signal(libc::SIGHUP);
@@ -164,11 +143,11 @@ fn sighup_reloads_what_the_watcher_cannot_see() {
 #[test]
 fn invalid_edit_keeps_the_old_config() {
     let a = TestBackend::named("a");
-    let dir = TempDir::new("invalid");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("invalid");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
-    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::with_config(&path);
     assert!(serving(listen));
     let b = TestBackend::named("b");
     // Invalid (and pointing at `b`, so taking it would show).
@@ -209,13 +188,13 @@ fn deep_and_endless_reloads_are_refused_and_the_old_config_serves() {
     for mode in ["thread", "process"] {
         let a = TestBackend::named("a");
         let b = TestBackend::named("b");
-        let dir = TempDir::new(&format!("limits-{mode}"));
-        let path = dir.0.join("lb.yaml");
+        let dir = Scratch::new(&format!("limits-{mode}"));
+        let path = dir.join("lb.yaml");
         let listen = dead_port();
         let file =
             |backend| yaml(listen, &[backend]).replace("mode: thread", &format!("mode: {mode}"));
         std::fs::write(&path, file(a.addr)).unwrap();
-        let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+        let mut p = Proc::with_config(&path);
         assert!(serving(listen));
         let (stop, looper) = client_loop(listen);
         assert!(eventually(Duration::from_secs(5), || a.request_count() > 5));
@@ -243,7 +222,7 @@ fn deep_and_endless_reloads_are_refused_and_the_old_config_serves() {
         );
 
         // Endless: the path becomes a symlink to /dev/zero.
-        let tmp = dir.0.join("zero.tmp");
+        let tmp = dir.join("zero.tmp");
         std::os::unix::fs::symlink("/dev/zero", &tmp).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         let rejected = p.wait_log(
@@ -338,15 +317,15 @@ fn sigterm_lets_the_request_in_flight_finish() {
 #[test]
 fn drain_gives_up_after_the_drain_timeout() {
     let hang = TestBackend::start(|_| Reply::Hang);
-    let dir = TempDir::new("drain");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("drain");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(
         &path,
         format!("{}timeouts:\n  drain: 500ms\n", yaml(listen, &[hang.addr])),
     )
     .unwrap();
-    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::with_config(&path);
     assert!(serving(listen));
     let _stuck = std::thread::spawn(move || {
         let mut c = Conn::open(listen);
@@ -450,19 +429,19 @@ fn removed_backend_finishes_its_requests() {
 fn configmap_symlink_swap_reloads() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let dir = TempDir::new("configmap");
+    let dir = Scratch::new("configmap");
     let listen = dead_port();
-    std::fs::create_dir(dir.0.join("..v1")).unwrap();
-    std::fs::write(dir.0.join("..v1/lb.yaml"), yaml(listen, &[a.addr])).unwrap();
-    std::os::unix::fs::symlink("..v1", dir.0.join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/lb.yaml", dir.0.join("lb.yaml")).unwrap();
-    let _p = Proc::start(&["-c", dir.0.join("lb.yaml").to_str().unwrap()]);
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/lb.yaml"), yaml(listen, &[a.addr])).unwrap();
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/lb.yaml", dir.join("lb.yaml")).unwrap();
+    let _p = Proc::start(&["-c", dir.join("lb.yaml").to_str().unwrap()]);
     assert!(serving(listen));
     assert_eq!(get(listen, "/").text(), "a");
-    std::fs::create_dir(dir.0.join("..v2")).unwrap();
-    std::fs::write(dir.0.join("..v2/lb.yaml"), yaml(listen, &[b.addr])).unwrap();
-    std::os::unix::fs::symlink("..v2", dir.0.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/lb.yaml"), yaml(listen, &[b.addr])).unwrap();
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || get(listen, "/").text() == "b"),
         "symlink swap not picked up"
@@ -474,8 +453,8 @@ fn configmap_symlink_swap_reloads() {
 #[test]
 fn reload_warns_about_a_newly_insecure_backend() {
     let a = TestBackend::named("a");
-    let dir = TempDir::new("insecure");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("insecure");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     let insecure =
         |port: u16| format!("  - address: https://localhost:{port}\n    tls: {{insecure: true}}\n");
@@ -485,7 +464,7 @@ fn reload_warns_about_a_newly_insecure_backend() {
         insecure(dead_port().port())
     );
     std::fs::write(&path, &first).unwrap();
-    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::with_config(&path);
     assert!(serving(listen));
     // Drop `a`, keep the first insecure backend, add a second one.
     let kept = first
@@ -521,11 +500,11 @@ fn in_place_edit_reloads() {
     use std::os::unix::fs::MetadataExt;
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let dir = TempDir::new("inplace");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("inplace");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     std::fs::write(&path, yaml(listen, &[a.addr])).unwrap();
-    let _p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let _p = Proc::with_config(&path);
     assert!(serving(listen));
     assert_eq!(get(listen, "/").text(), "a");
     let inode = std::fs::metadata(&path).unwrap().ino();
@@ -549,11 +528,11 @@ fn certificates_reload_and_a_bad_one_is_rejected_whole() {
     use crate::support::tls::{TestCa, client_config, https_get};
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let dir = TempDir::new("certs");
-    let ca = TestCa::new(&dir.0);
+    let dir = Scratch::new("certs");
+    let ca = TestCa::new(&dir);
     let first = ca.server_cert();
-    first.write(&dir.0, "lb");
-    let path = dir.0.join("lb.yaml");
+    first.write(&dir, "lb");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     // Certificate paths are relative to the config file.
     let config = |backend: std::net::SocketAddr| {
@@ -562,14 +541,14 @@ fn certificates_reload_and_a_bad_one_is_rejected_whole() {
         )
     };
     std::fs::write(&path, config(a.addr)).unwrap();
-    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::with_config(&path);
     assert!(serving(listen));
     let client = client_config(&ca, &[b"http/1.1"]);
     let fetch = || https_get(listen, Arc::clone(&client), "localhost", "/");
     assert_eq!(fetch(), (first.chain[0].clone(), "a".to_string()));
 
     let second = ca.server_cert();
-    second.write(&dir.0, "lb");
+    second.write(&dir, "lb");
     p.signal(libc::SIGHUP);
     assert!(
         eventually(Duration::from_secs(5), || fetch().0 == second.chain[0]),
@@ -577,7 +556,7 @@ fn certificates_reload_and_a_bad_one_is_rejected_whole() {
     );
 
     // A certificate file that does not load, with a backend change in the same edit.
-    std::fs::write(dir.0.join("lb.pem"), "not a certificate\n").unwrap();
+    std::fs::write(dir.join("lb.pem"), "not a certificate\n").unwrap();
     rename_over(&path, &config(b.addr));
     let rejected = p.wait_log(
         &["configuration rejected", "listen.tls"],
@@ -600,8 +579,8 @@ fn flags_keep_overriding_the_file_after_a_reload() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
     let c = TestBackend::named("c");
-    let dir = TempDir::new("flags");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("flags");
+    let path = dir.join("lb.yaml");
     let listen = dead_port();
     let file = |strategy: &str, cookie: &str, backend: std::net::SocketAddr| {
         format!(
@@ -648,8 +627,8 @@ fn flags_keep_overriding_the_file_after_a_reload() {
 fn restart_only_keys_keep_their_values_over_a_reload() {
     let a = TestBackend::named("a");
     let b = TestBackend::named("b");
-    let dir = TempDir::new("restart-only");
-    let path = dir.0.join("lb.yaml");
+    let dir = Scratch::new("restart-only");
+    let path = dir.join("lb.yaml");
     let (listen, admin1, admin2) = (dead_port(), dead_port(), dead_port());
     let file = |workers: u32,
                 mode: &str,
@@ -661,7 +640,7 @@ fn restart_only_keys_keep_their_values_over_a_reload() {
         )
     };
     std::fs::write(&path, file(2, "process", admin1, 1024, a.addr)).unwrap();
-    let mut p = Proc::start(&["-c", path.to_str().unwrap()]);
+    let mut p = Proc::with_config(&path);
     assert!(serving(listen) && serving(admin1));
     assert!(eventually(Duration::from_secs(5), || p.workers().len() == 2));
     let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(1500));

@@ -222,8 +222,7 @@ fn consistent_hash_agrees_across_instances_and_a_dead_backend_moves_only_its_key
         TestBackend::named("b2"),
         TestBackend::named("b3"),
     ];
-    let dir = std::env::temp_dir().join(format!("sy-chash-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("sy-chash");
     let instance = |name: &str, mode: &str, order: &[usize]| {
         let listen = crate::support::dead_port();
         let backends: Vec<String> = order
@@ -240,7 +239,7 @@ fn consistent_hash_agrees_across_instances_and_a_dead_backend_moves_only_its_key
             ),
         )
         .unwrap();
-        let p = Proc::start(&["-c", path.to_str().unwrap()]);
+        let p = Proc::with_config(&path);
         assert!(serving(listen));
         (p, listen)
     };
@@ -280,7 +279,6 @@ fn consistent_hash_agrees_across_instances_and_a_dead_backend_moves_only_its_key
             "user {u}: the instances disagree after the kill"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `least-latency`: a backend that answers 50 ms late gets at most 10% of 2,000

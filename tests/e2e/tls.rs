@@ -7,15 +7,10 @@ use std::time::Duration;
 
 use switchyard::backend::{Backend, BackendId, BackendSet, Scheme, TlsOptions};
 
+use crate::support::Scratch;
 use crate::support::client::get;
 use crate::support::tls::{TestCa, TlsBackend, self_signed};
 use crate::support::{Balancer, Conn, eventually};
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("switchyard-tls-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// An `https://localhost:PORT` backend with these TLS options.
 fn https(addr: SocketAddr, tls: TlsOptions) -> Backend {
@@ -47,7 +42,7 @@ fn balancer_for(b: Backend) -> crate::support::balancer::Started {
 
 #[test]
 fn backend_signed_by_a_ca_file_is_trusted_and_gets_sni() {
-    let dir = tempdir("ca");
+    let dir = Scratch::new("ca");
     let ca = TestCa::new(&dir);
     let be = TlsBackend::start(ca.server_cert(), "secure");
     let lb = balancer_for(https(
@@ -73,7 +68,6 @@ fn backend_signed_by_a_ca_file_is_trusted_and_gets_sni() {
         "pooled TLS connection reused"
     );
     assert_eq!(be.requests.load(SeqCst), 10);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -102,7 +96,7 @@ fn untrusted_certificate_is_a_502_naming_the_error_unless_insecure() {
 
 #[test]
 fn probes_speak_tls() {
-    let dir = tempdir("probe");
+    let dir = Scratch::new("probe");
     let ca = TestCa::new(&dir);
     let good = TlsBackend::start(ca.server_cert(), "good");
     let bad = TlsBackend::start(self_signed(), "bad");
@@ -138,7 +132,6 @@ fn probes_speak_tls() {
     for _ in 0..5 {
         assert_eq!(get(lb.addr, "/").text(), "good");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// curl, over TLS to the listener: HTTP/2 by ALPN (HTTP/1.1 when asked), the
@@ -146,7 +139,7 @@ fn probes_speak_tls() {
 #[test]
 fn listener_terminates_tls_with_sni_and_http2() {
     use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = tempdir("listen");
+    let dir = Scratch::new("listen");
     let ca = TestCa::new(&dir);
     let (a_cert, a_key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
     let (b_cert, b_key) = ca.server_cert_for(&["b.test"]).write(&dir, "b");
@@ -213,7 +206,6 @@ fn listener_terminates_tls_with_sni_and_http2() {
         "{}",
         curl("a.test", &["--http2"])
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An HTTP/2 client connection stays open while a stream is in flight (longer than
@@ -222,7 +214,7 @@ fn listener_terminates_tls_with_sni_and_http2() {
 #[test]
 fn http2_client_connection_idles_out_only_without_streams() {
     use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = tempdir("h2idle");
+    let dir = Scratch::new("h2idle");
     let ca = TestCa::new(&dir);
     let (cert, key) = ca.server_cert().write(&dir, "lb");
     let be = crate::support::TestBackend::start(|r| {
@@ -284,7 +276,6 @@ fn http2_client_connection_idles_out_only_without_streams() {
         );
         assert!(send.is_closed());
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An h2c backend is probed over HTTP/2: an HTTP/1.1 probe would never reach it as a
@@ -354,7 +345,7 @@ fn h2c_backend_multiplexes_streams() {
 #[test]
 fn http2_client_uploads_reach_an_http1_backend_whole() {
     use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = tempdir("h2up");
+    let dir = Scratch::new("h2up");
     let ca = TestCa::new(&dir);
     let (cert, key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
     let be = crate::support::TestBackend::start(|r| {
@@ -403,7 +394,6 @@ fn http2_client_uploads_reach_an_http1_backend_whole() {
         String::from_utf8_lossy(&out.stdout),
         "/piped 200000 chunked"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Long uploads from an HTTP/1 client (Content-Length and chunked, past the 64 KiB
@@ -436,7 +426,7 @@ fn long_uploads_from_http1_reach_an_h2c_backend_whole() {
 
 #[test]
 fn tls_backend_negotiating_h2_multiplexes_streams() {
-    let dir = tempdir("h2");
+    let dir = Scratch::new("h2");
     let ca = TestCa::new(&dir);
     let be =
         crate::support::tls::H2Backend::start(Some(ca.server_cert()), Duration::from_millis(300));
@@ -451,14 +441,13 @@ fn tls_backend_negotiating_h2_multiplexes_streams() {
     // The first connection learns (by ALPN) that the backend speaks HTTP/2.
     assert_eq!(get(lb.addr, "/warm").text(), "HTTP/2.0 /warm");
     multiplexed(&be, &lb);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An HTTPS backend that offers only `h2` by ALPN (a gRPC server, say) is probed the
 /// way live requests reach it, over HTTP/2, and stays up.
 #[test]
 fn h2_only_https_backend_passes_its_probes() {
-    let dir = tempdir("h2probe");
+    let dir = Scratch::new("h2probe");
     let ca = TestCa::new(&dir);
     let be = crate::support::tls::H2Backend::start(Some(ca.server_cert()), Duration::ZERO);
     let b = https(
@@ -469,7 +458,6 @@ fn h2_only_https_backend_passes_its_probes() {
         },
     );
     probed_over_http2(&be, b);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// HTTP/2 clients' requests go through the same retry rule as HTTP/1 ones: a refused
@@ -478,7 +466,7 @@ fn h2_only_https_backend_passes_its_probes() {
 #[test]
 fn http2_clients_fail_over_and_survive_backend_hangups() {
     use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = tempdir("h2retry");
+    let dir = Scratch::new("h2retry");
     let ca = TestCa::new(&dir);
     let (cert, key) = ca.server_cert_for(&["a.test"]).write(&dir, "a");
     let be = crate::support::TestBackend::start(|_| {
@@ -514,7 +502,6 @@ fn http2_clients_fail_over_and_survive_backend_hangups() {
         9,
         "the POST reached the live backend once"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One HTTP/2 client connection gets at most 100 concurrent streams (hyper's default is
@@ -525,7 +512,7 @@ fn an_http2_connection_holds_at_most_100_streams() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use switchyard::config::{CertificatePaths, ListenTls};
-    let dir = tempdir("h2streams");
+    let dir = Scratch::new("h2streams");
     let ca = TestCa::new(&dir);
     let (cert, key) = ca.server_cert().write(&dir, "lb");
     let now = Arc::new(AtomicUsize::new(0));
@@ -590,5 +577,4 @@ fn an_http2_connection_holds_at_most_100_streams() {
         "{most} requests at the backend at once from one connection"
     );
     assert!(most > 50, "the streams did not run concurrently: {most}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -194,8 +194,7 @@ fn other_upgrades_are_refused_and_h2c_is_ignored() {
 /// HTTP/1.1 on a connection of its own (HTTP/2 has no `Upgrade`).
 #[test]
 fn websocket_to_an_https_backend_that_speaks_h2_goes_over_http1() {
-    let dir = std::env::temp_dir().join(format!("switchyard-ws-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::support::Scratch::new("switchyard-ws-tls");
     let ca = crate::support::tls::TestCa::new(&dir);
     let addr = crate::support::tls::ws_tls_backend(ca.server_cert(), ACCEPT);
     let address = format!("localhost:{}", addr.port());
@@ -227,7 +226,6 @@ fn websocket_to_an_https_backend_that_speaks_h2_goes_over_http1() {
     c.send(&frame(1, b"over tls", Some([1, 2, 3, 4])));
     let (op, payload) = read_frame(&mut c.stream).expect("echo frame");
     assert_eq!((op, payload.as_slice()), (1, &b"over tls"[..]));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A client that stops reading while the backend keeps sending cannot hold the tunnel

@@ -6,7 +6,9 @@
 //! `TcpStream` so tests can send exact bytes and read exact framing. `process` runs the
 //! built binary and reads its log as it comes; `prometheus` parses `/metrics` strictly.
 //! [`Gate`] holds a backend's answer until the test says so, which orders events
-//! (a drain waiting for a request, say) without timing them.
+//! (a drain waiting for a request, say) without timing them. [`Scratch`] is a test's
+//! own directory (config files, certificates, logs), removed when the test ends, even
+//! when it fails.
 
 #![allow(dead_code)]
 
@@ -24,6 +26,46 @@ pub use client::Conn;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// A directory of the test's own, removed on drop (pass or panic). Derefs to its path.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("sy-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch directory");
+        Scratch(p)
+    }
+
+    /// Writes `text` to `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a scratch file");
+        path
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Polls `cond` every few ms until it holds or `within` passes.
 pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {

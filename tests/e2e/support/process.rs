@@ -56,6 +56,11 @@ impl Proc {
         )
     }
 
+    /// `switchyard -c CONFIG`.
+    pub fn with_config(config: &std::path::Path) -> Proc {
+        Proc::start(&["-c", config.to_str().expect("a UTF-8 path")])
+    }
+
     /// Runs `cmd` with stderr kept as the log (stdout as `cmd` has it).
     pub fn spawn(cmd: &mut Command) -> Proc {
         let mut child = cmd
