@@ -1,13 +1,13 @@
 //! The access log: one line per request, written off the request path.
 //!
 //! A request that finishes formats its line straight into its thread's buffer (no
-//! allocation: the request's text waits in a reused buffer, see [`Entry`]); one
-//! writer thread per process takes the buffers every 20 ms, or as each fills, and
-//! writes them to stderr or to `access_log.path` (opened for appending by each
-//! process; SIGUSR1 reopens it, see [`crate::logging`]). When too much waits (the
-//! output slower than the traffic) lines are dropped and counted, rather than slowing
-//! requests down; the writer reports how many it lost. `combined` (default), one
-//! request per line:
+//! lock, no allocation: the request's text waits in a reused buffer, see [`Entry`]).
+//! The buffer goes to the process's one writer thread when it holds 64 KiB or 20 ms
+//! after its first line; the writer writes it to stderr or to `access_log.path`
+//! (opened for appending by each process; SIGUSR1 reopens it, see [`crate::logging`]).
+//! When too many buffers wait (the output slower than the traffic) their lines are
+//! dropped and counted, rather than slowing requests down; the writer reports how many
+//! it lost. `combined` (default), one request per line:
 //!
 //! `2026-11-23T08:00:00.123Z 10.0.0.9 "GET /path HTTP/1.1" 200 1234 127.0.0.1:9001 0.843ms "example.com" "curl/8.5" "-" - 200 0.801ms`
 //!

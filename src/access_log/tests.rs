@@ -152,15 +152,53 @@ fn entries() -> Vec<Entry> {
     out
 }
 
+/// A JSON line with its durations rounded to the nanosecond: they were the `f64`
+/// of the milliseconds (`0.8432160000000001`), and are the exact decimal now.
+fn rounded_ms(line: &str) -> String {
+    let mut out = line.to_string();
+    for key in ["\"duration_ms\":", "\"upstream_ms\":"] {
+        let Some(at) = out.find(key).map(|i| i + key.len()) else {
+            continue;
+        };
+        let end = at + out[at..].find([',', '}']).unwrap();
+        if let Ok(ms) = out[at..end].parse::<f64>() {
+            out.replace_range(at..end, &format!("{ms:.6}"));
+        }
+    }
+    out
+}
+
 #[test]
 fn lines_are_what_they_were() {
-    let took = Duration::from_nanos(843_216_001);
-    for e in entries() {
-        for format in [Format::Combined, Format::Json] {
-            let (time, rest) = made(&e, 1234, took, format);
-            assert_eq!(rest, reference(&e, 1234, took, format), "{format:?} {e:?}");
-            assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+    for took in [843_216_001, 7, 1_000_000, 12_345_678_901].map(Duration::from_nanos) {
+        for e in entries() {
+            for format in [Format::Combined, Format::Json] {
+                let (time, rest) = made(&e, 1234, took, format);
+                let was = reference(&e, 1234, took, format);
+                if format == Format::Json {
+                    assert_eq!(rounded_ms(&rest), rounded_ms(&was), "{e:?}");
+                } else {
+                    assert_eq!(rest, was, "{e:?}");
+                }
+                assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+            }
         }
+    }
+}
+
+#[test]
+fn json_durations_are_exact_milliseconds() {
+    for (nanos, text) in [
+        (0, "0.0"),
+        (7, "0.000007"),
+        (843_216, "0.843216"),
+        (1_000_000, "1.0"),
+        (1_500_000, "1.5"),
+        (12_345_678_901, "12345.678901"),
+    ] {
+        let e = Entry::new(b"c", Method::GET, b"/", Version::HTTP_11);
+        let (_, rest) = made(&e, 0, Duration::from_nanos(nanos), Format::Json);
+        assert!(rest.contains(&format!("\"duration_ms\":{text},")), "{rest}");
     }
 }
 
