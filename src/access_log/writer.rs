@@ -96,7 +96,7 @@ pub(super) fn append(format: impl FnOnce(&mut Vec<u8>)) {
 
 /// Hands this thread's buffer over in [`GATHER`], from a task on the thread's runtime
 /// (workers' runtimes are single-threaded: the task runs on this thread); at once
-/// outside a runtime.
+/// outside such a runtime.
 fn arm_timer() {
     /// Hands the buffer over when the task ends, or is dropped with its runtime.
     struct Due;
@@ -106,13 +106,14 @@ fn arm_timer() {
         }
     }
     match tokio::runtime::Handle::try_current() {
-        Ok(rt) => {
+        Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
             rt.spawn(async {
                 let _due = Due;
                 tokio::time::sleep(GATHER).await;
             });
         }
-        Err(_) => hand_over(true),
+        // No runtime, or one whose tasks may run on another thread.
+        _ => hand_over(true),
     }
 }
 
