@@ -190,9 +190,9 @@ impl Proxy {
         let start = Instant::now();
         let log = self.access_log.then(|| {
             let mut e = access_log::Entry::new(
-                String::from_utf8_lossy(c.addr).into_owned(),
+                c.addr,
                 head.method.clone(),
-                String::from_utf8_lossy(head.target.of(c.buf)).into_owned(),
+                head.target.of(c.buf),
                 match head.version {
                     Version::Http10 => http::Version::HTTP_10,
                     Version::Http11 => http::Version::HTTP_11,
@@ -260,10 +260,9 @@ impl Proxy {
         if let Some(mut e) = done.log {
             e.status = done.status;
             e.upstream = done.upstream;
-            e.backend = done.backend.map(|i| self.health.address(i).to_owned());
-            e.backend_name = done
-                .backend
-                .and_then(|i| self.health.name(i).map(str::to_owned));
+            if let Some(i) = done.backend {
+                e.backend(self.health.address(i), self.health.name(i));
+            }
             access_log::write(&e, done.bytes, took);
         }
     }

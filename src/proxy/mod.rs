@@ -262,20 +262,20 @@ impl Proxy {
         let mut busy = BusyGuard(Some(&conn.clock));
         let start = Instant::now();
         let log = self.access_log.then(|| {
+            let uri = req.uri();
+            let target = match uri.path_and_query() {
+                Some(p) => std::borrow::Cow::Borrowed(p.as_str()),
+                None => std::borrow::Cow::Owned(uri.to_string()),
+            };
             let mut e = access_log::Entry::new(
-                String::from_utf8_lossy(conn.addr_value.as_bytes()).into_owned(),
+                conn.addr_value.as_bytes(),
                 req.method().clone(),
-                req.uri()
-                    .path_and_query()
-                    .map_or_else(|| req.uri().to_string(), |p| p.to_string()),
+                target.as_bytes(),
                 req.version(),
             );
             e.headers((req.headers().iter()).map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
-            if e.host.is_empty() {
-                e.host = req
-                    .uri()
-                    .authority()
-                    .map_or(String::new(), |a| a.to_string());
+            if let Some(a) = uri.authority() {
+                e.default_host(a.as_str().as_bytes());
             }
             e
         });
@@ -301,8 +301,9 @@ impl Proxy {
                 .map(|i| self.health.stats(i));
             let log = log.map(|mut e| {
                 e.status = resp.status().as_u16();
-                e.backend = backend.map(|i| self.health.address(i).to_owned());
-                e.backend_name = backend.and_then(|i| self.health.name(i).map(str::to_owned));
+                if let Some(i) = backend {
+                    e.backend(self.health.address(i), self.health.name(i));
+                }
                 // A backend answered: its status, and the time to its response head.
                 e.upstream = backend.map(|_| (e.status, start.elapsed()));
                 e

@@ -160,6 +160,10 @@ fn dns_and_srv_records_are_followed() {
     dns.reread();
     let gone = || !scrape_backends(admin).contains(&format!("127.0.0.2:{port}"));
     assert!(eventually(Duration::from_secs(3), gone), "{}", lb.log());
+    // /backends is the prober's view; each worker takes the generation from the
+    // master a moment apart: wait until new requests stop reaching it.
+    let quiet = || !answers(listen, 10).contains(&"b2".into());
+    assert!(eventually(Duration::from_secs(3), quiet), "{}", lb.log());
     let before = b2.request_count();
     let after = answers(listen, 20);
     assert!(!after.contains(&"b2".into()), "{after:?}");
