@@ -136,6 +136,19 @@ pub fn render(health: &HealthTable, limits: &[(&str, u64)]) -> String {
 
     let _ = writeln!(
         out,
+        "# HELP switchyard_backend_drained Whether the backend is drained through the admin API (1: no new requests) or not (0)."
+    );
+    let _ = writeln!(out, "# TYPE switchyard_backend_drained gauge");
+    for (i, labels) in labels.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "switchyard_backend_drained{{{labels}}} {}",
+            u8::from(health.is_drained(i))
+        );
+    }
+
+    let _ = writeln!(
+        out,
         "# HELP switchyard_backend_in_flight Requests in flight to the backend."
     );
     let _ = writeln!(out, "# TYPE switchyard_backend_in_flight gauge");
@@ -289,13 +302,18 @@ mod tests {
             "switchyard_requests_total{backend=\"127.0.0.1:9001\",name=\"api-1\",code=\"200\"} 1",
             "switchyard_backend_up{backend=\"127.0.0.1:9001\",name=\"api-1\"} 1",
             "switchyard_backend_up{backend=\"127.0.0.1:9002\"} 1",
+            "switchyard_backend_drained{backend=\"127.0.0.1:9002\"} 0",
             "switchyard_request_duration_seconds_count{backend=\"127.0.0.1:9002\"} 0",
             "switchyard_health_transitions_total{backend=\"127.0.0.1:9001\",name=\"api-1\",to=\"down\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
-        // requests, 15 buckets + sum + count, up, in flight, two transitions.
-        assert_eq!(text.matches("name=").count(), 1 + 17 + 1 + 1 + 2, "{text}");
+        // requests, 15 buckets + sum + count, up, drained, in flight, two transitions.
+        assert_eq!(
+            text.matches("name=").count(),
+            1 + 17 + 1 + 1 + 1 + 2,
+            "{text}"
+        );
     }
 
     #[test]

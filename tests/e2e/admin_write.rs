@@ -115,6 +115,14 @@ fn drain_under_load_fails_nothing_and_enable_brings_the_backend_back() {
         "a drained backend got new requests"
     );
     assert_eq!(shown(adm, b.addr)["draining"], true);
+    let drained = |addr: std::net::SocketAddr| {
+        let m = crate::support::balancer::scrape(adm);
+        m.value(
+            "switchyard_backend_drained",
+            &[("backend", &addr.to_string())],
+        )
+    };
+    assert_eq!((drained(b.addr), drained(a.addr)), (Some(1.0), Some(0.0)));
 
     let r = admin(
         adm,
@@ -124,6 +132,7 @@ fn drain_under_load_fails_nothing_and_enable_brings_the_backend_back() {
         "",
     );
     assert_eq!(answer(&r, 200)["draining"], false);
+    assert_eq!(drained(b.addr), Some(0.0));
     assert!(
         eventually(Duration::from_secs(10), || b.request_count() > settled + 50),
         "enable did not bring b back"
