@@ -22,7 +22,7 @@ use super::ConfigError;
 pub const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// The deepest nesting of collections accepted, counting the top-level mapping as 1.
-/// The deepest any setting goes is 5 (`listen.tls.certificates[0].cert`), so 64
+/// The deepest any setting goes is 6 (`listen[1].tls.certificates[0].cert`), so 64
 /// refuses nothing a config could mean, and stays below serde_yaml_ng's own limit
 /// (128), which would come too late and without a key.
 pub const MAX_DEPTH: usize = 64;
@@ -65,7 +65,7 @@ pub fn check(text: &str) -> Result<(), ConfigError> {
         key: e.key,
         problem: format!("nested more than {MAX_DEPTH} levels deep"),
         hint: Some(
-            "no setting goes deeper than 5, as in listen.tls.certificates[0].cert: \
+            "no setting goes deeper than 6, as in listen[1].tls.certificates[0].cert: \
              look for a runaway run of `[`, `{` or indentation"
                 .into(),
         ),
