@@ -1,7 +1,9 @@
 //! `request::parse` on arbitrary bytes: never panics; parsing in two reads (the
 //! second resuming from the first's `scanned`) gives what one read gives; and a head
 //! it accepts is forwarded by `encode::request_head` as a head it accepts again, with
-//! the same method and body framing.
+//! the same method and body framing. `redirect_https`'s Location for it never panics,
+//! and is `https://` plus visible ASCII only (nothing from the client can end the
+//! header or point it at another scheme).
 //!
 //! The first byte picks the split point and the encoder's options; the rest is the
 //! stream.
@@ -63,6 +65,15 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(same(&whole, &split), "split at {at}:\n{whole:?}\n{split:?}");
     assert!(whole.len <= input.len());
+
+    let port = if pick & 4 == 0 { 443 } else { 8443 };
+    if let Some(Ok(to)) = switchyard::proxy::redirect::location(&whole, input, port) {
+        assert!(to.starts_with("https://"), "{to:?}");
+        assert!(to.bytes().all(|b| b.is_ascii_graphic()), "{to:?}");
+        let authority = &to["https://".len()..];
+        let host = authority.split('/').next().unwrap_or("");
+        assert!(!host.is_empty() && !host.contains('@'), "{to:?}");
+    }
 
     // Forwarded, it is a head we accept, for the same request.
     let mut out = Vec::new();

@@ -45,13 +45,26 @@ fn build(host: Option<&[u8]>, path: &[u8], port: u16) -> Result<String, &'static
         Some(b'/') => path,
         _ => b"/",
     };
-    // Host and path are ASCII here (the host by the check, the path by the parser,
-    // which takes no byte outside visible ASCII in a target).
-    let (host, path) = (String::from_utf8_lossy(host), String::from_utf8_lossy(path));
-    Ok(match port {
-        443 => format!("https://{host}{path}"),
-        _ => format!("https://{host}:{port}{path}"),
-    })
+    // The host is ASCII by the check; the target may hold bytes outside visible ASCII
+    // (the parser lets obs-text through), which go out percent-encoded.
+    let mut to = String::with_capacity(16 + host.len() + path.len());
+    to.push_str("https://");
+    to.extend(host.iter().map(|&b| char::from(b)));
+    if port != 443 {
+        to.push(':');
+        to.push_str(&port.to_string());
+    }
+    for &b in path {
+        if b.is_ascii_graphic() {
+            to.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            to.push('%');
+            to.push(char::from(HEX[usize::from(b >> 4)]));
+            to.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+    Ok(to)
 }
 
 /// `/.well-known/acme-challenge/` and one token of base64url characters (RFC 8555
@@ -113,6 +126,9 @@ mod tests {
             assert_eq!(ok(bad, "/", 443), Err(NO_HOST), "{bad:?}");
         }
         assert_eq!(build(None, b"/", 443), Err(NO_HOST));
+        // Bytes outside visible ASCII in the target go out percent-encoded.
+        let r = build(Some(b"a.test"), b"/caf\xc3\xa9 x\x7f", 443);
+        assert_eq!(r.unwrap(), "https://a.test/caf%C3%A9%20x%7F");
     }
 
     #[test]
