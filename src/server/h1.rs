@@ -44,8 +44,8 @@ enum Turn {
     Park,
     /// The client closed, or went silent: close.
     Close,
-    /// We answered and close (an error, a refused head, `Connection: close`): the
-    /// client may still be sending (a body we did not read), so close lingering.
+    /// We answered and close with input possibly unread (a refused head, a body we
+    /// did not read, pipelined bytes): close lingering.
     Answered,
 }
 
@@ -71,7 +71,7 @@ pub(super) async fn serve(mut io: ClientStream, ctx: ClientCtx, mut deadline: In
 
 /// Ends our side (FIN, or TLS close_notify) and drops what the client still sends
 /// until it closes, for at most [`LINGER`] and [`LINGER_BYTES`].
-async fn linger(io: &mut ClientStream) {
+pub(super) async fn linger(io: &mut ClientStream) {
     use tokio::io::AsyncWriteExt;
     let drain = async {
         io.shutdown().await?;
@@ -199,7 +199,10 @@ async fn busy(io: &mut ClientStream, ctx: &ClientCtx, idle_deadline: &mut Instan
             After::Next(_) if next <= buf.len() => {
                 buf.drain(..next);
             }
-            _ => return Turn::Answered,
+            // Linger only when the client may still be sending (a body we did not
+            // read, or bytes after this request): otherwise a close resets nothing.
+            _ if next == usize::MAX || next < buf.len() => return Turn::Answered,
+            _ => return Turn::Close,
         }
         *idle_deadline = Instant::now() + timeouts.client_idle;
     }

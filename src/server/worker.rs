@@ -378,35 +378,20 @@ fn open_client(
         // HTTP/2 or HTTP/1.1.
         // Plain HTTP on the TLS port (a request line where a TLS record should start):
         // a 400 it can read, as nginx answers, instead of TLS bytes shown as garbage.
+        // One head clock for the first byte and the handshake together.
+        let deadline = tokio::time::Instant::now() + timeouts.client_header;
         let mut first = [0u8; 1];
-        match tokio::time::timeout(timeouts.client_header, stream.peek(&mut first)).await {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
             Ok(Ok(1)) if first[0].is_ascii_alphabetic() => {
-                let text = b"400 Bad Request: this port speaks HTTPS (TLS); use https://\n";
-                let mut out = Vec::with_capacity(256);
-                crate::http1::encode::local_response(&mut out, 400, text, true);
-                let global = ctx.current.borrow().global_stats();
-                global.count_local(crate::metrics::LocalReason::PlainHttpOnTls, 400);
-                // Then FIN, and read what the client sent until it closes (up to 1 s):
-                // closing with its request unread would reset the connection and could
-                // destroy the answer before the client reads it.
-                let mut stream = stream;
-                let answer = async {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    stream.write_all(&out).await?;
-                    stream.shutdown().await?;
-                    let mut sink = [0u8; 4096];
-                    while stream.read(&mut sink).await? > 0 {}
-                    Ok::<(), std::io::Error>(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
-                return;
+                // Boxed: a rare path that should not make every TLS task larger.
+                return Box::pin(plain_http_on_tls(stream, &ctx)).await;
             }
             Ok(Ok(1)) => {}
             _ => return, // closed, failed or silent past the head clock
         }
         // Boxed: the handshake state is large and the task outlives it.
         let handshake = Box::pin(acceptor.accept(stream));
-        let (io, h2) = match tokio::time::timeout(timeouts.client_header, handshake).await {
+        let (io, h2) = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(tls)) => {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 (ClientStream::Tls(Box::new(tls)), h2)
@@ -429,6 +414,24 @@ fn open_client(
             lot.park(Idle { io, ctx }, idle_deadline);
         }
     });
+}
+
+/// Plain HTTP on a TLS port: a 400 it can read, counted, then the lingering close
+/// every answer of ours gets (its request is unread).
+async fn plain_http_on_tls(stream: TcpStream, ctx: &ClientCtx) {
+    let text = b"400 Bad Request: this port speaks HTTPS (TLS); use https://\n";
+    let mut out = Vec::with_capacity(256);
+    crate::http1::encode::local_response(&mut out, 400, text, true);
+    let global = ctx.current.borrow().global_stats();
+    global.count_local(crate::metrics::LocalReason::PlainHttpOnTls, 400);
+    let mut io = ClientStream::Plain(stream);
+    let write = async {
+        use tokio::io::AsyncWriteExt;
+        io.write_all(&out).await
+    };
+    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), write).await {
+        super::h1::linger(&mut io).await;
+    }
 }
 
 /// Serves an HTTP/2 connection until the client closes it, a drain or the idle clock

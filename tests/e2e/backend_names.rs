@@ -117,12 +117,12 @@ fn a_name_is_a_label_a_field_and_a_log_field_and_reloads() {
     assert!(s.value("switchyard_requests_total", &with_name) >= Some(1.0));
     let plain = [("backend", addr_b.as_str()), ("code", "200")];
     assert!(s.value("switchyard_requests_total", &plain) >= Some(1.0));
-    assert!(
-        s.samples("switchyard_request_duration_seconds_count")
-            .filter(|x| x.label("backend") == Some(addr_a.as_str()))
-            .all(|x| x.label("name") == Some("api-1")),
-        "{text}"
-    );
+    let durations: Vec<_> = s
+        .samples("switchyard_request_duration_seconds_count")
+        .filter(|x| x.label("backend") == Some(addr_a.as_str()))
+        .collect();
+    assert_eq!(durations.len(), 1, "{text}");
+    assert_eq!(durations[0].label("name"), Some("api-1"), "{text}");
 
     // /backends: a string, or null.
     assert_eq!(shown(admin, a.addr)["name"], "api-1");
