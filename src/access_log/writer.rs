@@ -28,7 +28,7 @@ enum Msg {
     Lines(Vec<u8>),
     /// Write everything queued before this, then answer.
     Flush(SyncSender<()>),
-    /// Open the file again.
+    /// Wakes the writer to look at [`REOPEN`].
     Reopen,
 }
 
@@ -141,9 +141,15 @@ pub(super) fn flush() {
     }
 }
 
+/// Set by [`reopen`], taken by the writer after each message: a reopen is never lost
+/// to a full queue (which is when the output is slow).
+static REOPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Asks the writer to open its file again; nothing when it is not running.
 pub(super) fn reopen() {
     if let Some(tx) = SENDER.get() {
+        REOPEN.store(true, Relaxed);
+        // Wakes an idle writer; when the queue is full the flag is seen anyway.
         let _ = tx.try_send(Msg::Reopen);
     }
 }
@@ -167,7 +173,10 @@ fn writer(rx: Receiver<Msg>) {
             Msg::Flush(done) => {
                 let _ = done.send(());
             }
-            Msg::Reopen => out = Out::open(),
+            Msg::Reopen => {}
+        }
+        if REOPEN.swap(false, Relaxed) {
+            out = Out::open();
         }
         let dropped = DROPPED.swap(0, Relaxed);
         if dropped > 0 {
