@@ -28,6 +28,12 @@ use super::{Entry, Kind, Source, Update, backoff};
 
 /// How long one call (connect + answer head, or a whole range) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most a range answer or one watch message may hold.
+const MAX_MESSAGE: usize = 64 << 20;
+/// A watch that sends nothing (not even the progress notifications it asks for,
+/// every 10 min by etcd's default) for this long is taken for a dead connection
+/// and started again.
+const WATCH_SILENCE: Duration = Duration::from_secs(15 * 60);
 
 /// Follows one etcd source forever, reporting on `tx` (until the receiver is gone).
 pub async fn watch(index: usize, source: Source, tx: mpsc::UnboundedSender<Update>) {
@@ -73,6 +79,7 @@ async fn follow(
             Ok(Err(e)) => return e,
             Err(_) => return "no answer in time".into(),
         };
+    let body = http_body_util::Limited::new(body, MAX_MESSAGE);
     let body = match tokio::time::timeout(CALL_TIMEOUT, body.collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(e)) => return e.to_string(),
@@ -93,11 +100,15 @@ async fn follow(
     }
     *failures = 0;
     let revision: i64 = range.header.revision.parse().unwrap_or(0);
+    let Some(next) = revision.checked_add(1) else {
+        return format!("unexpected revision {revision}");
+    };
     let watch = serde_json::json!({
         "create_request": {
             "key": B64.encode(prefix),
             "range_end": B64.encode(prefix_end(prefix.as_bytes())),
-            "start_revision": (revision + 1).to_string(),
+            "start_revision": next.to_string(),
+            "progress_notify": true,
         }
     });
     let mut body =
@@ -109,16 +120,17 @@ async fn follow(
     // The watch answers a stream of JSON objects, one per message.
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let frame = match body.frame().await {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => return format!("watch: {e}"),
-            None => return "the watch ended".into(),
+        let frame = match tokio::time::timeout(WATCH_SILENCE, body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => return format!("watch: {e}"),
+            Ok(None) => return "the watch ended".into(),
+            Err(_) => return format!("the watch was silent for {WATCH_SILENCE:?}"),
         };
         let Ok(data) = frame.into_data() else {
             continue;
         };
         buf.extend_from_slice(&data);
-        if buf.len() > 64 << 20 {
+        if buf.len() > MAX_MESSAGE {
             return "a watch message over 64 MiB".into();
         }
         let mut consumed = 0;
