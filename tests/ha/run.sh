@@ -365,6 +365,10 @@ start_load() { # phase
     LOAD_PIDS+=($!)
   done
 }
+# True once the phase's loops have had at least N answers of 200 through the VIP.
+answered() { # phase n
+  [ "$(cat "$WORK"/load-"$1"-*.txt 2>/dev/null | awk '$3 == "200"' | wc -l)" -ge "$2" ]
+}
 stop_load() { # phase
   touch "$WORK/stop-$1"
   wait "${LOAD_PIDS[@]}" || true
@@ -414,8 +418,7 @@ first_served() { # ns base
 echo
 echo "ha: phase 1: $LOOPS client loops on http://$VIP:8080/, then SIGKILL switchyard on a (master)"
 start_load p1
-wait_for 5 test -s "$WORK/load-p1-1.txt"
-sleep 1
+check "traffic flows through the VIP before phase 1" wait_for 10 answered p1 40
 BASE_B=$(requests_on "$NS_B")
 G1=$(pid_of sy-a-sticky) G2=$(pid_of sy-a-hash)
 K1=$(now)
@@ -451,8 +454,7 @@ wait_for 10 is_state a BACKUP || echo "    a did not go back to BACKUP within 10
 check "a is BACKUP again and did not take the VIP back (nopreempt)" is_state a BACKUP
 check "b still MASTER" is_state b MASTER
 start_load p2
-wait_for 5 test -s "$WORK/load-p2-1.txt"
-sleep 1
+check "traffic flows through the VIP before phase 2" wait_for 10 answered p2 40
 BASE_A=$(requests_on "$NS_A")
 G1=$(pid_of keepalived-b)
 K2=$(now)
@@ -490,8 +492,7 @@ echo
 echo "ha: phase 3: planned switch-over: SIGTERM keepalived on a (master; switchyard keeps running)"
 wait_for 10 is_state b BACKUP || echo "    b is not BACKUP within 10 s"
 start_load p3
-wait_for 5 test -s "$WORK/load-p3-1.txt"
-sleep 1
+check "traffic flows through the VIP before phase 3" wait_for 10 answered p3 40
 BASE_B=$(requests_on "$NS_B")
 G1=$(pid_of keepalived-a)
 K3=$(now)
